@@ -1,0 +1,1 @@
+"""Connectors, one small module per system; found by name through ``registry``."""

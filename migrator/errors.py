@@ -1,0 +1,111 @@
+"""Typed errors.
+
+Two families matter to the engine: errors that stop the run (``UserError`` and its
+children: the CLI prints one line and exits 2) and errors that belong to one record or
+one request (``RecordError`` fails the record; ``Retryable`` is retried).  Messages must
+never contain a credential's value — name the variable instead.
+"""
+from __future__ import annotations
+
+
+class MigratorError(Exception):
+    """Base of everything this package raises on purpose."""
+
+
+# ---- errors that stop the run: one line, exit code 2 -------------------------------
+
+
+class UserError(MigratorError):
+    """Something the user must fix before the run can go on (exit code 2)."""
+
+    exit_code = 2
+
+
+class JobError(UserError):
+    """A malformed or inconsistent job file."""
+
+
+class MappingError(UserError):
+    """A mapping that cannot be compiled against its target's schema."""
+
+
+class ConfigError(UserError):
+    """A missing environment variable, an unwritable path, an insecure URL…"""
+
+
+class AuthError(UserError):
+    """The system refused the credential (401/403). Names the credential, never its value."""
+
+
+class ConnectError(UserError):
+    """The system could not be reached or answered 404 on the first call."""
+
+
+class CheckpointMismatch(UserError):
+    """The checkpoint file belongs to a different job or mapping."""
+
+
+class AccountError(UserError):
+    """The account is not usable (e.g. Realeflow AccountStatus is not Active)."""
+
+
+# ---- errors of one request or record --------------------------------------------------
+
+
+class RecordError(MigratorError):
+    """The target refused this record; the run goes on. ``reason`` is for a person."""
+
+    def __init__(self, reason: str, *, field: str | None = None, rule: str = "server",
+                 status: int | None = None):
+        super().__init__(reason)
+        self.reason = reason
+        self.field = field
+        self.rule = rule
+        self.status = status
+
+
+class Retryable(MigratorError):
+    """A transient failure: 5xx, timeout, connection reset. Retried with backoff."""
+
+    cause = "transient"
+
+    def __init__(self, message: str, *, cause: str | None = None):
+        super().__init__(message)
+        if cause:
+            self.cause = cause
+
+
+class RateLimited(Retryable):
+    """429 (or Spark's 1550): every writer of the system pauses for ``retry_after``."""
+
+    cause = "rate_limited"
+
+    def __init__(self, message: str = "rate limited", *, retry_after: float | None = None):
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class QuotaExhausted(Retryable):
+    """A daily quota is spent; wait until ``reset_at`` (epoch seconds) or stop cleanly."""
+
+    cause = "quota"
+
+    def __init__(self, message: str = "daily quota exhausted", *, reset_at: float | None = None):
+        super().__init__(message)
+        self.reset_at = reset_at
+
+
+class TokenExpired(Retryable):
+    """The access token or session is no longer valid; refresh once and retry."""
+
+    cause = "token_expired"
+
+
+class UncertainWrite(Retryable):
+    """A write was sent but its outcome is unknown (connection dropped, body garbled).
+
+    Retrying blindly may duplicate the record; the engine reconciles it by the target's
+    natural-key lookup, or by the job's ``on_uncertain`` policy.
+    """
+
+    cause = "uncertain"
