@@ -1,7 +1,240 @@
-"""Command line entry point (filled in by the core issue)."""
+"""``migrator``: the command line. Every user mistake becomes one line and exit code 2."""
+from __future__ import annotations
+
+import argparse
+import os
 import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+from . import __version__
+from .errors import UserError
+
+EXIT_OK, EXIT_FAILED, EXIT_USER, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
-def main(argv: list[str] | None = None) -> int:
-    print("migrator: under construction", file=sys.stderr)
-    return 2
+def _err(msg: str) -> None:
+    print(f"migrator: {msg}", file=sys.stderr)
+
+
+def _progress(args: argparse.Namespace) -> bool | None:
+    return True if args.progress else (False if args.no_progress else None)
+
+
+def cmd_run(args: argparse.Namespace, mode: str) -> int:
+    from .engine import Engine
+    from .job import load_job
+    from .report import (FailureSink, build_report, checkpoint_facts, report_paths, summary,
+                         write_failures_from_checkpoint, write_report)
+    import anyio
+
+    job = load_job(args.job)
+    json_path, csv_path = report_paths(job, mode)
+    sink = FailureSink(csv_path) if mode == "validate" else None
+    engine = Engine(job, mode=mode, progress=_progress(args), since=getattr(args, "since", None),
+                    accept_mapping_change=getattr(args, "accept_mapping_change", False),
+                    stop_at_quota=getattr(args, "stop_at_quota", False), sink=sink)
+    try:
+        outcome = anyio.run(engine.run)
+    finally:
+        if sink is not None:
+            sink.close()
+    facts = None
+    if mode != "validate":
+        write_failures_from_checkpoint(job.checkpoint, csv_path)
+        facts = checkpoint_facts(job.checkpoint)
+    report = build_report(job, outcome, facts)
+    write_report(json_path, report)
+    print(summary(report, json_path, csv_path), file=sys.stderr)
+    if outcome.interrupted or outcome.stopped_reason:
+        why = outcome.stopped_reason or "interrupted"
+        print(f"{why}. Everything settled so far is in {job.checkpoint}.\n"
+              f"Resume with:  migrator run {args.job}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    failed = outcome.total("failed")
+    if mode == "validate":
+        invalid = failed
+        limit = args.max_invalid
+        if invalid and (limit is None or invalid > limit):
+            return EXIT_FAILED
+        return EXIT_OK
+    if failed:
+        print(f"{failed} records failed this run; fix them (see {csv_path}) and run:  migrator retry {args.job}",
+              file=sys.stderr)
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from .checkpoint import read_only
+    from .job import load_job
+
+    job = load_job(args.job)
+    conn = read_only(job.checkpoint)
+    try:
+        print(f"{job.name}: {job.source.system} → {job.target.system}   checkpoint {job.checkpoint}")
+        rows = conn.execute("SELECT stream, status, count(*) FROM records GROUP BY stream, status "
+                            "ORDER BY stream, status").fetchall()
+        streams: dict[str, dict[str, int]] = {}
+        for stream, status, n in rows:
+            streams.setdefault(stream, {})[status] = n
+        cursors = {s: (c, f, p) for s, c, f, p in conn.execute("SELECT stream, cursor, finished, pages FROM cursors")}
+        for stream in sorted(set(streams) | set(cursors)):
+            st = streams.get(stream, {})
+            c = cursors.get(stream)
+            state = "finished" if c and c[1] else (f"{c[2]} pages settled, resumes after cursor {c[0]}" if c else "not started")
+            print(f"  {stream}: done {st.get('done', 0)}, failed {st.get('failed', 0)}, skipped {st.get('skipped', 0)}, "
+                  f"pending {st.get('pending', 0)}, in flight at interruption {st.get('inflight', 0)} — {state}")
+        unc = conn.execute("SELECT count(*) FROM records WHERE uncertain=1").fetchone()[0]
+        if unc:
+            print(f"  uncertain: {unc} records (see the report)")
+        for run, mode, started, ended, outcome in conn.execute(
+                "SELECT run, mode, started, ended, outcome FROM runs ORDER BY run DESC LIMIT 5"):
+            import datetime as dt
+            when = dt.datetime.fromtimestamp(started).isoformat(timespec="seconds")
+            print(f"  run {run}: {mode} at {when} — {outcome or 'did not finish (crashed or killed)'}")
+    finally:
+        conn.close()
+    return EXIT_OK
+
+
+def cmd_connectors(args: argparse.Namespace) -> int:
+    from .registry import CONNECTORS, connector_class
+    for name in CONNECTORS:
+        try:
+            cls = connector_class(name)
+        except UserError:
+            print(f"  {name:<10} (not available in this version)")
+            continue
+        reads = {"api": "reads by API", "export": "reads a CSV export", "file": "reads files",
+                 "none": "cannot be read"}[cls.reads]
+        writes = "writes by API" if cls.writes and cls.reads != "file" else ("writes files" if cls.writes else "cannot be written")
+        limit = f"; default limit {cls.default_limit}" if cls.default_limit else ""
+        print(f"  {name:<10} {cls.title}: {reads}, {writes}{limit}")
+        if cls.notes:
+            print(f"             {cls.notes}")
+    return EXIT_OK
+
+
+def cmd_fields(args: argparse.Namespace) -> int:
+    from .registry import connector_class
+    cls = connector_class(args.connector)
+    schemas = cls.schemas()
+    if cls.system in ("csv", "jsonl"):
+        print(f"{cls.system} accepts any field names the mapping gives it.")
+        return EXIT_OK
+    if not schemas:
+        print(f"{cls.system} cannot be written to.")
+        return EXIT_OK
+    names = [args.stream] if args.stream else list(schemas)
+    for name in names:
+        if name not in schemas:
+            raise UserError(f"{cls.system} has no stream '{name}'; it has {', '.join(schemas)}")
+        schema = schemas[name]
+        print(f"{cls.system} {name}:")
+        rules = getattr(schema, "rules", ())
+        for row in schema.describe():
+            limits = []
+            if row.get("required"):
+                limits.append("required")
+            for key in ("max_length", "max_items", "format", "minimum", "maximum"):
+                if row.get(key) not in (None, ""):
+                    limits.append(f"{key.replace('_', ' ')} {row[key]}")
+            if row.get("enum"):
+                limits.append("one of " + ", ".join(row["enum"]))
+            desc = f"  — {row['description']}" if row.get("description") else ""
+            print(f"  {row['name']:<24} {row.get('type', 'string'):<7} {'; '.join(limits)}{desc}")
+        for rule in rules:
+            print(f"  rule: at least one of {', '.join(rule.fields)}")
+    return EXIT_OK
+
+
+def cmd_sandbox(args: argparse.Namespace) -> int:
+    from .sandbox.cli import serve
+    return serve(args)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import demo
+    return demo(args)
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    from .init import init
+    return init(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="migrator", description=(
+        "Move a real-estate team's CRM data from one system to another: read, map, validate, "
+        "write under the target's rate limits, resume after any interruption."))
+    p.add_argument("--version", action="version", version=f"migrator {__version__}")
+    p.add_argument("--debug", action="store_true", help="show tracebacks of unexpected errors")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    def job_cmd(name: str, help: str) -> argparse.ArgumentParser:
+        sp = sub.add_parser(name, help=help, description=help)
+        sp.add_argument("job", help="the job file (YAML)")
+        sp.add_argument("--progress", action="store_true", help="always show progress bars")
+        sp.add_argument("--no-progress", action="store_true", help="never show progress bars")
+        return sp
+
+    r = job_cmd("run", "migrate; run it again after an interruption to resume")
+    r.add_argument("--since", help="only records changed since this date/time (a delta run, where the source supports it)")
+    r.add_argument("--accept-mapping-change", action="store_true",
+                   help="go on although the mapping changed since the checkpoint was written")
+    r.add_argument("--stop-at-quota", action="store_true",
+                   help="exit cleanly (resumable) when a daily quota runs out, instead of waiting")
+    v = job_cmd("validate", "dry run: read, map and validate every record; write nothing")
+    v.add_argument("--max-invalid", type=int, default=None,
+                   help="exit 0 when at most N records are invalid (default: any invalid record exits 1)")
+    job_cmd("retry", "write again only the records that failed")
+    sub.add_parser("status", help="what is done, pending and failed, from the checkpoint").add_argument("job")
+    sub.add_parser("connectors", help="the systems this version can read and write")
+    f = sub.add_parser("fields", help="what a target accepts: fields, types, limits, rules")
+    f.add_argument("connector")
+    f.add_argument("stream", nargs="?")
+    s = sub.add_parser("sandbox", help="serve simulators of the five CRM APIs on loopback")
+    s.add_argument("--contacts", type=int, default=200)
+    s.add_argument("--seed", type=int, default=1)
+    s.add_argument("--faults", default="none", help="fault profile: none, latency, flaky, soak, tokens")
+    s.add_argument("--dirty", action="store_true", help="seed dirty data as real exports have")
+    d = sub.add_parser("demo", help="a whole migration between two built-in sandbox CRMs")
+    d.add_argument("--contacts", type=int, default=2000)
+    d.add_argument("--dir", default="migrator-demo", help="where the demo writes its job, checkpoint and reports")
+    d.add_argument("--no-progress", action="store_true")
+    i = sub.add_parser("init", help="write a starter job file and mapping for a pair of systems")
+    i.add_argument("source")
+    i.add_argument("target")
+    i.add_argument("--out", default=".", help="folder for the job and mapping files")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.command:
+        parser.print_help()
+        return EXIT_USER
+    handlers: dict[str, Any] = {
+        "run": lambda a: cmd_run(a, "run"), "validate": lambda a: cmd_run(a, "validate"),
+        "retry": lambda a: cmd_run(a, "retry"), "status": cmd_status, "connectors": cmd_connectors,
+        "fields": cmd_fields, "sandbox": cmd_sandbox, "demo": cmd_demo, "init": cmd_init,
+    }
+    try:
+        return handlers[args.command](args)
+    except UserError as e:
+        _err(str(e).splitlines()[0] if str(e) else type(e).__name__)
+        return EXIT_USER
+    except KeyboardInterrupt:
+        _err("interrupted")
+        return EXIT_INTERRUPTED
+    except Exception as e:  # a bug, not the user's fault: still one line unless --debug
+        if args.debug or os.environ.get("MIGRATOR_DEBUG"):
+            raise
+        _err(f"internal error: {type(e).__name__}: {e} (run with --debug for details, and please report it)")
+        return EXIT_FAILED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -14,7 +14,7 @@ import math
 import random
 import time
 from collections import Counter, deque
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import orjson
@@ -209,6 +209,10 @@ class Simulator:
         """Environment variables a job needs to reach this simulator."""
         return {}
 
+    def extra_stats(self) -> dict[str, Any]:
+        """Vendor counters (tokens issued, merged writes…) for ``/_sandbox/stats``."""
+        return {}
+
     def inspect_records(self, kind: str) -> list[dict[str, Any]]:
         """The stored records of ``kind`` ("contacts", "notes", "properties", …)."""
         raise KeyError(kind)
@@ -252,6 +256,7 @@ class Simulator:
 
     async def _h_stats(self, request: web.Request) -> web.Response:
         d = self.stats.as_dict()
+        d.update(self.extra_stats())
         if self.window:
             d["window"] = {"limit": self.window.limit, "period": self.window.period,
                            "admitted": self.window.admitted, "refused": self.window.refused,
@@ -280,8 +285,6 @@ class Simulator:
         route = request.match_info.route.resource.canonical if request.match_info.route.resource else request.path
         self.stats.requests[f"{request.method} {route}"] += 1
         f = self.faults
-        if f.latency or f.jitter:
-            await asyncio.sleep(f.latency + (self._rng.random() * f.jitter if f.jitter else 0.0))
         if self._chance(f.drop_before_rate):
             self.stats.faults["drop_before"] += 1
             return self._drop(request)
@@ -309,10 +312,17 @@ class Simulator:
                 self.stats.faults["429_burst"] += 1
             self._burst_left -= 1
             self.stats.rate_limited += 1
-            return self.rate_limited_response(0.2)
+            resp = self.rate_limited_response(0.2)
+            self.decorate(request, resp, key)
+            return resp
+        # Latency after the window check: the vendor counts a request when it arrives.
+        if f.latency or f.jitter:
+            await asyncio.sleep(f.latency + (self._rng.random() * f.jitter if f.jitter else 0.0))
         if self._chance(f.error_rate):
             self.stats.faults["5xx"] += 1
-            return self.error_response(self._rng.choice([500, 502, 503]))
+            resp = self.error_response(self._rng.choice([500, 502, 503]))
+            self.decorate(request, resp, key)
+            return resp
         response = await handler(request)
         is_write = request.method in WRITE_METHODS
         if is_write and self._chance(f.drop_after_rate):

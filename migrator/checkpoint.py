@@ -1,0 +1,284 @@
+"""The job's memory: one SQLite file (WAL, mode 0600) per job.
+
+Per record: ``pending`` (read, in a page not yet settled) → ``inflight`` (a write is about
+to be sent; committed *before* sending) → ``done`` with its target id, ``failed`` with a
+reason, or ``skipped`` by a user's rule. After a crash only ``inflight`` records are
+uncertain: their write may or may not have reached the target. Per stream: the cursor
+watermark, which only moves past a page whose records are all settled.
+
+SQLite work runs in a worker thread, one transaction per batch of operations: callers
+queue operations, and whoever needs durability (``commit``) commits everything queued so
+far — concurrent writers share one transaction (group commit).
+"""
+from __future__ import annotations
+
+import os
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+import anyio
+import orjson
+
+from .errors import CheckpointMismatch, ConfigError
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS cursors (
+    stream TEXT PRIMARY KEY, cursor TEXT, finished INTEGER NOT NULL DEFAULT 0,
+    pages INTEGER NOT NULL DEFAULT 0);
+CREATE TABLE IF NOT EXISTS records (
+    stream TEXT NOT NULL, source_id TEXT NOT NULL, status TEXT NOT NULL,
+    target_id TEXT, attempts INTEGER NOT NULL DEFAULT 0, action TEXT, matched_key TEXT,
+    field TEXT, rule TEXT, error TEXT, uncertain INTEGER NOT NULL DEFAULT 0,
+    run INTEGER NOT NULL DEFAULT 0, updated REAL,
+    PRIMARY KEY (stream, source_id)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS records_target ON records (stream, target_id);
+CREATE INDEX IF NOT EXISTS records_status ON records (status);
+CREATE TABLE IF NOT EXISTS runs (
+    run INTEGER PRIMARY KEY, mode TEXT, started REAL, ended REAL, outcome TEXT, stats TEXT);
+CREATE TABLE IF NOT EXISTS target_keys (
+    stream TEXT NOT NULL, key TEXT NOT NULL, target_id TEXT NOT NULL,
+    PRIMARY KEY (stream, key)) WITHOUT ROWID;
+"""
+
+SETTLED = ("done", "failed", "skipped")
+
+
+@dataclass(slots=True)
+class Status:
+    status: str
+    target_id: str | None
+    run: int
+
+
+def create_private(path: Path) -> None:
+    """Create ``path`` with mode 0600 if it does not exist (it will hold PII)."""
+    fd = os.open(path, os.O_CREAT | os.O_WRONLY, 0o600)
+    os.close(fd)
+    os.chmod(path, 0o600)
+
+
+class Checkpoint:
+    def __init__(self, path: Path, conn: sqlite3.Connection, run: int):
+        self.path = path
+        self._conn = conn
+        self.run = run
+        self._ops: list[tuple[str, tuple]] = []
+        self._queued = 0
+        self._durable = 0
+        self._committing = False
+        self._committed = anyio.Event()
+        self._lock = anyio.Lock()
+
+    # ---- opening ----------------------------------------------------------------
+    @classmethod
+    async def open(cls, path: str | Path, *, job_id: str, mapping_digest: str,
+                   accept_mapping_change: bool = False, mode: str = "run",
+                   create: bool = True) -> "Checkpoint":
+        return await anyio.to_thread.run_sync(
+            cls._open_sync, Path(path), job_id, mapping_digest, accept_mapping_change, mode, create)
+
+    @classmethod
+    def _open_sync(cls, path: Path, job_id: str, digest: str, accept: bool, mode: str,
+                   create: bool) -> "Checkpoint":
+        exists = path.exists()
+        if not exists and not create:
+            raise ConfigError(f"no checkpoint at {path}: nothing has run for this job yet")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            create_private(path)
+            conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.executescript(SCHEMA)
+        except (OSError, sqlite3.OperationalError) as e:
+            raise ConfigError(f"checkpoint {path}: cannot write there ({getattr(e, 'strerror', None) or e})") from None
+        except sqlite3.DatabaseError:
+            raise ConfigError(f"checkpoint {path} is not a checkpoint file (not an SQLite database)") from None
+        for suffix in ("-wal", "-shm"):
+            side = Path(str(path) + suffix)
+            if side.exists():
+                os.chmod(side, 0o600)
+        meta = dict(conn.execute("SELECT key, value FROM meta"))
+        if meta:
+            if meta.get("job_id") != job_id:
+                conn.close()
+                raise CheckpointMismatch(
+                    f"checkpoint {path} was written by a different job (other source or target); "
+                    "point the job at a new checkpoint file")
+            if meta.get("mapping_digest") != digest and not accept:
+                conn.close()
+                raise CheckpointMismatch(
+                    f"the mapping changed since checkpoint {path} was written; records already done "
+                    "keep the old mapping. Run again with --accept-mapping-change to go on, or use a new checkpoint")
+            if meta.get("mapping_digest") != digest:
+                conn.execute("UPDATE meta SET value=? WHERE key='mapping_digest'", (digest,))
+        else:
+            conn.executemany("INSERT INTO meta VALUES (?, ?)", [
+                ("job_id", job_id), ("mapping_digest", digest), ("created", str(time.time())),
+                ("format", "1")])
+        cur = conn.execute("INSERT INTO runs (mode, started) VALUES (?, ?)", (mode, time.time()))
+        return cls(path, conn, int(cur.lastrowid or 0))
+
+    async def close(self, outcome: str = "", stats: dict[str, Any] | None = None) -> None:
+        with anyio.CancelScope(shield=True):
+            await self.commit()
+            await anyio.to_thread.run_sync(self._close_sync, outcome, stats)
+
+    def _close_sync(self, outcome: str, stats: dict[str, Any] | None) -> None:
+        self._conn.execute("UPDATE runs SET ended=?, outcome=?, stats=? WHERE run=?",
+                           (time.time(), outcome, orjson.dumps(stats or {}).decode(), self.run))
+        self._conn.close()
+
+    # ---- queued writes -------------------------------------------------------------
+    def _queue(self, sql: str, args: tuple) -> None:
+        self._ops.append((sql, args))
+        self._queued += 1
+
+    def add_pending(self, stream: str, source_ids: Iterable[str]) -> None:
+        for sid in source_ids:
+            self._queue("INSERT INTO records (stream, source_id, status, run, updated) VALUES (?, ?, 'pending', ?, ?) "
+                        "ON CONFLICT (stream, source_id) DO UPDATE SET run=excluded.run "
+                        "WHERE records.status NOT IN ('done', 'skipped')",
+                        (stream, sid, self.run, time.time()))
+
+    def inflight(self, stream: str, source_id: str) -> None:
+        self._queue("UPDATE records SET status='inflight', attempts=attempts+1, updated=? "
+                    "WHERE stream=? AND source_id=?", (time.time(), stream, source_id))
+
+    def done(self, stream: str, source_id: str, target_id: str, *, action: str = "created",
+             matched_key: str | None = None, uncertain: bool = False) -> None:
+        self._queue("UPDATE records SET status='done', target_id=?, action=?, matched_key=?, "
+                    "uncertain=?, field=NULL, rule=NULL, error=NULL, updated=? WHERE stream=? AND source_id=?",
+                    (target_id, action, matched_key, int(uncertain), time.time(), stream, source_id))
+
+    def failed(self, stream: str, source_id: str, error: str, *, field: str | None = None,
+               rule: str | None = None, uncertain: bool = False) -> None:
+        self._queue("UPDATE records SET status='failed', error=?, field=?, rule=?, uncertain=?, updated=? "
+                    "WHERE stream=? AND source_id=?",
+                    (error, field, rule, int(uncertain), time.time(), stream, source_id))
+
+    def skipped(self, stream: str, source_id: str, reason: str) -> None:
+        self._queue("UPDATE records SET status='skipped', error=?, rule='skip', updated=? "
+                    "WHERE stream=? AND source_id=?", (reason, time.time(), stream, source_id))
+
+    def advance(self, stream: str, cursor: Any, finished: bool = False) -> None:
+        self._queue("INSERT INTO cursors (stream, cursor, finished, pages) VALUES (?, ?, ?, 1) "
+                    "ON CONFLICT (stream) DO UPDATE SET cursor=excluded.cursor, finished=excluded.finished, "
+                    "pages=cursors.pages+1", (stream, orjson.dumps(cursor).decode(), int(finished)))
+
+    def remember_keys(self, stream: str, pairs: Iterable[tuple[str, str]]) -> None:
+        for key, target_id in pairs:
+            self._queue("INSERT OR REPLACE INTO target_keys VALUES (?, ?, ?)", (stream, key, target_id))
+
+    def reset_stream(self, stream: str) -> None:
+        self._queue("DELETE FROM cursors WHERE stream=?", (stream,))
+
+    async def commit(self) -> None:
+        """Make everything queued so far durable (shares a transaction with concurrent callers)."""
+        target = self._queued
+        while self._durable < target:
+            if self._committing:
+                await self._committed.wait()
+                continue
+            self._committing = True
+            ops, self._ops = self._ops, []
+            upto = self._queued
+            try:
+                async with self._lock:
+                    await anyio.to_thread.run_sync(self._apply, ops)
+                self._durable = upto
+            except BaseException:
+                self._ops[:0] = ops
+                raise
+            finally:
+                self._committing = False
+                event, self._committed = self._committed, anyio.Event()
+                event.set()
+
+    def _apply(self, ops: list[tuple[str, tuple]]) -> None:
+        conn = self._conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for sql, args in ops:
+                conn.execute(sql, args)
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+    # ---- reads ------------------------------------------------------------------------
+    async def _read(self, fn, *args: Any) -> Any:
+        async with self._lock:
+            return await anyio.to_thread.run_sync(fn, *args)
+
+    async def cursor(self, stream: str) -> tuple[Any, bool, int]:
+        def q() -> tuple[Any, bool, int]:
+            row = self._conn.execute("SELECT cursor, finished, pages FROM cursors WHERE stream=?",
+                                     (stream,)).fetchone()
+            if row is None:
+                return None, False, 0
+            return (orjson.loads(row[0]) if row[0] is not None else None), bool(row[1]), row[2]
+        return await self._read(q)
+
+    async def statuses(self, stream: str, source_ids: list[str]) -> dict[str, Status]:
+        def q() -> dict[str, Status]:
+            out: dict[str, Status] = {}
+            for chunk in _chunks(source_ids, 500):
+                marks = ",".join("?" * len(chunk))
+                for sid, status, tid, run in self._conn.execute(
+                        f"SELECT source_id, status, target_id, run FROM records WHERE stream=? "
+                        f"AND source_id IN ({marks})", (stream, *chunk)):
+                    out[sid] = Status(status, tid, run)
+            return out
+        return await self._read(q)
+
+    async def target_ids(self, stream: str, source_ids: list[str]) -> dict[str, str]:
+        def q() -> dict[str, str]:
+            out: dict[str, str] = {}
+            for chunk in _chunks(source_ids, 500):
+                marks = ",".join("?" * len(chunk))
+                out.update(self._conn.execute(
+                    f"SELECT source_id, target_id FROM records WHERE stream=? AND status='done' "
+                    f"AND source_id IN ({marks})", (stream, *chunk)))
+            return out
+        return await self._read(q)
+
+    async def owner_of(self, stream: str, target_id: str) -> str | None:
+        """The source id already settled onto ``target_id`` (for merge handling)."""
+        def q() -> str | None:
+            row = self._conn.execute("SELECT source_id FROM records WHERE stream=? AND target_id=? "
+                                     "AND status='done' LIMIT 1", (stream, target_id)).fetchone()
+            return row[0] if row else None
+        return await self._read(q)
+
+    async def known_key(self, stream: str, key: str) -> str | None:
+        def q() -> str | None:
+            row = self._conn.execute("SELECT target_id FROM target_keys WHERE stream=? AND key=?",
+                                     (stream, key)).fetchone()
+            return row[0] if row else None
+        return await self._read(q)
+
+    async def query(self, sql: str, args: tuple = ()) -> list[tuple]:
+        return await self._read(lambda: self._conn.execute(sql, args).fetchall())
+
+
+def read_only(path: str | Path) -> sqlite3.Connection:
+    """Open a checkpoint for ``status`` without touching it."""
+    p = Path(path)
+    if not p.exists():
+        raise ConfigError(f"no checkpoint at {p}: nothing has run for this job yet")
+    try:
+        conn = sqlite3.connect(f"file:{p}?mode=ro", uri=True)
+        conn.execute("SELECT 1 FROM meta LIMIT 1")
+    except sqlite3.DatabaseError:
+        raise ConfigError(f"checkpoint {p} is not a checkpoint file") from None
+    return conn
+
+
+def _chunks(items: list[str], n: int) -> Iterable[list[str]]:
+    for i in range(0, len(items), n):
+        yield items[i:i + n]

@@ -1,0 +1,149 @@
+"""What every connector shares: declared settings, the HTTP client built from them, and
+default answers for the optional parts of the source and target protocols.
+
+A connector declares its facts as class attributes — settings, default rate limit,
+streams it reads, schemas it accepts — and keeps its vendor quirks in its own module.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, AsyncIterator, ClassVar, Mapping
+
+from ..errors import JobError
+from ..http import Auth, HttpClient
+from ..limits import RateLimit
+from ..protocols import Page, StreamInfo, WriteResult
+from ..schema import StreamSchema
+
+
+@dataclass(frozen=True)
+class Setting:
+    description: str
+    required: bool = False
+    secret: bool = False
+    env: str | None = None        # the variable `migrator init` puts in the job file
+    default: Any = None
+
+
+@dataclass
+class Context:
+    """What a connector may know of the job around it."""
+
+    job_dir: Path = Path(".")
+    role: str = "source"                    # "source" | "target"
+    concurrency: int = 8
+    allow_insecure_http: bool = False
+    origins: dict[str, str] = field(default_factory=dict)  # setting -> "${VAR}" it came from
+    since: str | None = None                # --since: delta runs
+    where: str = ""                         # "job.yaml:12" of the block, for messages
+
+
+COMMON_SETTINGS: dict[str, Setting] = {
+    "system": Setting("connector name", required=True),
+    "base_url": Setting("API root; override for a sandbox or a regional host"),
+    "rate_limit": Setting("{requests: N, per: SECONDS}; defaults to the vendor's published limit"),
+    "timeout": Setting("seconds per request", default=30),
+}
+
+
+class Connector:
+    """Base of all connectors. Subclasses override what their system supports."""
+
+    system: ClassVar[str] = ""
+    title: ClassVar[str] = ""
+    reads: ClassVar[str] = "api"          # "api" | "export" (CSV from the vendor's UI) | "none"
+    writes: ClassVar[bool] = True
+    settings_spec: ClassVar[dict[str, Setting]] = {}
+    default_base_url: ClassVar[str] = ""
+    default_limit: ClassVar[RateLimit | None] = None
+    source_streams: ClassVar[tuple[str, ...]] = ()
+    notes: ClassVar[str] = ""             # quirks shown by `migrator connectors`
+
+    def __init__(self, settings: Mapping[str, Any], ctx: Context):
+        self.settings = dict(settings)
+        self.ctx = ctx
+        self.http: HttpClient | None = None
+
+    # ---- facts ----------------------------------------------------------------
+    @classmethod
+    def all_settings(cls) -> dict[str, Setting]:
+        return {**COMMON_SETTINGS, **cls.settings_spec}
+
+    @classmethod
+    def schemas(cls) -> dict[str, StreamSchema]:
+        """Target streams and what each accepts. Empty for a read-only system."""
+        return {}
+
+    @classmethod
+    def credential_envs(cls) -> list[str]:
+        return [s.env for s in cls.settings_spec.values() if s.secret and s.env]
+
+    def setting(self, name: str) -> Any:
+        value = self.settings.get(name)
+        if value in (None, ""):
+            spec = self.all_settings().get(name)
+            if spec is not None and spec.required:
+                origin = self.ctx.origins.get(name)
+                hint = f" (from {origin})" if origin else ""
+                raise JobError(f"{self.ctx.where}: {self.system} needs '{name}'{hint}")
+            return spec.default if spec else None
+        return value
+
+    def rate_limit(self) -> RateLimit | None:
+        raw = self.settings.get("rate_limit")
+        if raw is None:
+            return self.default_limit
+        if raw in (False, "none", "off"):
+            return None
+        try:
+            return RateLimit(int(raw["requests"]), float(raw.get("per", 1)))
+        except (TypeError, KeyError, ValueError):
+            raise JobError(f"{self.ctx.where}: rate_limit must be {{requests: N, per: SECONDS}}") from None
+
+    def make_http(self, auth: Auth | None = None, **kwargs: Any) -> HttpClient:
+        self.http = HttpClient(
+            self.system, self.settings.get("base_url") or self.default_base_url,
+            limit=self.rate_limit(), auth=auth, allow_insecure_http=self.ctx.allow_insecure_http,
+            timeout=float(self.setting("timeout") or 30), connections=max(16, self.ctx.concurrency * 2),
+            **kwargs)
+        return self.http
+
+    # ---- lifecycle ----------------------------------------------------------------
+    async def open(self) -> None:
+        if self.http is not None:
+            await self.http.open()
+
+    async def close(self) -> None:
+        if self.http is not None:
+            await self.http.close()
+
+    def request_stats(self) -> dict[str, Any]:
+        return self.http.stats.as_dict() if self.http else {}
+
+    # ---- source side ----------------------------------------------------------------
+    def streams(self) -> tuple[str, ...]:
+        return self.source_streams
+
+    async def info(self, stream: str) -> StreamInfo:
+        return StreamInfo(stream)
+
+    def pages(self, stream: str, cursor: Any) -> AsyncIterator[Page]:
+        raise JobError(f"{self.system} cannot be read from")
+
+    # ---- target side ----------------------------------------------------------------
+    def schema(self, stream: str) -> StreamSchema | None:
+        return self.schemas().get(stream)
+
+    async def prepare(self, streams: list[Any]) -> None:
+        """Before the first write: preflight checks, resolving custom field names…"""
+
+    def can_lookup(self, stream: str) -> bool:
+        return False
+
+    async def lookup(self, stream: str, record: Mapping[str, Any], source_id: str) -> str | None:
+        return None
+
+    async def write(self, stream: str, record: dict[str, Any], *, source_id: str,
+                    target_id: str | None = None) -> WriteResult:
+        raise JobError(f"{self.system} cannot be written to")

@@ -1,0 +1,344 @@
+"""CSV and JSONL files, as sources and targets.
+
+Users export from one CRM's UI and import into another's, so files are first-class.
+Reading streams a page at a time on a worker thread (constant memory); a malformed row
+fails alone with its line number. Writing appends each record as one line, with the
+source id in a column of its own, and flushes it to the OS before the write counts as
+done — so after a crash the engine can ask whether an in-flight record reached the file
+(``lookup``) instead of writing it twice.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import os
+from pathlib import Path
+from typing import Any, AsyncIterator, Iterator, Mapping
+
+import anyio
+import orjson
+
+from ..errors import ConfigError, JobError
+from ..protocols import Page, Record, StreamInfo, WriteResult
+from ..schema import Field, StreamSchema
+from .base import Connector, Setting
+
+PAGE = 500
+
+
+class OpenSchema(StreamSchema):
+    """A file takes whatever fields the mapping gives it."""
+
+    def __init__(self, name: str):
+        super().__init__(name, [])
+
+    def field(self, name: str) -> Field | None:
+        return Field(name)
+
+    def validate(self, record: dict) -> list:
+        return []
+
+
+class _FileConnector(Connector):
+    reads = "file"
+    settings_spec = {
+        "path": Setting("file to read or write; may contain {stream} for several streams", required=True),
+        "stream": Setting("stream name of the file's rows", default="contacts"),
+        "id_column": Setting("source: column/field holding the record id (default: the row number)"),
+        "source_id_column": Setting("target: column that records each row's source id", default="_source_id"),
+        "encoding": Setting("text encoding", default="utf-8-sig"),
+        "page_size": Setting("rows per page", default=PAGE),
+    }
+
+    def __init__(self, settings: Mapping[str, Any], ctx):
+        super().__init__(settings, ctx)
+        self._outputs: dict[str, "_Appender"] = {}
+        self._seen: dict[str, set[str]] = {}
+        self._fields: dict[str, list[str]] = {}
+
+    @classmethod
+    def schemas(cls) -> dict[str, StreamSchema]:
+        return _OpenSchemas()  # type: ignore[return-value]
+
+    def schema(self, stream: str) -> StreamSchema:
+        return OpenSchema(stream)
+
+    def streams(self) -> tuple[str, ...]:
+        return (str(self.setting("stream")),)
+
+    def path_for(self, stream: str) -> Path:
+        raw = str(self.setting("path")).replace("{stream}", stream)
+        p = Path(raw)
+        return p if p.is_absolute() else (self.ctx.job_dir / p)
+
+    def page_size(self) -> int:
+        return int(self.setting("page_size") or PAGE)
+
+    # ---- source -----------------------------------------------------------------
+    async def info(self, stream: str) -> StreamInfo:
+        path = self.path_for(stream)
+        if not path.exists():
+            raise ConfigError(f"{self.ctx.where}: source file {path} does not exist")
+        return StreamInfo(stream)
+
+    async def pages(self, stream: str, cursor: Any) -> AsyncIterator[Page]:
+        path = self.path_for(stream)
+        if not path.exists():
+            raise ConfigError(f"{self.ctx.where}: source file {path} does not exist")
+        reader = self._open_reader(path, cursor)
+        try:
+            while True:
+                page = await anyio.to_thread.run_sync(next, reader, None)
+                if page is None:
+                    return
+                yield page
+        finally:
+            await anyio.to_thread.run_sync(reader.close)
+
+    def _open_reader(self, path: Path, cursor: Any) -> Iterator[Page]:
+        raise NotImplementedError
+
+    # ---- target -----------------------------------------------------------------
+    async def prepare(self, streams: list[Any]) -> None:
+        for sm in streams:
+            self._fields[sm.target_stream] = list(sm.fields)
+
+    def can_lookup(self, stream: str) -> bool:
+        return bool(self.setting("source_id_column"))
+
+    async def lookup(self, stream: str, record: Mapping[str, Any], source_id: str) -> str | None:
+        """Whether an interrupted write reached the file (scans it once per run)."""
+        if stream not in self._seen:
+            path = self.path_for(stream)
+            self._seen[stream] = await anyio.to_thread.run_sync(self._scan_ids, path) if path.exists() else set()
+        return source_id if source_id in self._seen[stream] else None
+
+    def _scan_ids(self, path: Path) -> set[str]:
+        raise NotImplementedError
+
+    async def write(self, stream: str, record: dict[str, Any], *, source_id: str,
+                    target_id: str | None = None) -> WriteResult:
+        out = self._outputs.get(stream)
+        if out is None:
+            out = self._outputs[stream] = self._appender(stream)
+        out.append(self._line(stream, record, source_id))
+        return WriteResult(target_id=source_id, action="created", requests={"append": 1})
+
+    def _appender(self, stream: str) -> "_Appender":
+        return _Appender(self.path_for(stream))
+
+    def _line(self, stream: str, record: dict[str, Any], source_id: str) -> bytes:
+        raise NotImplementedError
+
+    async def close(self) -> None:
+        for out in self._outputs.values():
+            out.close()
+        self._outputs.clear()
+
+
+class _OpenSchemas(dict):
+    """``schemas()`` of a file target: every stream name is open."""
+
+    def get(self, key, default=None):  # type: ignore[override]
+        return OpenSchema(key)
+
+    def __getitem__(self, key):
+        return OpenSchema(key)
+
+    def __contains__(self, key) -> bool:
+        return True
+
+
+class _Appender:
+    """Append-only output; each record goes to the OS in one write() call."""
+
+    def __init__(self, path: Path, header: bytes | None = None):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        if header is not None and os.fstat(self.fd).st_size == 0:
+            os.write(self.fd, header)
+
+    def append(self, line: bytes) -> None:
+        os.write(self.fd, line)
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
+# ---- CSV -------------------------------------------------------------------------------
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, (list, tuple)):
+        return ", ".join(_cell(v) for v in value)
+    if isinstance(value, dict):
+        return orjson.dumps(value).decode()
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+class CsvConnector(_FileConnector):
+    system = "csv"
+    title = "CSV file"
+    settings_spec = {**_FileConnector.settings_spec,
+                     "delimiter": Setting("field separator", default=",")}
+
+    def _open_reader(self, path: Path, cursor: Any) -> Iterator[Page]:
+        return _CsvPages(path, str(self.setting("encoding")), str(self.setting("delimiter")),
+                         self.setting("id_column"), int((cursor or {}).get("row", 0)), self.page_size())
+
+    def _scan_ids(self, path: Path) -> set[str]:
+        col = str(self.setting("source_id_column"))
+        with open(path, newline="", encoding="utf-8") as fh:
+            return {row.get(col, "") for row in csv.DictReader(fh)}
+
+    def _appender(self, stream: str) -> _Appender:
+        cols = [str(self.setting("source_id_column"))] + self._fields.get(stream, [])
+        return _Appender(self.path_for(stream), self._csv_row(cols))
+
+    def _csv_row(self, cells: list[str]) -> bytes:
+        buf = io.StringIO()
+        csv.writer(buf, delimiter=str(self.setting("delimiter")), lineterminator="\n").writerow(cells)
+        return buf.getvalue().encode("utf-8")
+
+    def _line(self, stream: str, record: dict[str, Any], source_id: str) -> bytes:
+        cols = self._fields.get(stream) or list(record)
+        return self._csv_row([source_id] + [_cell(record.get(c)) for c in cols])
+
+
+class _CsvPages:
+    def __init__(self, path: Path, encoding: str, delimiter: str, id_column: str | None,
+                 skip_rows: int, page_size: int):
+        self.fh = open(path, newline="", encoding=encoding, errors="strict")
+        self.reader = csv.reader(self.fh, delimiter=delimiter, strict=True)
+        self.id_column = id_column
+        self.row = 0
+        self.page_size = page_size
+        self.header = self._header()
+        if id_column and id_column not in self.header:
+            self.fh.close()
+            raise JobError(f"{path}: no column '{id_column}' (id_column); columns are {', '.join(self.header)}")
+        for _ in range(skip_rows):
+            if self._next_raw() is None:
+                break
+
+    def _header(self) -> list[str]:
+        try:
+            return next(self.reader)
+        except StopIteration:
+            return []
+        except (csv.Error, UnicodeDecodeError) as e:
+            raise JobError(f"cannot read the header line: {e}") from None
+
+    def _next_raw(self) -> tuple[int, list[str] | None, str | None] | None:
+        try:
+            cells = next(self.reader)
+        except StopIteration:
+            return None
+        except (csv.Error, UnicodeDecodeError) as e:
+            self.row += 1
+            return self.reader.line_num, None, f"line {self.reader.line_num}: unreadable row ({e})"
+        self.row += 1
+        return self.reader.line_num, cells, None
+
+    def __iter__(self) -> "_CsvPages":
+        return self
+
+    def __next__(self) -> Page:
+        records: list[Record] = []
+        header = self.header
+        width = len(header)
+        while len(records) < self.page_size:
+            item = self._next_raw()
+            if item is None:
+                break
+            line, cells, error = item
+            if cells is not None and not any(cells):
+                continue
+            sid = str(self.row)
+            if error is None and cells is not None and len(cells) != width:
+                error = f"line {line}: expected {width} columns, got {len(cells)}"
+            if error is not None or cells is None:
+                records.append(Record(sid, None, error=error, line=line))
+                continue
+            data = dict(zip(header, cells))
+            if self.id_column:
+                sid = data.get(self.id_column) or sid
+            records.append(Record(sid, data, line=line))
+        if not records:
+            raise StopIteration
+        return Page(records, {"row": self.row})
+
+    def close(self) -> None:
+        self.fh.close()
+
+
+# ---- JSONL ------------------------------------------------------------------------------
+
+class JsonlConnector(_FileConnector):
+    system = "jsonl"
+    title = "JSON Lines file"
+    settings_spec = {**_FileConnector.settings_spec,
+                     "id_column": Setting("source: field holding the record id (default 'id', else the line number)",
+                                          default="id")}
+
+    def _open_reader(self, path: Path, cursor: Any) -> Iterator[Page]:
+        cursor = cursor or {}
+        return _JsonlPages(path, self.setting("id_column"), int(cursor.get("offset", 0)),
+                           int(cursor.get("line", 0)), self.page_size())
+
+    def _scan_ids(self, path: Path) -> set[str]:
+        col = str(self.setting("source_id_column"))
+        ids: set[str] = set()
+        with open(path, "rb") as fh:
+            for raw in fh:
+                try:
+                    ids.add(str(orjson.loads(raw).get(col)))
+                except (orjson.JSONDecodeError, AttributeError):
+                    continue
+        return ids
+
+    def _line(self, stream: str, record: dict[str, Any], source_id: str) -> bytes:
+        return orjson.dumps({str(self.setting("source_id_column")): source_id, **record}) + b"\n"
+
+
+class _JsonlPages:
+    def __init__(self, path: Path, id_field: str | None, offset: int, line: int, page_size: int):
+        self.fh = open(path, "rb")
+        self.fh.seek(offset)
+        self.line = line
+        self.id_field = id_field
+        self.page_size = page_size
+
+    def __iter__(self) -> "_JsonlPages":
+        return self
+
+    def __next__(self) -> Page:
+        records: list[Record] = []
+        while len(records) < self.page_size:
+            raw = self.fh.readline()
+            if not raw:
+                break
+            self.line += 1
+            if not raw.strip():
+                continue
+            sid = str(self.line)
+            try:
+                data = orjson.loads(raw)
+            except orjson.JSONDecodeError as e:
+                records.append(Record(sid, None, error=f"line {self.line}: invalid JSON ({e.msg})", line=self.line))
+                continue
+            if not isinstance(data, dict):
+                records.append(Record(sid, None, error=f"line {self.line}: not a JSON object", line=self.line))
+                continue
+            if self.id_field and data.get(self.id_field) not in (None, ""):
+                sid = str(data[self.id_field])
+            records.append(Record(sid, data, line=self.line))
+        if not records:
+            raise StopIteration
+        return Page(records, {"offset": self.fh.tell(), "line": self.line})
+
+    def close(self) -> None:
+        self.fh.close()

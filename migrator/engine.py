@@ -1,0 +1,437 @@
+"""The pipeline: read pages → map and validate → bounded stream → N writers → checkpoint.
+
+Every record ends ``done`` (with its target id), ``failed`` (with a reason a person can
+act on) or ``skipped`` (by a rule the user wrote). The rules that make that true across
+crashes:
+
+- a page's new records are marked ``pending`` in one transaction before any is written;
+- a record is marked ``inflight`` durably before its write is sent (group commit, so
+  concurrent writers share transactions), and ``done``/``failed`` after;
+- after a crash, ``inflight`` records are the only uncertain ones: the target's
+  natural-key lookup decides, else the job's ``on_uncertain`` policy (reported);
+- the stream's watermark moves past a page only when every record in it is settled.
+
+The engine knows connectors only through ``protocols`` and the connector base's methods.
+"""
+from __future__ import annotations
+
+import math
+import signal
+import sys
+import time
+from collections import Counter, OrderedDict
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import anyio
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+from .checkpoint import Checkpoint
+from .errors import QuotaExhausted, RecordError, Retryable, UncertainWrite, UserError
+from .mapping import Ref
+from .protocols import Page, Record
+from .schema import Violation
+
+UNCERTAIN_SKIP = ("the previous run was interrupted while this record was being written and the "
+                  "target has no lookup; check whether it exists there, then `migrator retry`")
+
+
+@dataclass(slots=True)
+class Item:
+    seq: int
+    source_id: str
+    data: dict[str, Any]
+    uncertain: bool = False
+
+
+@dataclass
+class StreamResult:
+    stream: str
+    target_stream: str
+    total: int | None = None
+    counts: Counter = field(default_factory=Counter)
+    failures: Counter = field(default_factory=Counter)       # "field: rule — message" -> n
+    examples: dict[str, list[str]] = field(default_factory=dict)
+    notice: str | None = None
+
+
+@dataclass
+class Outcome:
+    mode: str
+    streams: list[StreamResult]
+    started: float
+    ended: float = 0.0
+    interrupted: bool = False
+    stopped_reason: str | None = None
+    source_requests: dict[str, Any] = field(default_factory=dict)
+    target_requests: dict[str, Any] = field(default_factory=dict)
+
+    def total(self, key: str) -> int:
+        return sum(s.counts[key] for s in self.streams)
+
+
+class _Pages:
+    """Settlement bookkeeping for one stream: which pages still have open records."""
+
+    def __init__(self, ckpt: Checkpoint | None, stream: str):
+        self.ckpt, self.stream = ckpt, stream
+        self.open: OrderedDict[int, list[Any]] = OrderedDict()  # seq -> [remaining, cursor]
+
+    def add(self, seq: int, remaining: int, cursor: Any) -> None:
+        self.open[seq] = [remaining, cursor]
+        self._advance()
+
+    def settle(self, seq: int) -> None:
+        self.open[seq][0] -= 1
+        self._advance()
+
+    def _advance(self) -> None:
+        while self.open:
+            seq, (remaining, cursor) = next(iter(self.open.items()))
+            if remaining > 0:
+                return
+            self.open.popitem(last=False)
+            if self.ckpt is not None:
+                self.ckpt.advance(self.stream, cursor, finished=cursor is None)
+
+
+class Engine:
+    def __init__(self, job, *, mode: str = "run", source=None, target=None,
+                 progress: bool | None = None, since: str | None = None,
+                 accept_mapping_change: bool = False, stop_at_quota: bool = False,
+                 out: Callable[[str], None] | None = None,
+                 sink: Callable[[str, str, str, str, str], None] | None = None,
+                 stop_after: int | None = None):
+        self.job = job
+        self.mode = mode  # run | validate | retry
+        self.source = source if source is not None else job.connector("source", since=since)
+        self.target = target if target is not None else job.connector("target")
+        self.progress = progress
+        self.accept_mapping_change = accept_mapping_change
+        self.stop_at_quota = stop_at_quota
+        self.ckpt: Checkpoint | None = None
+        self.out = out or (lambda s: print(s, file=sys.stderr))
+        self.sink = sink  # (stream, source_id, field, rule, message) for each failure, as it happens
+        self.stop_after = stop_after  # behave as if Ctrl-C came after this many writes (demo, tests)
+        self._written = 0
+        self._stopping = False
+        self._bars: list[Any] = []
+
+    # ---- entry ------------------------------------------------------------------
+    async def run(self) -> Outcome:
+        outcome = Outcome(self.mode, [], time.time())
+        writing = self.mode in ("run", "retry")
+        try:
+            if writing:
+                self.ckpt = await Checkpoint.open(
+                    self.job.checkpoint, job_id=self.job.job_id, mapping_digest=self.job.mapping.digest,
+                    accept_mapping_change=self.accept_mapping_change, mode=self.mode)
+            await self.source.open()
+            if writing:
+                await self.target.open()
+                await self.target.prepare(list(self.job.mapping.streams.values()))
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._watch_signals, tg.cancel_scope)
+                for sm in self.job.mapping.streams.values():
+                    if self._stopping:
+                        break
+                    result = StreamResult(sm.source_stream, sm.target_stream)
+                    outcome.streams.append(result)
+                    await self._stream(sm, result)
+                tg.cancel_scope.cancel()
+        except QuotaExhausted as e:
+            outcome.stopped_reason = str(e)
+        finally:
+            with anyio.CancelScope(shield=True):
+                for bar in self._bars:
+                    bar.close()
+                outcome.interrupted = self._stopping
+                outcome.ended = time.time()
+                outcome.source_requests = self.source.request_stats()
+                if writing:
+                    outcome.target_requests = self.target.request_stats()
+                if self.ckpt is not None:
+                    await self.ckpt.close("interrupted" if self._stopping else "finished",
+                                          {"source": outcome.source_requests, "target": outcome.target_requests})
+                await self.source.close()
+                if writing:
+                    await self.target.close()
+        return outcome
+
+    async def _watch_signals(self, scope: anyio.CancelScope) -> None:
+        """First Ctrl-C: stop reading, let in-flight writes finish. Second: abandon them."""
+        try:
+            with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                async for _ in signals:
+                    if not self._stopping:
+                        self._stopping = True
+                        self.out("\ninterrupted: finishing the writes in flight (Ctrl-C again to abandon them)…")
+                    else:
+                        self.out("abandoning in-flight writes; they will be reconciled on resume")
+                        scope.cancel()
+                        return
+        except (NotImplementedError, ValueError, RuntimeError):
+            # Not on the main thread (tests) or no signal support: nothing to watch.
+            await anyio.sleep_forever()
+
+    # ---- one stream ----------------------------------------------------------------
+    async def _stream(self, sm, result: StreamResult) -> None:
+        info = await self.source.info(sm.source_stream)
+        result.total, result.notice = info.total, info.notice
+        if info.notice:
+            self.out(f"note: {info.notice}")
+        schema = self.target.schema(sm.target_stream)
+        cursor, finished = None, False
+        if self.ckpt is not None and self.mode == "run":
+            cursor, finished, _ = await self.ckpt.cursor(sm.source_stream)
+            if finished:
+                result.counts["stream_already_finished"] = 1
+                return
+        pages = _Pages(self.ckpt if self.mode == "run" else None, sm.source_stream)
+        bar = self._bar(sm.source_stream, info.total)
+        send, receive = anyio.create_memory_object_stream[Item](max(16, self.job.concurrency * 4))
+        completed_reading = False
+        async with anyio.create_task_group() as tg:
+            for _ in range(self.job.concurrency if self.mode != "validate" else 0):
+                tg.start_soon(self._writer, sm, receive.clone(), pages, result, bar)
+            receive.close()
+            try:
+                completed_reading = await self._read(sm, schema, cursor, send, pages, result, bar)
+            finally:
+                send.close()
+        if self.ckpt is not None:
+            if completed_reading and self.mode == "run" and not self._stopping and not pages.open:
+                self.ckpt.advance(sm.source_stream, None, finished=True)
+            await self.ckpt.commit()
+
+    def _bar(self, stream: str, total: int | None):
+        from tqdm import tqdm
+        disable = (not sys.stderr.isatty()) if self.progress is None else not self.progress
+        bar = tqdm(total=total, desc=f"{self.mode} {stream}", unit="rec", disable=disable,
+                   file=sys.stderr, mininterval=0.25, dynamic_ncols=True)
+        self._bars.append(bar)
+        return bar
+
+    async def _read(self, sm, schema, cursor: Any, send: MemoryObjectSendStream[Item],
+                    pages: _Pages, result: StreamResult, bar) -> bool:
+        seq = 0
+        seen_this_run: set[str] | None = set() if self.ckpt is None else None
+        async for page in self.source.pages(sm.source_stream, cursor):
+            if self._stopping:
+                return False
+            seq += 1
+            items = await self._prepare_page(sm, schema, page, result, seen_this_run)
+            pages.add(seq, len(items), page.cursor)
+            if self.ckpt is not None:
+                await self.ckpt.commit()
+            bar.update(len(page.records) - len(items))
+            self._postfix(bar, result)
+            for item in items:
+                item.seq = seq
+                await send.send(item)
+        return True
+
+    async def _prepare_page(self, sm, schema, page: Page, result: StreamResult,
+                            seen: set[str] | None) -> list[Item]:
+        """Map, validate and sort a page's records into work, settled and skipped."""
+        counts = result.counts
+        stream = sm.source_stream
+        ckpt = self.ckpt
+        known = await ckpt.statuses(stream, [r.source_id for r in page.records]) if ckpt else {}
+        if ckpt is not None and self.mode == "run":
+            fresh = list(dict.fromkeys(r.source_id for r in page.records if r.source_id not in known))
+            if fresh:
+                ckpt.add_pending(stream, fresh)
+        candidates: list[tuple[Record, dict[str, Any], bool]] = []
+        in_page: set[str] = set()
+        for rec in page.records:
+            counts["read"] += 1
+            sid = rec.source_id
+            st = known.get(sid)
+            if sid in in_page or (seen is not None and sid in seen) or (
+                    st is not None and st.status == "pending" and ckpt is not None and st.run == ckpt.run):
+                counts["duplicate_source_id"] += 1
+                self._note(result, "source", "duplicate_id", f"source id {sid} appears more than once; the first was kept", sid)
+                continue
+            in_page.add(sid)
+            if seen is not None:
+                seen.add(sid)
+            uncertain = False
+            if st is not None:
+                if st.status in ("done", "skipped"):
+                    counts["already_settled"] += 1
+                    continue
+                if st.status == "failed" and self.mode != "retry":
+                    counts["previously_failed"] += 1
+                    continue
+                uncertain = st.status == "inflight"
+            elif self.mode == "retry":
+                continue
+            if rec.error is not None or rec.data is None:
+                self._fail(result, sid, rec.error or "unreadable record", "source", "parse")
+                continue
+            mapped = sm.apply(rec.data)
+            if mapped.skipped is not None:
+                counts["skipped"] += 1
+                if ckpt is not None:
+                    ckpt.skipped(stream, sid, mapped.skipped)
+                continue
+            problems: list[Violation] = list(mapped.errors)
+            if not problems and schema is not None:
+                problems = schema.validate(mapped.data)
+            if problems:
+                counts["invalid"] += 1
+                msg = "; ".join(f"{p.field}: {p.message}" for p in problems)
+                self._fail(result, sid, msg, problems[0].field, problems[0].rule, problems=problems)
+                continue
+            candidates.append((rec, mapped.data, uncertain))
+        if self.mode == "validate":
+            counts["valid"] += len(candidates)
+            return []
+        if sm.refs and candidates:
+            candidates = await self._resolve_refs(sm, candidates, result)
+        return [Item(0, rec.source_id, data, uncertain) for rec, data, uncertain in candidates]
+
+    async def _resolve_refs(self, sm, candidates, result: StreamResult):
+        wanted: dict[str, set[str]] = {}
+        for _, data, _ in candidates:
+            for fname, stream in sm.refs.items():
+                ref = data.get(fname)
+                if isinstance(ref, Ref):
+                    wanted.setdefault(ref.stream, set()).add(ref.source_id)
+        resolved = {s: await self.ckpt.target_ids(s, sorted(ids)) for s, ids in wanted.items()}  # type: ignore[union-attr]
+        kept = []
+        for rec, data, uncertain in candidates:
+            missing = None
+            for fname in sm.refs:
+                ref = data.get(fname)
+                if isinstance(ref, Ref):
+                    tid = resolved.get(ref.stream, {}).get(ref.source_id)
+                    if tid is None:
+                        missing = (fname, ref)
+                        break
+                    data[fname] = tid
+            if missing:
+                fname, ref = missing
+                self._fail(result, rec.source_id,
+                           f"{ref.stream} record {ref.source_id} was not migrated, so this cannot link to it",
+                           fname, "ref")
+                continue
+            kept.append((rec, data, uncertain))
+        return kept
+
+    def _note(self, result: StreamResult, fieldname: str, rule: str, message: str, sid: str) -> None:
+        key = f"{fieldname}: {message}" if rule in ("duplicate_id",) else f"{fieldname}: {rule} — {message}"
+        result.failures[key] += 1
+        ex = result.examples.setdefault(key, [])
+        if len(ex) < 5:
+            ex.append(sid)
+
+    def _fail(self, result: StreamResult, sid: str, message: str, fieldname: str | None, rule: str, *,
+              problems: list[Violation] | None = None, uncertain: bool = False) -> None:
+        result.counts["failed"] += 1
+        for p in problems or [Violation(fieldname or "record", rule, message, "")]:
+            self._note(result, p.field, p.rule, p.message, sid)
+            if self.sink is not None:
+                self.sink(result.stream, sid, p.field, p.rule, p.message)
+        if self.ckpt is not None:
+            self.ckpt.failed(result.stream, sid, message, field=fieldname, rule=rule, uncertain=uncertain)
+
+    def _postfix(self, bar, result: StreamResult) -> None:
+        c = result.counts
+        bar.set_postfix_str(f"written {c['done']} failed {c['failed']} skipped {c['skipped']}", refresh=False)
+
+    # ---- writers --------------------------------------------------------------------
+    async def _writer(self, sm, receive: MemoryObjectReceiveStream[Item], pages: _Pages,
+                      result: StreamResult, bar) -> None:
+        async with receive:
+            async for item in receive:
+                if self._stopping:
+                    # Not sent: it stays pending and is simply written on resume.
+                    continue
+                await self._write_one(sm, item, result)
+                if self.mode == "run":
+                    pages.settle(item.seq)
+                bar.update(1)
+                self._postfix(bar, result)
+
+    async def _write_one(self, sm, item: Item, result: StreamResult) -> None:
+        ckpt = self.ckpt
+        assert ckpt is not None
+        stream, tstream, sid = sm.source_stream, sm.target_stream, item.source_id
+        target = self.target
+        uncertain = False
+        if item.uncertain:
+            result.counts["reconciled"] += 1
+            if target.can_lookup(tstream):
+                found = await self._lookup(tstream, item, result)
+                if found is not None:
+                    await self._done(result, stream, sid, found, "matched", "lookup after interruption", False)
+                    return
+            elif self.job.on_uncertain == "skip":
+                result.counts["uncertain"] += 1
+                self._fail(result, sid, UNCERTAIN_SKIP, None, "uncertain", uncertain=True)
+                return
+            else:
+                uncertain = True
+        ckpt.inflight(stream, sid)
+        await ckpt.commit()
+        for attempt in range(6):
+            try:
+                res = await target.write(tstream, item.data, source_id=sid)
+            except RecordError as e:
+                self._fail(result, sid, e.reason, e.field, e.rule)
+                return
+            except UncertainWrite as e:
+                if target.can_lookup(tstream):
+                    found = await self._lookup(tstream, item, result)
+                    if found is not None:
+                        await self._done(result, stream, sid, found, "matched", "lookup after lost response", uncertain)
+                        return
+                    continue
+                if self.job.on_uncertain == "skip":
+                    result.counts["uncertain"] += 1
+                    self._fail(result, sid, f"{e}; the target has no lookup, so it may or may not "
+                               "hold this record — check it, then `migrator retry`", None, "uncertain",
+                               uncertain=True)
+                    return
+                uncertain = True
+                continue
+            except QuotaExhausted:
+                raise
+            except Retryable as e:
+                self._fail(result, sid, f"{e} (gave up after retries; `migrator retry` tries again)",
+                           None, "transient")
+                return
+            await self._done(result, stream, sid, res.target_id, res.action, res.matched_key, uncertain)
+            return
+        self._fail(result, sid, "the write's outcome stayed unknown after several attempts",
+                   None, "uncertain", uncertain=True)
+
+    async def _lookup(self, tstream: str, item: Item, result: StreamResult) -> str | None:
+        for attempt in range(4):
+            try:
+                return await self.target.lookup(tstream, item.data, item.source_id)
+            except Retryable:
+                await anyio.sleep(0.5 * 2 ** attempt)
+        return None
+
+    async def _done(self, result: StreamResult, stream: str, sid: str, target_id: str, action: str,
+                    matched_key: str | None, uncertain: bool) -> None:
+        assert self.ckpt is not None
+        counts = result.counts
+        counts["done"] += 1
+        counts[action] += 1
+        if uncertain:
+            counts["uncertain"] += 1
+        self.ckpt.done(stream, sid, str(target_id), action=action, matched_key=matched_key,
+                       uncertain=uncertain)
+        self._written += 1
+        if self.stop_after is not None and self._written >= self.stop_after and not self._stopping:
+            self._stopping = True
+            self.out(f"stopping after {self._written} writes, as asked")
+
+
+def run_engine(job, **kwargs: Any) -> Outcome:
+    engine = Engine(job, **kwargs)
+    return anyio.run(engine.run)

@@ -1,0 +1,324 @@
+"""One HTTP client per system per run: limiter, retries, token refresh, typed errors.
+
+Connectors describe requests; this module decides what a response means. The rules:
+
+- every request waits on the system's ``Limiter`` (attempts and retries alike);
+- 429 (or a vendor's equivalent, via ``classify``) pauses every caller until
+  ``Retry-After`` has passed, then the request goes again;
+- 5xx, timeouts, resets and garbled bodies of reads retry with capped exponential backoff
+  and full jitter;
+- a *write* whose outcome is unknown (connection lost after sending, garbled body) is
+  never blindly retried here: it raises ``UncertainWrite`` and the engine reconciles it;
+- an expired token is refreshed once for all concurrent callers (single flight);
+- 401/403 that survive a refresh become ``AuthError`` naming the credential variables,
+  never their values; a 404 before any call has succeeded becomes ``ConnectError``.
+"""
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import random
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+from urllib.parse import urlsplit
+
+import aiohttp
+import anyio
+import orjson
+
+from .errors import (AuthError, ConfigError, ConnectError, QuotaExhausted, RateLimited,
+                     RecordError, Retryable, TokenExpired, UncertainWrite)
+from .limits import Limiter, RateLimit
+
+
+@dataclass(slots=True)
+class Request:
+    method: str
+    path: str
+    params: dict[str, Any] | None = None
+    json: Any = None
+    data: Any = None
+    headers: dict[str, str] = field(default_factory=dict)
+    kind: str = "read"        # for the request bill: page, detail, lookup, create, update, tags…
+    write: bool = False       # not idempotent: an unknown outcome is uncertain
+
+    def body_bytes(self) -> bytes | None:
+        if self.json is not None:
+            return orjson.dumps(self.json)
+        return None
+
+
+@dataclass(slots=True)
+class Response:
+    status: int
+    headers: Mapping[str, str]
+    body: bytes
+    request: Request
+
+    def json(self) -> Any:
+        """Parsed body; a garbled body is a transient fault, or uncertain for a write."""
+        if not self.body:
+            return None
+        try:
+            return orjson.loads(self.body)
+        except orjson.JSONDecodeError:
+            if self.request.write:
+                raise UncertainWrite("the response body was cut short or not JSON") from None
+            raise Retryable("the response body was cut short or not JSON", cause="truncated") from None
+
+
+@dataclass
+class RequestStats:
+    requests: Counter = field(default_factory=Counter)   # kind -> sent (retries included)
+    retries: Counter = field(default_factory=Counter)    # cause -> count
+    refreshes: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"requests": dict(self.requests), "retries": dict(self.retries),
+                "token_refreshes": self.refreshes}
+
+
+class Auth:
+    """Base of credential schemes. ``names`` says which variables to check, for messages."""
+
+    names: str = "the credentials"
+
+    def __init__(self) -> None:
+        self.generation = 0
+        self._lock = asyncio.Lock()
+
+    async def apply(self, client: "HttpClient", req: Request) -> None:
+        """Add headers or parameters to ``req``."""
+
+    async def login(self, client: "HttpClient") -> None:
+        """Obtain a fresh token (client_credentials, a session…). Called under a lock."""
+
+    def expired(self, resp: Response) -> bool:
+        """Whether this refusal means "refresh and try again"."""
+        return False
+
+    async def refresh(self, client: "HttpClient", seen_generation: int) -> None:
+        """Renew once for every caller that saw the same stale generation."""
+        async with self._lock:
+            if self.generation != seen_generation:
+                return
+            await self.login(client)
+            self.generation += 1
+            client.stats.refreshes += 1
+
+
+class StaticHeaderAuth(Auth):
+    def __init__(self, headers: dict[str, str], names: str):
+        super().__init__()
+        self._headers = headers
+        self.names = names
+
+    async def apply(self, client: "HttpClient", req: Request) -> None:
+        req.headers.update(self._headers)
+
+
+def is_loopback(host: str | None) -> bool:
+    if not host:
+        return False
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def check_base_url(system: str, base_url: str, allow_insecure_http: bool = False) -> str:
+    parts = urlsplit(base_url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ConfigError(f"{system}: base_url {base_url!r} is not an http(s) URL")
+    if parts.scheme == "http" and not is_loopback(parts.hostname) and not allow_insecure_http:
+        raise ConfigError(f"{system}: base_url {base_url} uses plain http; use https "
+                          "(or set allow_insecure_http: true in the job, for a test server)")
+    return base_url.rstrip("/")
+
+
+Classifier = Callable[[Response], "Exception | None"]
+
+
+def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
+    value = headers.get("Retry-After")
+    if value is None:
+        return None
+    try:
+        return max(float(value), 0.0)
+    except ValueError:
+        from email.utils import parsedate_to_datetime
+        import time
+        try:
+            return max(parsedate_to_datetime(value).timestamp() - time.time(), 0.0)
+        except (TypeError, ValueError):
+            return None
+
+
+def error_text(resp: Response, limit: int = 300) -> str:
+    """A short, human message from an error body (first string value found)."""
+    try:
+        body = orjson.loads(resp.body) if resp.body else None
+    except orjson.JSONDecodeError:
+        return resp.body[:limit].decode("utf-8", "replace").strip()
+    return _first_message(body)[:limit] if body is not None else ""
+
+
+def _first_message(body: Any) -> str:
+    if isinstance(body, str):
+        return body
+    if isinstance(body, dict):
+        for key in ("Message", "message", "msg", "Error", "error", "errors", "detail"):
+            if key in body and body[key]:
+                return _first_message(body[key])
+        if "D" in body:
+            return _first_message(body["D"])
+        parts = [f"{k}: {_first_message(v)}" for k, v in body.items()
+                 if isinstance(v, (str, list)) and v]
+        return "; ".join(parts)
+    if isinstance(body, list):
+        return ", ".join(_first_message(x) for x in body if x is not None)
+    return str(body)
+
+
+class HttpClient:
+    """The only place a connector's requests are sent from."""
+
+    def __init__(self, system: str, base_url: str, *, limit: RateLimit | None,
+                 auth: Auth | None = None, headers: dict[str, str] | None = None,
+                 classify: Classifier | None = None, timeout: float = 30.0,
+                 max_attempts: int = 8, backoff_base: float = 0.25, backoff_cap: float = 20.0,
+                 allow_insecure_http: bool = False, observe: Callable[[Response], None] | None = None,
+                 connections: int = 64):
+        self.system = system
+        self.base_url = check_base_url(system, base_url, allow_insecure_http)
+        self.limiter = Limiter(limit)
+        self.auth = auth
+        self.headers = dict(headers or {})
+        self.classify = classify
+        self.observe = observe
+        self.timeout = timeout
+        self.max_attempts = max_attempts
+        self.backoff_base = backoff_base
+        self.backoff_cap = backoff_cap
+        self.connections = connections
+        self.stats = RequestStats()
+        self._session: aiohttp.ClientSession | None = None
+        self._any_success = False
+        self._rng = random.Random()
+
+    async def open(self) -> None:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=self.timeout),
+                connector=aiohttp.TCPConnector(limit=self.connections),
+                json_serialize=lambda o: orjson.dumps(o).decode())
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def _backoff(self, attempt: int) -> float:
+        return self._rng.uniform(0, min(self.backoff_cap, self.backoff_base * 2 ** attempt))
+
+    async def request(self, method: str, path: str, *, params: dict[str, Any] | None = None,
+                      json: Any = None, data: Any = None, headers: dict[str, str] | None = None,
+                      kind: str = "read", write: bool = False) -> Response:
+        attempt = 0
+        refreshes = 0
+        while True:
+            req = Request(method, path, dict(params) if params else None, json, data,
+                          {**self.headers, **(headers or {})}, kind, write)
+            generation = self.auth.generation if self.auth else 0
+            try:
+                resp = await self._send(req)
+                error = self._classify(resp)
+                if error is None:
+                    self._any_success = True
+                    self.limiter.on_success()
+                    return resp
+                raise error
+            except TokenExpired:
+                refreshes += 1
+                if self.auth is None or refreshes > 3:
+                    raise AuthError(f"{self.system} keeps refusing a fresh token: check {self._names()}") from None
+                self.stats.retries["token_expired"] += 1
+                await self.auth.refresh(self, generation)
+            except RateLimited as e:
+                self.stats.retries["rate_limited"] += 1
+                self.limiter.on_rate_limited(e.retry_after)
+                attempt += 1
+                if attempt > self.max_attempts * 6:
+                    raise
+            except QuotaExhausted:
+                raise
+            except UncertainWrite:
+                self.stats.retries["uncertain"] += 1
+                raise
+            except Retryable as e:
+                self.stats.retries[e.cause] += 1
+                attempt += 1
+                if attempt >= self.max_attempts:
+                    raise
+                await anyio.sleep(self._backoff(attempt))
+
+    def _names(self) -> str:
+        return self.auth.names if self.auth else "the credentials"
+
+    async def _send(self, req: Request) -> Response:
+        if self._session is None:
+            await self.open()
+        assert self._session is not None
+        if self.auth is not None:
+            await self.auth.apply(self, req)
+        await self.limiter.acquire()
+        self.stats.requests[req.kind] += 1
+        body = req.body_bytes()
+        headers = dict(req.headers)
+        if body is not None:
+            headers.setdefault("Content-Type", "application/json")
+        url = self.base_url + req.path
+        try:
+            async with self._session.request(req.method, url, params=req.params,
+                                             data=body if body is not None else req.data,
+                                             headers=headers) as r:
+                raw = await r.read()
+                resp = Response(r.status, r.headers, raw, req)
+        except aiohttp.ClientConnectorError as e:
+            # Never sent: safe to retry, and a run that never connected has a wrong URL.
+            if not self._any_success:
+                raise ConnectError(f"{self.system}: cannot reach {self.base_url} ({e.os_error.strerror or e})") from None
+            raise Retryable(f"{self.system}: connection failed", cause="connect") from None
+        except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError, aiohttp.ClientPayloadError,
+                aiohttp.ClientResponseError, asyncio.TimeoutError) as e:
+            cause = "timeout" if isinstance(e, asyncio.TimeoutError) else "disconnect"
+            if req.write:
+                raise UncertainWrite(f"{self.system}: {cause} after sending {req.kind}") from None
+            raise Retryable(f"{self.system}: {cause}", cause=cause) from None
+        if self.observe is not None:
+            self.observe(resp)
+        return resp
+
+    def _classify(self, resp: Response) -> Exception | None:
+        if self.classify is not None:
+            verdict = self.classify(resp)
+            if verdict is not None:
+                return verdict
+        status = resp.status
+        if 200 <= status < 300:
+            return None
+        if status == 429:
+            return RateLimited(f"{self.system}: 429", retry_after=retry_after_seconds(resp.headers))
+        if status in (401, 403):
+            if self.auth is not None and self.auth.expired(resp):
+                return TokenExpired(f"{self.system}: token expired")
+            return AuthError(f"{self.system} refused the credentials (HTTP {status}): check {self._names()}")
+        if status == 404 and not self._any_success:
+            return ConnectError(f"{self.system}: {resp.request.method} {resp.request.path} answered 404 — "
+                                f"is base_url {self.base_url} right?")
+        if status == 408 or status >= 500:
+            return Retryable(f"{self.system}: HTTP {status}", cause="5xx")
+        return RecordError(error_text(resp) or f"HTTP {status}", status=status)

@@ -1,0 +1,203 @@
+"""Job files: what to move, from where, to where, how, and where to remember it.
+
+```yaml
+name: realvolve-to-rei
+source: {system: realvolve, client_id: ${REALVOLVE_CLIENT_ID}, ...}
+target: {system: rei, api_key: ${REI_API_KEY}, rate_limit: {requests: 100, per: 10}}
+mapping: ../mappings/realvolve-to-rei.yaml      # or an inline mapping
+checkpoint: realvolve-to-rei.ckpt.sqlite
+reports: reports/
+concurrency: 8
+on_uncertain: retry        # or skip
+on_merge: update           # or skip, fail
+```
+
+Secrets come from the environment. Every error names the file and line.
+"""
+from __future__ import annotations
+
+import difflib
+import hashlib
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from .connectors.base import Connector, Context
+from .errors import ConfigError, JobError, MappingError, UserError
+from .mapping import Mapping, compile_mapping, load_mapping
+from .registry import connector_class
+from .yamlutil import load_yaml
+
+JOB_KEYS = {"name", "source", "target", "mapping", "checkpoint", "reports", "concurrency",
+            "on_uncertain", "on_merge", "allow_insecure_http", "max_attempts"}
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+@dataclass
+class SystemConfig:
+    system: str
+    cls: type[Connector]
+    settings: dict[str, Any]
+    origins: dict[str, str]
+    where: str
+
+
+@dataclass
+class Job:
+    path: Path
+    name: str
+    source: SystemConfig
+    target: SystemConfig
+    mapping: Mapping
+    checkpoint: Path
+    reports: Path
+    concurrency: int = 8
+    on_uncertain: str = "retry"
+    on_merge: str = "update"
+    allow_insecure_http: bool = False
+    env_used: list[str] = field(default_factory=list)
+
+    @property
+    def job_id(self) -> str:
+        """Identity for the checkpoint: systems and non-secret settings, never a secret."""
+        def public(cfg: SystemConfig) -> dict[str, Any]:
+            secret = {k for k, s in cfg.cls.all_settings().items() if s.secret}
+            return {k: v for k, v in sorted(cfg.settings.items())
+                    if k not in secret and k not in ("rate_limit", "timeout", "base_url")}
+        blob = orjson.dumps({"source": public(self.source), "target": public(self.target)},
+                            option=orjson.OPT_SORT_KEYS, default=str)
+        return hashlib.sha256(blob).hexdigest()[:32]
+
+    def connector(self, role: str, *, since: str | None = None) -> Connector:
+        cfg = self.source if role == "source" else self.target
+        ctx = Context(job_dir=self.path.parent, role=role, concurrency=self.concurrency,
+                      allow_insecure_http=self.allow_insecure_http, origins=cfg.origins,
+                      since=since, where=cfg.where)
+        return cfg.cls(cfg.settings, ctx)
+
+
+def _interpolate(value: Any, where: str, origins: dict[str, str], key: str, env: dict[str, str],
+                 used: list[str]) -> Any:
+    if not isinstance(value, str) or "${" not in value:
+        return value
+
+    def sub(m: re.Match[str]) -> str:
+        name, default = m.group(1), m.group(2)
+        used.append(name)
+        origins[key] = f"${{{name}}}"
+        if name in env and env[name] != "":
+            return env[name]
+        if default is not None:
+            return default
+        raise ConfigError(f"{where}: environment variable {name} is not set (needed for '{key}')")
+    return _VAR.sub(sub, value)
+
+
+def _system(doc: Any, role: str, filename: str, env: dict[str, str], used: list[str]) -> SystemConfig:
+    node = doc.get(role)
+    where = f"{filename}:{doc.line_of(role)}"
+    if not isinstance(node, dict) or "system" not in node:
+        raise JobError(f"{where}: '{role}' needs a block with 'system: <connector>'")
+    cls = connector_class(node["system"], f"{filename}:{node.line_of('system')}")
+    known = cls.all_settings()
+    origins: dict[str, str] = {}
+    settings: dict[str, Any] = {}
+    for key, value in node.items():
+        kwhere = f"{filename}:{node.line_of(key)}"
+        if key not in known:
+            close = difflib.get_close_matches(str(key), list(known), n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else f"; {cls.system} takes: {', '.join(known)}"
+            raise JobError(f"{kwhere}: unknown setting '{key}' for {cls.system}{hint}")
+        if isinstance(value, dict):
+            value = {k: _interpolate(v, kwhere, origins, key, env, used) for k, v in value.items()}
+        settings[key] = _interpolate(value, kwhere, origins, key, env, used)
+    for key, spec in cls.settings_spec.items():
+        if spec.required and settings.get(key) in (None, ""):
+            var = f" (set it from ${{{spec.env}}})" if spec.env else ""
+            raise JobError(f"{where}: {cls.system} {role} needs '{key}'{var}")
+    if role == "target" and not cls.writes:
+        raise JobError(f"{where}: {cls.system} cannot be a target (its API has no writes)")
+    if role == "source" and cls.reads == "none":
+        raise JobError(f"{where}: {cls.system} cannot be read by API; export a CSV from its UI "
+                       f"and use 'system: csv' with the {cls.system}-csv mapping")
+    return SystemConfig(cls.system, cls, settings, origins, where)
+
+
+def load_job(path: str | Path, env: dict[str, str] | None = None) -> Job:
+    env = dict(os.environ) if env is None else env
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise JobError(f"{p}: no such job file") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise JobError(f"{p}: cannot read the job file ({getattr(e, 'strerror', None) or e})") from None
+    filename = str(p)
+    doc = load_yaml(text, filename, JobError)
+    if not isinstance(doc, dict):
+        raise JobError(f"{filename}:1: a job file is a mapping with source, target, mapping and checkpoint")
+    for key in doc:
+        if key not in JOB_KEYS:
+            close = difflib.get_close_matches(str(key), sorted(JOB_KEYS), n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            raise JobError(f"{filename}:{doc.line_of(key)}: unknown job key '{key}'{hint}")
+    for key in ("source", "target", "mapping"):
+        if key not in doc:
+            raise JobError(f"{filename}:1: the job needs '{key}'")
+    used: list[str] = []
+    source = _system(doc, "source", filename, env, used)
+    target = _system(doc, "target", filename, env, used)
+    base = p.parent
+
+    def schemas(stream: str):
+        return target.cls.schemas().get(stream)
+
+    m = doc["mapping"]
+    if isinstance(m, str):
+        mpath = (base / m) if not Path(m).is_absolute() else Path(m)
+        if not mpath.exists():
+            raise JobError(f"{filename}:{doc.line_of('mapping')}: mapping file {mpath} does not exist")
+        mapping = load_mapping(mpath, schemas=schemas, source_streams=None)
+    elif isinstance(m, dict):
+        mapping = compile_mapping(m, schemas=schemas, filename=filename)
+    else:
+        raise JobError(f"{filename}:{doc.line_of('mapping')}: 'mapping' is a file path or an inline mapping")
+    if mapping.source and mapping.source not in (source.system, doc["source"].get("system")) \
+            and source.system not in ("csv", "jsonl"):
+        raise MappingError(f"{mapping.path or filename}:1: this mapping is for source '{mapping.source}', "
+                           f"but the job reads from '{source.system}'")
+    if mapping.target and mapping.target not in (target.system, doc["target"].get("system")) \
+            and target.system not in ("csv", "jsonl"):
+        raise MappingError(f"{mapping.path or filename}:1: this mapping is for target '{mapping.target}', "
+                           f"but the job writes to '{target.system}'")
+
+    def choice(key: str, options: tuple[str, ...], default: str) -> str:
+        value = str(doc.get(key, default))
+        if value not in options:
+            raise JobError(f"{filename}:{doc.line_of(key)}: {key} must be one of {', '.join(options)}")
+        return value
+
+    try:
+        concurrency = int(doc.get("concurrency", 8))
+        if not 1 <= concurrency <= 256:
+            raise ValueError
+    except (TypeError, ValueError):
+        raise JobError(f"{filename}:{doc.line_of('concurrency')}: concurrency must be a whole number from 1 to 256") from None
+    name = str(doc.get("name") or p.stem)
+    ckpt = doc.get("checkpoint") or f"{p.stem}.ckpt.sqlite"
+    reports = doc.get("reports") or "reports"
+    return Job(path=p, name=name, source=source, target=target, mapping=mapping,
+               checkpoint=(base / ckpt) if not Path(ckpt).is_absolute() else Path(ckpt),
+               reports=(base / reports) if not Path(reports).is_absolute() else Path(reports),
+               concurrency=concurrency,
+               on_uncertain=choice("on_uncertain", ("retry", "skip"), "retry"),
+               on_merge=choice("on_merge", ("update", "skip", "fail"), "update"),
+               allow_insecure_http=bool(doc.get("allow_insecure_http", False)),
+               env_used=used)
+
+
+__all__ = ["Job", "SystemConfig", "load_job", "UserError"]

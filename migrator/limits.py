@@ -1,0 +1,134 @@
+"""Client-side rate limiting that never exceeds what a vendor counts.
+
+Vendors count "N requests in any T seconds" — a sliding window. A leaky bucket alone
+(``aiolimiter.AsyncLimiter(N, T)``) lets a full bucket through at once and then drains,
+so it can admit close to 2N in one window. Here the bucket has room for one request and
+drains at N/(T + margin), which spaces requests evenly; a log of the last N send times
+then guarantees that no window of T + margin seconds ever holds more than N, even when
+the rate changes mid-run. The margin absorbs the jitter between our clock and the
+moment a request reaches the vendor.
+
+A 429 pauses every caller of the system until ``Retry-After`` has passed and lowers the
+rate; the rate climbs back towards the configured one as requests succeed. Headers such
+as REI's ``X-RateLimit-*`` may lower the rate further; nothing raises it above the
+configured limit.
+"""
+from __future__ import annotations
+
+import time
+from collections import deque
+from dataclasses import dataclass
+
+import anyio
+from aiolimiter import AsyncLimiter
+
+
+@dataclass(frozen=True)
+class RateLimit:
+    """``requests`` per ``per`` seconds, as the vendor states it."""
+
+    requests: int
+    per: float
+
+    @property
+    def rate(self) -> float:
+        return self.requests / self.per
+
+    def __str__(self) -> str:
+        per = f"{self.per:g} s"
+        return f"{self.requests} requests / {per}"
+
+
+def window_margin(period: float) -> float:
+    return min(max(0.03, 0.02 * period), 0.5)
+
+
+class Limiter:
+    """One per system per run; every request to that system awaits ``acquire()``."""
+
+    def __init__(self, limit: RateLimit | None, clock=time.monotonic):
+        self.configured = limit
+        self.clock = clock
+        self._pause_until = 0.0
+        self._log: deque[float] = deque()
+        self._set(limit)
+        self.sent = 0
+        self.waited_429 = 0.0
+        self._ok_streak = 0
+
+    # -- rate --------------------------------------------------------------------
+    def _set(self, limit: RateLimit | None) -> None:
+        self.limit = limit
+        if limit is None:
+            self._bucket = None
+            return
+        margin = window_margin(limit.per)
+        self._window = limit.per + margin
+        self._bucket = AsyncLimiter(1, self._window / limit.requests)
+
+    def lower_to(self, limit: RateLimit) -> bool:
+        """Adopt a lower limit (e.g. from response headers). Returns True when it changed."""
+        if self.configured is not None and limit.rate >= self.configured.rate and self.limit == self.configured:
+            return False
+        if self.limit is not None and limit.rate >= self.limit.rate:
+            return False
+        self._set(limit)
+        return True
+
+    def restore(self) -> None:
+        if self.limit != self.configured:
+            self._set(self.configured)
+
+    # -- pauses ------------------------------------------------------------------
+    def pause(self, seconds: float) -> None:
+        """Every caller waits until ``seconds`` from now (a 429's Retry-After)."""
+        until = self.clock() + max(seconds, 0.0)
+        if until > self._pause_until:
+            self._pause_until = until
+
+    def on_rate_limited(self, retry_after: float | None) -> None:
+        self.pause(retry_after if retry_after is not None else 1.0)
+        self._ok_streak = 0
+        if self.limit is not None:
+            eased = RateLimit(max(1, int(self.limit.requests * 0.8)), self.limit.per)
+            if eased.requests < self.limit.requests:
+                self._set(eased)
+
+    def on_success(self) -> None:
+        """Climb back towards the configured rate after a window's worth of successes."""
+        if self.limit is None or self.configured is None or self.limit == self.configured:
+            return
+        self._ok_streak += 1
+        if self._ok_streak >= self.limit.requests:
+            self._ok_streak = 0
+            up = min(self.configured.requests, max(self.limit.requests + 1, int(self.limit.requests * 1.1)))
+            self._set(RateLimit(up, self.configured.per))
+
+    @property
+    def paused_for(self) -> float:
+        return max(0.0, self._pause_until - self.clock())
+
+    # -- admission ---------------------------------------------------------------
+    async def acquire(self) -> None:
+        while True:
+            wait = self._pause_until - self.clock()
+            if wait > 0:
+                self.waited_429 += wait
+                await anyio.sleep(wait)
+                continue
+            if self._bucket is None:
+                break
+            await self._bucket.acquire()
+            assert self.limit is not None
+            now = self.clock()
+            log = self._log
+            while log and log[0] <= now - self._window:
+                log.popleft()
+            if len(log) >= self.limit.requests:
+                await anyio.sleep(log[0] + self._window - now)
+                continue
+            if self._pause_until > now:
+                continue
+            log.append(now)
+            break
+        self.sent += 1

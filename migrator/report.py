@@ -1,0 +1,171 @@
+"""What a person reads after a run: a terminal summary, a JSON report and a failures CSV.
+
+Reports hold PII (source ids, messages with value excerpts): created with mode 0600.
+Failures of ``run``/``retry`` come from the checkpoint, so they cover every run of the
+job; ``validate`` streams its failures into the CSV as it finds them.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from .checkpoint import create_private
+
+CSV_HEADER = ["stream", "source_id", "field", "rule", "message"]
+
+
+def private_open(path: Path, mode: str = "w"):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    create_private(path)
+    if "b" in mode:
+        return open(path, mode)
+    return open(path, mode, newline="", encoding="utf-8")
+
+
+class FailureSink:
+    """Streams validation failures into a CSV a spreadsheet opens."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._fh = private_open(path)
+        self._fh.truncate(0)
+        self._w = csv.writer(self._fh)
+        self._w.writerow(CSV_HEADER)
+        self.rows = 0
+
+    def __call__(self, stream: str, sid: str, field: str, rule: str, message: str) -> None:
+        self._w.writerow([stream, sid, field, rule, message])
+        self.rows += 1
+
+    def close(self) -> None:
+        self._fh.close()
+
+
+def report_paths(job, mode: str) -> tuple[Path, Path]:
+    stem = f"{job.name}-{mode}"
+    return job.reports / f"{stem}-report.json", job.reports / f"{stem}-failures.csv"
+
+
+def checkpoint_facts(path: Path) -> dict[str, Any]:
+    """Merges, uncertain records and status counts, straight from the checkpoint."""
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        status = [{"stream": s, "status": st, "count": n} for s, st, n in conn.execute(
+            "SELECT stream, status, count(*) FROM records GROUP BY stream, status ORDER BY stream, status")]
+        merges = [{"stream": s, "target_id": t, "source_ids": ids.split("\x1f"), "keys": [k for k in (keys or "").split("\x1f") if k]}
+                  for s, t, ids, keys in conn.execute(
+                      "SELECT stream, target_id, group_concat(source_id, char(31)), group_concat(matched_key, char(31)) "
+                      "FROM records WHERE status='done' GROUP BY stream, target_id HAVING count(*) > 1 LIMIT 10000")]
+        uncertain = [{"stream": s, "source_id": i, "status": st, "target_id": t, "note": e}
+                     for s, i, st, t, e in conn.execute(
+                         "SELECT stream, source_id, status, target_id, error FROM records WHERE uncertain=1 LIMIT 10000")]
+        return {"status": status, "merges": merges, "uncertain": uncertain}
+    finally:
+        conn.close()
+
+
+def write_failures_from_checkpoint(ckpt_path: Path, out: Path) -> int:
+    conn = sqlite3.connect(f"file:{ckpt_path}?mode=ro", uri=True)
+    n = 0
+    try:
+        with private_open(out) as fh:
+            fh.truncate(0)
+            w = csv.writer(fh)
+            w.writerow(CSV_HEADER)
+            for row in conn.execute("SELECT stream, source_id, coalesce(field, ''), coalesce(rule, ''), "
+                                    "coalesce(error, '') FROM records WHERE status='failed' ORDER BY stream, source_id"):
+                w.writerow(row)
+                n += 1
+    finally:
+        conn.close()
+    return n
+
+
+def build_report(job, outcome, facts: dict[str, Any] | None, plan: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {
+        "job": job.name,
+        "mode": outcome.mode,
+        "source": job.source.system,
+        "target": job.target.system,
+        "started": outcome.started,
+        "ended": outcome.ended,
+        "seconds": round(outcome.ended - outcome.started, 3),
+        "interrupted": outcome.interrupted,
+        "stopped": outcome.stopped_reason,
+        "checkpoint": str(job.checkpoint),
+        "streams": [{
+            "stream": s.stream, "target_stream": s.target_stream, "total": s.total,
+            "notice": s.notice, "counts": dict(s.counts),
+            "failures": [{"reason": k, "count": n, "examples": s.examples.get(k, [])}
+                         for k, n in s.failures.most_common()],
+        } for s in outcome.streams],
+        "requests": {"source": outcome.source_requests, "target": outcome.target_requests},
+        "plan": plan,
+        **(facts or {}),
+    }
+
+
+def write_report(path: Path, report: dict[str, Any]) -> None:
+    with private_open(path, "wb") as fh:  # type: ignore[call-overload]
+        fh.truncate(0)
+        fh.write(orjson.dumps(report, option=orjson.OPT_INDENT_2, default=str))
+
+
+def summary(report: dict[str, Any], json_path: Path | None, csv_path: Path | None) -> str:
+    out = io.StringIO()
+    mode = report["mode"]
+    out.write(f"\n{mode} {report['job']}: {report['source']} → {report['target']} "
+              f"in {report['seconds']:.1f} s{' (interrupted)' if report['interrupted'] else ''}\n")
+    for s in report["streams"]:
+        c = s["counts"]
+        if c.get("stream_already_finished"):
+            out.write(f"  {s['stream']}: already finished in an earlier run\n")
+            continue
+        if mode == "validate":
+            out.write(f"  {s['stream']}: read {c.get('read', 0)}, valid {c.get('valid', 0)}, "
+                      f"invalid {c.get('invalid', 0)}, failed {c.get('failed', 0)}, skipped {c.get('skipped', 0)}\n")
+        else:
+            parts = [f"read {c.get('read', 0)}", f"written {c.get('done', 0)}",
+                     f"failed {c.get('failed', 0)}", f"skipped {c.get('skipped', 0)}"]
+            for key, label in (("already_settled", "already done"), ("created", "created"),
+                               ("matched", "matched existing"), ("updated", "updated"),
+                               ("reconciled", "reconciled after interruption"),
+                               ("uncertain", "uncertain"), ("duplicate_source_id", "duplicate source ids"),
+                               ("previously_failed", "failed earlier")):
+                if c.get(key):
+                    parts.append(f"{label} {c[key]}")
+            out.write(f"  {s['stream']}: " + ", ".join(parts) + "\n")
+        if s.get("notice"):
+            out.write(f"    note: {s['notice']}\n")
+        for f in s["failures"][:8]:
+            ex = ", ".join(f["examples"][:3])
+            out.write(f"    {f['count']:>6} × {f['reason']}  (e.g. {ex})\n")
+        if len(s["failures"]) > 8:
+            out.write(f"    … {len(s['failures']) - 8} more reasons in the report\n")
+    merges = report.get("merges") or []
+    if merges:
+        out.write(f"  merges: {len(merges)} target records each received more than one source record "
+                  f"(listed in the report)\n")
+    uncertain = report.get("uncertain") or []
+    if uncertain:
+        out.write(f"  uncertain: {len(uncertain)} records may exist twice or not at all in the target "
+                  f"(listed in the report)\n")
+    tr = (report.get("requests") or {}).get("target") or {}
+    if tr.get("requests"):
+        reqs = ", ".join(f"{k} {v}" for k, v in sorted(tr["requests"].items()))
+        retries = ", ".join(f"{k} {v}" for k, v in sorted((tr.get("retries") or {}).items())) or "none"
+        out.write(f"  target requests: {reqs}; retries: {retries}\n")
+    if json_path:
+        out.write(f"  report:   {json_path}\n")
+    if csv_path:
+        out.write(f"  failures: {csv_path}\n")
+    return out.getvalue()
+
+
+__all__ = ["FailureSink", "build_report", "checkpoint_facts", "report_paths", "summary",
+           "write_failures_from_checkpoint", "write_report"]

@@ -1,0 +1,73 @@
+"""Every user mistake in a job file: one line naming the file and line, exit code 2."""
+import pytest
+
+from migrator.errors import ConfigError, JobError, MappingError, UserError
+from migrator.job import load_job
+from tests.conftest import file_job
+
+
+def _job(tmp, text, mapping=None):
+    p = tmp / "job.yaml"
+    p.write_text(text)
+    if mapping is not None:
+        (tmp / "mapping.yaml").write_text(mapping)
+    return p
+
+
+GOOD_MAPPING = "source: csv\ntarget: jsonl\nstreams:\n  contacts:\n    fields:\n      email: Email\n"
+
+
+@pytest.mark.parametrize("text,exc,pattern", [
+    ("source: [unclosed\n", JobError, r"job.yaml:\d+: invalid YAML"),
+    ("- a list\n", JobError, r"job.yaml:1:"),
+    ("source: {system: csv, path: in.csv}\ntarget: {system: jsnl, path: o}\nmapping: mapping.yaml\n",
+     JobError, r"job.yaml:2: unknown connector 'jsnl' \(did you mean 'jsonl'\?\)"),
+    ("source: {system: csv, path: in.csv}\ntarget: {system: jsonl, path: o}\nmapping: mapping.yaml\nconcurency: 3\n",
+     JobError, r"job.yaml:4: unknown job key 'concurency' \(did you mean 'concurrency'\?\)"),
+    ("source: {system: csv, path: in.csv, pth: x}\ntarget: {system: jsonl, path: o}\nmapping: mapping.yaml\n",
+     JobError, r"job.yaml:1: unknown setting 'pth' for csv \(did you mean 'path'\?\)"),
+    ("source: {system: csv, path: '${NOPE_NOT_SET}'}\ntarget: {system: jsonl, path: o}\nmapping: mapping.yaml\n",
+     ConfigError, r"job.yaml:1: environment variable NOPE_NOT_SET is not set"),
+    ("source: {system: csv, path: in.csv}\ntarget: {system: jsonl, path: o}\nmapping: missing.yaml\n",
+     JobError, r"job.yaml:3: mapping file .*missing.yaml does not exist"),
+    ("source: {system: csv, path: in.csv}\ntarget: {system: jsonl, path: o}\nmapping: mapping.yaml\non_uncertain: maybe\n",
+     JobError, r"job.yaml:4: on_uncertain must be one of retry, skip"),
+    ("source: {system: csv}\ntarget: {system: jsonl, path: o}\nmapping: mapping.yaml\n",
+     JobError, r"needs 'path'"),
+    ("target: {system: jsonl, path: o}\nmapping: mapping.yaml\n", JobError, r"the job needs 'source'"),
+])
+def test_job_errors(tmp, text, exc, pattern):
+    p = _job(tmp, text, GOOD_MAPPING)
+    with pytest.raises(exc, match=pattern) as info:
+        load_job(p, env={})
+    assert isinstance(info.value, UserError)
+    assert "\n" not in str(info.value)
+
+
+def test_missing_job_file(tmp):
+    with pytest.raises(JobError, match="no such job file"):
+        load_job(tmp / "nope.yaml")
+
+
+def test_env_interpolation_and_default(tmp):
+    p = _job(tmp, "source: {system: csv, path: '${IN_FILE}'}\ntarget: {system: jsonl, path: '${OUT:-o.jsonl}'}\n"
+                  "mapping: mapping.yaml\n", GOOD_MAPPING)
+    job = load_job(p, env={"IN_FILE": "in.csv"})
+    assert job.source.settings["path"] == "in.csv"
+    assert job.target.settings["path"] == "o.jsonl"
+    assert job.source.origins["path"] == "${IN_FILE}"
+
+
+def test_unknown_transform_in_mapping_names_file_and_line(tmp):
+    p = file_job(tmp, [{"id": "1", "First Name": "a", "Last Name": "b", "Email": "e", "Phone": "", "Tags": ""}],
+                 mapping="source: csv\ntarget: jsonl\nstreams:\n  contacts:\n    fields:\n      email: {path: Email, transform: [lowr]}\n")
+    with pytest.raises(MappingError, match=r"mapping.yaml:6: .*'lowr'.*did you mean 'lower'"):
+        load_job(p)
+
+
+def test_job_id_ignores_secrets_and_limits(tmp):
+    p = file_job(tmp, [{"id": "1", "First Name": "a", "Last Name": "b", "Email": "e", "Phone": "", "Tags": ""}])
+    a = load_job(p).job_id
+    text = p.read_text().replace("{system: jsonl, path: out.jsonl}", "{system: jsonl, path: out.jsonl, timeout: 5}")
+    p.write_text(text)
+    assert load_job(p).job_id == a
