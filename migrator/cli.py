@@ -199,6 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=1)
     s.add_argument("--faults", default="none", help="fault profile: none, latency, flaky, soak, tokens")
     s.add_argument("--dirty", action="store_true", help="seed dirty data as real exports have")
+    s.add_argument("--no-limits", action="store_true", help="serve without the vendors' rate limits (benchmarks)")
     d = sub.add_parser("demo", help="a whole migration between two built-in sandbox CRMs")
     d.add_argument("--contacts", type=int, default=2000)
     d.add_argument("--dir", default="migrator-demo", help="where the demo writes its job, checkpoint and reports")

@@ -114,6 +114,7 @@ class Engine:
         self.sink = sink  # (stream, source_id, field, rule, message) for each failure, as it happens
         self.stop_after = stop_after  # behave as if Ctrl-C came after this many writes (demo, tests)
         self._written = 0
+        self._cheap_lookup = bool(getattr(self.target, "cheap_lookup", False))
         self._stopping = False
         self._bars: list[Any] = []
 
@@ -127,6 +128,7 @@ class Engine:
                     self.job.checkpoint, job_id=self.job.job_id, mapping_digest=self.job.mapping.digest,
                     accept_mapping_change=self.accept_mapping_change, mode=self.mode)
             await self.source.open()
+            self.source.use_mapping(list(self.job.mapping.streams.values()))
             if writing:
                 await self.target.open()
                 await self.target.prepare(list(self.job.mapping.streams.values()))
@@ -264,7 +266,7 @@ class Engine:
                 if st.status == "failed" and self.mode != "retry":
                     counts["previously_failed"] += 1
                     continue
-                uncertain = st.status == "inflight"
+                uncertain = st.status == "inflight" or (self._cheap_lookup and st.status == "pending")
             elif self.mode == "retry":
                 continue
             if rec.error is not None or rec.data is None:
@@ -374,8 +376,9 @@ class Engine:
                 return
             else:
                 uncertain = True
-        ckpt.inflight(stream, sid)
-        await ckpt.commit()
+        if not self._cheap_lookup:
+            ckpt.inflight(stream, sid)
+            await ckpt.commit()
         for attempt in range(6):
             try:
                 res = await target.write(tstream, item.data, source_id=sid)

@@ -272,9 +272,10 @@ class HttpClient:
         if self._session is None:
             await self.open()
         assert self._session is not None
+        # Sign after waiting on the limiter: a signature or session must not age in the queue.
+        await self.limiter.acquire()
         if self.auth is not None:
             await self.auth.apply(self, req)
-        await self.limiter.acquire()
         self.stats.requests[req.kind] += 1
         body = req.body_bytes()
         headers = dict(req.headers)

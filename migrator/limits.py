@@ -48,6 +48,7 @@ class Limiter:
 
     def __init__(self, limit: RateLimit | None, clock=time.monotonic):
         self.configured = limit
+        self.ceiling = limit   # the configured limit, or the stricter window a server advertises
         self.clock = clock
         self._pause_until = 0.0
         self._log: deque[float] = deque()
@@ -66,18 +67,26 @@ class Limiter:
         self._window = limit.per + margin
         self._bucket = AsyncLimiter(1, self._window / limit.requests)
 
-    def lower_to(self, limit: RateLimit) -> bool:
-        """Adopt a lower limit (e.g. from response headers). Returns True when it changed."""
-        if self.configured is not None and limit.rate >= self.configured.rate and self.limit == self.configured:
+    def follow(self, advertised: RateLimit) -> bool:
+        """Adopt the window a server advertises (e.g. REI's X-RateLimit-* headers) as the
+        ceiling when it is stricter than the configured limit. Never raises the rate above
+        the configured limit; returns True when the ceiling changed."""
+        stricter = self.configured is None or advertised.rate < self.configured.rate
+        ceiling = advertised if stricter else self.configured
+        if ceiling == self.ceiling:
             return False
+        self.ceiling = ceiling
+        current = self.limit
+        if current is None or ceiling is None or ceiling.rate < current.rate or current.per != ceiling.per:
+            self._set(ceiling)
+        return True
+
+    def lower_to(self, limit: RateLimit) -> bool:
+        """Lower the rate now (never above the ceiling); it climbs back as requests succeed."""
         if self.limit is not None and limit.rate >= self.limit.rate:
             return False
         self._set(limit)
         return True
-
-    def restore(self) -> None:
-        if self.limit != self.configured:
-            self._set(self.configured)
 
     # -- pauses ------------------------------------------------------------------
     def pause(self, seconds: float) -> None:
@@ -95,14 +104,15 @@ class Limiter:
                 self._set(eased)
 
     def on_success(self) -> None:
-        """Climb back towards the configured rate after a window's worth of successes."""
-        if self.limit is None or self.configured is None or self.limit == self.configured:
+        """Climb back towards the ceiling, within its period, after a window of successes."""
+        ceiling, current = self.ceiling, self.limit
+        if current is None or ceiling is None or current == ceiling:
             return
         self._ok_streak += 1
-        if self._ok_streak >= self.limit.requests:
+        if self._ok_streak >= current.requests:
             self._ok_streak = 0
-            up = min(self.configured.requests, max(self.limit.requests + 1, int(self.limit.requests * 1.1)))
-            self._set(RateLimit(up, self.configured.per))
+            up = min(ceiling.requests, max(current.requests + 1, int(current.requests * 1.1)))
+            self._set(RateLimit(up, ceiling.per))
 
     @property
     def paused_for(self) -> float:

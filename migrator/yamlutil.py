@@ -120,12 +120,15 @@ def _reason(exc: yaml.YAMLError) -> str:
 
 def _error_line(exc: yaml.YAMLError, text: str) -> int:
     mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
-    if mark is not None:
-        return mark.line + 1
     position = getattr(exc, "position", None)
-    if isinstance(position, int):
-        return text.count("\n", 0, position) + 1
-    return 1
+    if mark is not None:
+        line = mark.line + 1
+    elif isinstance(position, int):
+        line = text.count("\n", 0, position) + 1
+    else:
+        line = 1
+    # an error at the end of the stream is reported past the last line; point at it instead
+    return max(1, min(line, len(text.splitlines())))
 
 
 def load_yaml(text: str, filename: str, error: type[UserError] = JobError) -> Any:

@@ -59,6 +59,9 @@ class Connector:
     default_limit: ClassVar[RateLimit | None] = None
     source_streams: ClassVar[tuple[str, ...]] = ()
     notes: ClassVar[str] = ""             # quirks shown by `migrator connectors`
+    # A lookup that costs no request (a local file): then a write needs no durable
+    # "in flight" mark before it is sent — after a crash every unsettled record is looked up.
+    cheap_lookup: ClassVar[bool] = False
 
     def __init__(self, settings: Mapping[str, Any], ctx: Context):
         self.settings = dict(settings)
@@ -127,6 +130,9 @@ class Connector:
 
     async def info(self, stream: str) -> StreamInfo:
         return StreamInfo(stream)
+
+    def use_mapping(self, streams: list[Any]) -> None:
+        """Before reading: what the mapping uses (e.g. whether to expand notes)."""
 
     def pages(self, stream: str, cursor: Any) -> AsyncIterator[Page]:
         raise JobError(f"{self.system} cannot be read from")

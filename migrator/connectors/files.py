@@ -41,6 +41,7 @@ class OpenSchema(StreamSchema):
 
 class _FileConnector(Connector):
     reads = "file"
+    cheap_lookup = True
     settings_spec = {
         "path": Setting("file to read or write; may contain {stream} for several streams", required=True),
         "stream": Setting("stream name of the file's rows", default="contacts"),

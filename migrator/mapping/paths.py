@@ -19,7 +19,9 @@ from jmespath.visitor import TreeInterpreter
 __all__ = ["Path", "PathError", "compile_path"]
 
 _IDENT = r"[A-Za-z_][A-Za-z0-9_]*"
-_SIMPLE = re.compile(rf"{_IDENT}(?:\[-?[0-9]+\])*(?:\.{_IDENT}(?:\[-?[0-9]+\])*)*")
+_CHAIN = rf"{_IDENT}(?:\[-?[0-9]+\])*(?:\.{_IDENT}(?:\[-?[0-9]+\])*)*"
+_SIMPLE = re.compile(_CHAIN)
+_PROJECTION = re.compile(rf"({_CHAIN})\[\*\]\.({_CHAIN})")
 _STEP = re.compile(rf"({_IDENT})|\[(-?[0-9]+)\]")
 _STRUCTURAL = frozenset(".[]{}|*@`\"&?!=<>")
 _KNOWN_FUNCTIONS = frozenset(_jp_functions.Functions.FUNCTION_TABLE)
@@ -74,6 +76,35 @@ def _steps_getter(steps: tuple[tuple[bool, Any], ...]) -> Callable[[dict], Any]:
     return get
 
 
+def _steps(expr: str) -> tuple[tuple[bool, Any], ...]:
+    return tuple((m.group(2) is not None,
+                  int(m.group(2)) if m.group(2) is not None else m.group(1))
+                 for m in _STEP.finditer(expr))
+
+
+def _chain_getter(steps: tuple[tuple[bool, Any], ...]) -> Callable[[dict], Any]:
+    if len(steps) == 1:
+        return _key_getter(steps[0][1])
+    return _steps_getter(steps)
+
+
+def _projection_getter(left: Callable[[dict], Any], right: Callable[[dict], Any]
+                       ) -> Callable[[dict], Any]:
+    """``left[*].right`` as JMESPath evaluates it: None unless a list; Nones dropped."""
+    def get(record: dict) -> Any:
+        items = left(record)
+        if type(items) is not list:
+            return None
+        out = []
+        for item in items:
+            if isinstance(item, dict):
+                value = right(item)
+                if value is not None:
+                    out.append(value)
+        return out
+    return get
+
+
 def _key_getter(key: str) -> Callable[[dict], Any]:
     def get(record: dict) -> Any:
         return record.get(key)
@@ -113,7 +144,8 @@ def _jmespath_reason(exc: Exception) -> str:
         return "empty path"
     if isinstance(exc, jmespath.exceptions.LexerError):
         return f"{exc.message} at column {exc.lex_position + 1}"
-    if isinstance(exc, jmespath.exceptions.IncompleteExpressionError):
+    if isinstance(exc, jmespath.exceptions.IncompleteExpressionError) \
+            or str(getattr(exc, "token_type", "")).lower() == "eof":
         return "incomplete expression"
     if isinstance(exc, jmespath.exceptions.ParseError):
         token = exc.token_value or exc.token_type
@@ -126,13 +158,16 @@ def compile_path(expr: str) -> Path:
     if not isinstance(expr, str):
         raise PathError(f"a path must be text, not {type(expr).__name__}")
     if _SIMPLE.fullmatch(expr):
-        steps = tuple((m.group(2) is not None,
-                       int(m.group(2)) if m.group(2) is not None else m.group(1))
-                      for m in _STEP.finditer(expr))
+        steps = _steps(expr)
         root = steps[0][1]
         if len(steps) == 1:
             return Path(expr, _key_getter(root), "key", frozenset({root}), key=root)
         return Path(expr, _steps_getter(steps), "chain", frozenset({root}))
+    m = _PROJECTION.fullmatch(expr)
+    if m is not None:
+        left, right = _steps(m.group(1)), _steps(m.group(2))
+        return Path(expr, _projection_getter(_chain_getter(left), _chain_getter(right)),
+                    "projection", frozenset({left[0][1]}))
     if not expr.strip():
         raise PathError("empty path")
     reason = None

@@ -11,11 +11,13 @@ from .server import SIMULATORS, Sandbox, make
 
 
 def build(contacts: int, seed: int, faults: str = "none", dirty: bool = False,
-          **overrides) -> dict:
+          limits: bool = True, **overrides) -> dict:
     profile = faults_profile(faults)
     sims = {}
     for vendor in SIMULATORS:
         kwargs = dict(contacts=contacts, seed=seed, dirt=DIRTY if dirty else CLEAN, faults=profile)
+        if not limits:
+            kwargs["limit"] = None
         kwargs.update(overrides.get(vendor, {}))
         sims[vendor] = make(vendor, **kwargs)
     return sims
@@ -23,7 +25,7 @@ def build(contacts: int, seed: int, faults: str = "none", dirty: bool = False,
 
 def serve(args: argparse.Namespace) -> int:
     try:
-        sims = build(args.contacts, args.seed, args.faults, args.dirty)
+        sims = build(args.contacts, args.seed, args.faults, args.dirty, limits=not args.no_limits)
     except ValueError as e:
         from ..errors import UserError
         raise UserError(str(e)) from None

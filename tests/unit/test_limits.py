@@ -89,3 +89,16 @@ def test_sandbox_window_counts_like_the_vendor():
     now[0] = 10.01
     assert w.hit("k") is None
     assert w.max_in_window == 3 and w.refused == 1
+
+
+def test_advertised_window_is_a_ceiling_recovered_within_its_period():
+    lim = Limiter(RateLimit(100, 10.0))
+    assert lim.follow(RateLimit(10, 2.0))          # server says 10 per 2 s: stricter
+    assert lim.limit == RateLimit(10, 2.0)
+    lim.on_rate_limited(0.0)                       # eased below the ceiling…
+    assert lim.limit == RateLimit(8, 2.0)
+    for _ in range(100):
+        lim.on_success()
+    assert lim.limit == RateLimit(10, 2.0)         # …climbs back to it, in its period, no further
+    assert lim.follow(RateLimit(500, 10.0))        # a looser window: the configured limit rules again
+    assert lim.ceiling == lim.limit == RateLimit(100, 10.0)

@@ -1,0 +1,218 @@
+"""Brokerkit: recruiting leads (or retention agents) through ``POST /v2/leads``.
+
+The server upserts: a lead whose e-mail or agent_id matches an existing one updates
+that lead (HTTP 200 with the lead, or 204 with no body) instead of creating another
+(201). That is what makes writes safe to repeat, and why this connector needs no lookup
+— and also why two source records can land on one Brokerkit lead, which every
+``matched`` result reports.
+
+No read endpoint is documented, so Brokerkit cannot be a source: its CSV export is read
+by the CSV connector with a shipped mapping.
+
+``test: true`` makes the server check a lead and save nothing; it must be the JSON
+boolean (the doc's own sample sends strings elsewhere, and the string "true" saves the
+lead for real), so booleans are always sent as JSON booleans.
+"""
+from __future__ import annotations
+
+from typing import Any, AsyncIterator, Mapping
+
+import orjson
+
+from ..errors import AuthError, JobError, RecordError
+from ..http import Response, StaticHeaderAuth, error_text
+from ..limits import RateLimit
+from ..protocols import Page, StreamInfo, WriteResult
+from ..schema import AnyOf, Field, StreamSchema
+from .base import Connector, Context, Setting
+
+LEADS_PATH = "/v2/leads"
+NO_READS = ("brokerkit has no read API: export the leads as CSV from Brokerkit's UI and read them "
+            "with system: csv and mappings/brokerkit-csv-to-<target>.yaml")
+
+
+def _build_schema() -> StreamSchema:
+    def phone(name: str, label: str) -> Field:
+        return Field(name, format="phone_e164", description=f"{label}; a valid phone number")
+
+    def email(name: str, label: str) -> Field:
+        return Field(name, format="email", description=label)
+
+    fields = [
+        Field("first_name", description="Full Name (first)"),
+        Field("last_name", description="Full Name (last)"),
+        Field("birthday", type="date", format="date:%d/%m/%Y", description="DD/MM/YYYY"),
+        phone("phone", "Cell Phone"),
+        phone("other_phone", "Other Phone"),
+        phone("office_phone", "Office Phone"),
+        email("email", "Email (Main); with agent_id, the key Brokerkit upserts on"),
+        Field("agent_id", description="Agent ID; with email, the key Brokerkit upserts on"),
+        Field("bucket", enum=("default", "backlog", "archived"), description="Normal/Archived"),
+        Field("status", enum=("new_lead", "contact_attempt", "contact_made", "appt_set",
+                              "needs_evaluated", "onboarding", "active")),
+        Field("note", description="Referrer Notes"),
+        Field("source"),
+        Field("currently_at", description="Company Name"),
+        Field("alt_address", description="Home address"),
+        Field("alt_city", description="Home City"),
+        Field("alt_state", description="Home State"),
+        Field("alt_zip", description="Home zip"),
+        Field("office_address"),
+        Field("office_city"),
+        Field("office_state"),
+        Field("office_zip"),
+        Field("kpa_taken", type="bool", description="Personality Assessment Taken"),
+        Field("active_listings_count", type="int", description="Active Listing"),
+        Field("production_ytd", type="float", description="Total $ Production LTM"),
+        Field("rating", type="int", minimum=4, maximum=10, description="an integer from 4 to 10"),
+        Field("production_label", enum=("mega", "super", "mid", "low", "new", "in_school",
+                                        "not_licensed")),
+        email("owner_email", "Owner"),
+        email("referrer_email", "Referrer"),
+    ]
+    return StreamSchema("leads", fields, rules=(AnyOf(("first_name", "last_name", "email", "phone")),))
+
+
+SCHEMAS = {"leads": _build_schema()}
+
+
+class Brokerkit(Connector):
+    """Writes leads; the server dedupes on email / agent_id, so there is no lookup."""
+
+    system = "brokerkit"
+    title = "Brokerkit"
+    reads = "none"
+    settings_spec = {
+        "api_key": Setting("team API key (Account Settings, \"Copy to Clipboard\")",
+                           required=True, secret=True, env="BROKERKIT_API_KEY"),
+        "product": Setting('"retention" creates agents in retention instead of recruiting leads'),
+        "test_mode": Setting("send test: true with every lead: Brokerkit checks it and saves nothing",
+                             default=False),
+    }
+    default_base_url = "https://api.getbrokerkit.com"
+    default_limit = RateLimit(5, 1.0)  # none published: conservative
+    source_streams = ()
+    notes = ("no read API: read a Brokerkit CSV export with system: csv; the server upserts leads "
+             "on email or agent_id, so a repeated write updates instead of duplicating")
+
+    def __init__(self, settings: Mapping[str, Any], ctx: Context):
+        super().__init__(settings, ctx)
+        where = f"{ctx.where}: " if ctx.where else ""
+        self.product = self.setting("product") or None
+        if self.product not in (None, "retention"):
+            raise JobError(f"{where}brokerkit product must be \"retention\" or left out, not {self.product!r}")
+        self.test_mode = _flag(self.setting("test_mode"), f"{where}brokerkit test_mode")
+        key = str(self.setting("api_key"))
+        self.make_http(auth=StaticHeaderAuth({"Authorization": f"Token token={key}"}, "BROKERKIT_API_KEY"),
+                       classify=_classify, headers={"Content-Type": "application/json"})
+
+    @classmethod
+    def schemas(cls) -> dict[str, StreamSchema]:
+        return dict(SCHEMAS)
+
+    # ---- source -----------------------------------------------------------------
+    async def info(self, stream: str) -> StreamInfo:
+        raise JobError(NO_READS)
+
+    def pages(self, stream: str, cursor: Any) -> AsyncIterator[Page]:
+        raise JobError(NO_READS)
+
+    # ---- target -----------------------------------------------------------------
+    async def write(self, stream: str, record: dict[str, Any], *, source_id: str,
+                    target_id: str | None = None) -> WriteResult:
+        """Create or update one lead.
+
+        The target id is Brokerkit's lead id when the answer carries the lead (201, 200).
+        A 204 carries nothing, so the id is then a stable surrogate from the key the
+        server matched on — ``email:<email>`` (lower-cased: the match ignores case), else
+        ``agent_id:<id>`` — which names the same lead on every run. In ``test_mode``
+        nothing is saved: the result's action is ``tested`` and its target id empty.
+        """
+        if stream not in SCHEMAS:
+            raise JobError(f"brokerkit cannot write {stream!r}; it takes leads")
+        body: dict[str, Any] = {}
+        if self.test_mode:
+            body["test"] = True
+        if self.product:
+            body["product"] = self.product
+        body.update((k, v) for k, v in record.items() if v is not None and v != "")
+        # The server upserts on email / agent_id, so resending a lead that carries one
+        # updates the same lead: a lost answer can simply be retried (write=False). A lead
+        # with neither key would be created twice, so its outcome must stay uncertain.
+        keyed = self.test_mode or bool(record.get("email") or record.get("agent_id"))
+        assert self.http is not None
+        resp = await self.http.request("POST", LEADS_PATH, json=body, kind="create", write=not keyed)
+        return self._result(resp, record, source_id)
+
+    def _result(self, resp: Response, record: Mapping[str, Any], source_id: str) -> WriteResult:
+        requests = {"create": 1}
+        lead = resp.json() if resp.status != 204 else None
+        lead_id = lead.get("id") if isinstance(lead, dict) else None
+        if self.test_mode and resp.status != 201:
+            return WriteResult(target_id="", action="tested", requests=requests)
+        target_id = str(lead_id) if lead_id is not None else _surrogate(record, source_id)
+        if resp.status == 201:
+            return WriteResult(target_id=target_id, action="created", requests=requests)
+        return WriteResult(target_id=target_id, action="matched", matched_key=_matched_key(record),
+                           requests=requests)
+
+
+def _flag(value: Any, what: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    if value is None:
+        return False
+    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+        return value.strip().lower() == "true"
+    raise JobError(f"{what} must be true or false, not {value!r}")
+
+
+def _matched_key(record: Mapping[str, Any]) -> str | None:
+    """The key the server matched on: it tries the e-mail first, then agent_id."""
+    if record.get("email"):
+        return f"email={record['email']}"
+    if record.get("agent_id"):
+        return f"agent_id={record['agent_id']}"
+    return None
+
+
+def _surrogate(record: Mapping[str, Any], source_id: str) -> str:
+    if record.get("email"):
+        return f"email:{str(record['email']).strip().lower()}"
+    if record.get("agent_id"):
+        return f"agent_id:{record['agent_id']}"
+    return f"source:{source_id}"
+
+
+def _classify(resp: Response) -> Exception | None:
+    if resp.status == 422:
+        return _field_errors(resp)
+    if resp.status == 403:
+        return AuthError("Brokerkit refused the request (HTTP 403): the team behind BROKERKIT_API_KEY "
+                         "lacks the permission (e.g. to create leads)")
+    return None
+
+
+def _field_errors(resp: Response) -> RecordError:
+    """``{"email": ["is invalid"], "phone": ["is an invalid number"]}`` -> one reason."""
+    try:
+        body = orjson.loads(resp.body) if resp.body else None
+    except orjson.JSONDecodeError:
+        body = None
+    if isinstance(body, dict) and isinstance(body.get("errors"), dict):
+        body = body["errors"]
+    if not isinstance(body, dict) or not body:
+        return RecordError(error_text(resp) or "HTTP 422", status=422)
+    parts: list[str] = []
+    first: str | None = None
+    for name, messages in body.items():
+        if isinstance(messages, (list, tuple)):
+            text = ", ".join(str(m) for m in messages)
+        else:
+            text = str(messages)
+        if name == "base":
+            parts.append(text)
+            continue
+        parts.append(f"{name}: {text}")
+        first = first or name
+    return RecordError("; ".join(parts), field=first, status=422)

@@ -1,0 +1,286 @@
+"""Realeflow: contacts, properties and the relations between them.
+
+Three things shape this module:
+
+- a refused create still answers HTTP 200, with ``{"Successful": false, "Error": "..."}``,
+  so every write reads the envelope — a client that trusts the status code loses records;
+- custom fields are positional (``CustomFields[2]`` is the label "Custom 3"), so a mapping
+  names them ``custom_3`` or by label (``custom.Motivation``, from the ``custom_fields``
+  setting) and the array, with its null gaps, is built here;
+- ``contact/list`` and ``property/list`` return only the 25 newest records, so as a source
+  this connector says so loudly and points to the CSV export for a full migration.
+
+Realeflow has no natural-key lookup and no dedup, so creates are sent as non-idempotent
+writes: a lost answer becomes ``UncertainWrite`` for the engine's policy to settle.
+"""
+from __future__ import annotations
+
+import base64
+from typing import Any, AsyncIterator, Mapping
+
+from ..errors import AccountError, ConnectError, JobError, MappingError, RecordError, UncertainWrite
+from ..http import Response, StaticHeaderAuth, error_text
+from ..limits import RateLimit
+from ..protocols import Page, Record, StreamInfo, WriteResult
+from ..schema import Field, StreamSchema
+from .base import Connector, Context, Setting
+
+MAX_CUSTOM_FIELDS = 28
+CUSTOM_PREFIX = "custom."
+RELATION_FLAGS = ("IsOwner", "IsPrimaryContact", "IsRealtor", "IsOccupier", "IsInterested",
+                  "IsTitleEscrowAgent", "IsAttorney", "IsInsuranceAgent", "IsInspector",
+                  "IsLenderMtgBroker", "IsLossMitigator", "IsBpoAgent", "IsAppraiser",
+                  "IsContractor", "IsTenant", "IsPropertyManager", "IsHoaContact",
+                  "IsLienContact")
+
+# Schema field (the doc's parameter table) -> body key (the doc's JSON samples).
+CONTACT_KEYS = {"FullName": "fullname", "Email": "email", "CompanyName": "companyname",
+                "Phone": "phone", "PhoneType": "phonetype", "Source": "source",
+                "Address": "address", "City": "city", "State": "state", "ZipCode": "zipcode",
+                "Type": "type", "Tags": "tags"}
+PROPERTY_KEYS = {"Address": "address", "City": "city", "State": "state", "ZipCode": "zipcode",
+                 "Source": "source", "Tags": "tags"}
+
+CREATE_PATHS = {"contacts": "/api/contact/create", "properties": "/api/property/create",
+                "relations": "/api/contact/propertyrelation"}
+LIST_PATHS = {"contacts": ("/api/contact/list", "contactId"),
+              "properties": ("/api/property/list", "propertyId")}
+NOTICE = ("Realeflow's API returns only the 25 newest {stream}; for a full migration export a "
+          "CSV from Realeflow's UI and use system: csv with mappings/realeflow-csv-to-<target>.yaml")
+
+
+def _custom_fields() -> list[Field]:
+    return [Field(f"custom_{n}", description=f"Realeflow label Custom {n} (CustomFields[{n - 1}])")
+            for n in range(1, MAX_CUSTOM_FIELDS + 1)]
+
+
+def _address_fields() -> list[Field]:
+    return [Field("City"),
+            Field("State", format="state2", description="two-letter state abbreviation"),
+            Field("ZipCode", format="zip5", description="five-digit U.S. zip code"),
+            Field("Source", description="Lead Source inside the Contacts CRM"),
+            Field("Tags", type="list", description="used for filtering")]
+
+
+def _build_schemas() -> dict[str, StreamSchema]:
+    contacts = StreamSchema("contacts", [
+        Field("FullName", required=True),
+        Field("Email", format="email"),
+        Field("CompanyName"),
+        Field("Phone"),
+        Field("PhoneType", enum=("Mobile", "Work", "Home"), description="Realeflow defaults to Mobile"),
+        Field("Address"),
+        *_address_fields(),
+        Field("Type", type="list", enum=("Buyer", "Seller"), description="contact types"),
+        *_custom_fields(),
+    ], open_prefixes=(CUSTOM_PREFIX,))
+    properties = StreamSchema("properties", [
+        Field("Address", required=True), *_address_fields(), *_custom_fields()])
+    relations = StreamSchema("relations", [
+        Field("PropertyId", required=True, description="the property's Realeflow id"),
+        Field("ContactId", required=True, description="the contact's Realeflow id"),
+        *(Field(flag, type="bool") for flag in RELATION_FLAGS)])
+    return {"contacts": contacts, "properties": properties, "relations": relations}
+
+
+SCHEMAS = _build_schemas()
+
+
+class Realeflow(Connector):
+    """Writes contacts, properties and relations; reads only the 25 newest of each."""
+
+    system = "realeflow"
+    title = "Realeflow"
+    reads = "api"
+    settings_spec = {
+        "api_key": Setting("API key (Profile => Company Info); sent as the Basic user with a blank password",
+                           required=True, secret=True, env="REALEFLOW_API_KEY"),
+        "custom_fields": Setting("labels of Custom 1, Custom 2, … in order (null for an unused one), "
+                                 "so a mapping may write custom.<label>"),
+    }
+    default_base_url = "https://api.realeflow.com"
+    default_limit = RateLimit(5, 1.0)  # none published: conservative
+    source_streams = ("contacts", "properties")
+    notes = ("the API lists only the 25 newest contacts/properties: read a CSV export for a full "
+             "migration; refusals come as HTTP 200 with Successful=false")
+
+    def __init__(self, settings: Mapping[str, Any], ctx: Context):
+        super().__init__(settings, ctx)
+        self.labels = self._labels()
+        self._custom_positions = {f"custom_{n}": n for n in range(1, MAX_CUSTOM_FIELDS + 1)}
+        self._custom_positions.update({CUSTOM_PREFIX + label: n for label, n in self.labels.items()})
+        key = str(self.setting("api_key"))
+        basic = base64.b64encode(f"{key}:".encode()).decode()
+        self.make_http(auth=StaticHeaderAuth({"Authorization": f"Basic {basic}"}, "REALEFLOW_API_KEY"),
+                       classify=self._classify, headers={"Accept": "application/json"})
+
+    def _labels(self) -> dict[str, int]:
+        raw = self.settings.get("custom_fields")
+        if raw in (None, ""):
+            return {}
+        where = f"{self.ctx.where}: " if self.ctx.where else ""
+        if not isinstance(raw, list) or not all(x is None or isinstance(x, str) for x in raw):
+            raise JobError(f"{where}realeflow custom_fields must be a list of labels in position order")
+        if len(raw) > MAX_CUSTOM_FIELDS:
+            raise JobError(f"{where}realeflow custom_fields lists {len(raw)} labels; "
+                           f"Realeflow has at most {MAX_CUSTOM_FIELDS}")
+        labels: dict[str, int] = {}
+        for n, label in enumerate(raw, 1):
+            if not label:
+                continue
+            if label in labels:
+                raise JobError(f"{where}realeflow custom_fields names {label!r} twice "
+                               f"(Custom {labels[label]} and Custom {n})")
+            labels[label] = n
+        return labels
+
+    @classmethod
+    def schemas(cls) -> dict[str, StreamSchema]:
+        return dict(SCHEMAS)
+
+    @staticmethod
+    def _classify(resp: Response) -> Exception | None:
+        # The doc lists only 401 for credentials; a 403 means the account itself is barred.
+        if resp.status == 403:
+            why = error_text(resp)
+            return AccountError(f"Realeflow refused the request (HTTP 403{': ' + why if why else ''}); "
+                                "check that the account status is Active")
+        return None
+
+    # ---- source -----------------------------------------------------------------
+    def _source_stream(self, stream: str) -> tuple[str, str]:
+        try:
+            return LIST_PATHS[stream]
+        except KeyError:
+            where = f"{self.ctx.where}: " if self.ctx.where else ""
+            raise JobError(f"{where}realeflow can read {', '.join(LIST_PATHS)}, not {stream!r}") from None
+
+    async def info(self, stream: str) -> StreamInfo:
+        self._source_stream(stream)
+        return StreamInfo(stream, notice=NOTICE.format(stream=stream))
+
+    async def pages(self, stream: str, cursor: Any) -> AsyncIterator[Page]:
+        """One page: the list endpoints have no paging, only the newest 25 rows."""
+        path, id_key = self._source_stream(stream)
+        assert self.http is not None
+        resp = await self.http.request("GET", path, kind="page")
+        rows = resp.json()
+        if rows is None:
+            rows = []
+        if not isinstance(rows, list):
+            raise ConnectError(f"realeflow: GET {path} answered {type(rows).__name__}, not a list of {stream}")
+        records = []
+        for n, row in enumerate(rows, 1):
+            rid = row.get(id_key) if isinstance(row, dict) else None
+            if rid is None:
+                records.append(Record(f"row-{n}", None, error=f"{stream} row {n} has no {id_key}"))
+            else:
+                records.append(Record(str(rid), row))
+        yield Page(records, cursor=None, total=len(records))
+
+    # ---- target -----------------------------------------------------------------
+    async def prepare(self, streams: list[Any]) -> None:
+        """Unknown custom labels fail before any request; a barred account before any write."""
+        for sm in streams:
+            self._check_custom_fields(sm)
+        assert self.http is not None
+        resp = await self.http.request("GET", "/api/account/status", kind="meta")
+        body = resp.json()
+        status = body.get("AccountStatus") if isinstance(body, dict) else None
+        if status != "Active":
+            raise AccountError(f"Realeflow account status is {status!r}: writes are refused until it is Active")
+
+    def _check_custom_fields(self, sm: Any) -> None:
+        taken: dict[int, str] = {}
+        fields = getattr(sm, "fields", {})
+        for name, spec in fields.items():
+            line = getattr(spec, "line", None)
+            at = f"mapping line {line}: " if line else "mapping: "
+            if name.startswith(CUSTOM_PREFIX) and name not in self._custom_positions:
+                known = ", ".join(self.labels) or "none are set"
+                raise MappingError(f"{at}realeflow {sm.target_stream} field {name!r} has no label "
+                                   f"{name[len(CUSTOM_PREFIX):]!r} in the target's custom_fields "
+                                   f"setting (labels: {known})")
+            pos = self._custom_positions.get(name)
+            if pos is None:
+                continue
+            if pos in taken:
+                raise MappingError(f"{at}realeflow {sm.target_stream} writes Custom {pos} twice: "
+                                   f"{taken[pos]!r} and {name!r}")
+            taken[pos] = name
+
+    async def write(self, stream: str, record: dict[str, Any], *, source_id: str,
+                    target_id: str | None = None) -> WriteResult:
+        if stream == "contacts":
+            body, kind = self._fields_body(stream, record, CONTACT_KEYS), "create"
+        elif stream == "properties":
+            body, kind = self._fields_body(stream, record, PROPERTY_KEYS), "create"
+        elif stream == "relations":
+            body, kind = self._relation_body(record), "relation"
+        else:
+            raise JobError(f"realeflow cannot write {stream!r}; it takes {', '.join(SCHEMAS)}")
+        assert self.http is not None
+        resp = await self.http.request("POST", CREATE_PATHS[stream], json=body, kind=kind, write=True)
+        return WriteResult(target_id=self._created_id(stream, resp), action="created", requests={kind: 1})
+
+    def _fields_body(self, stream: str, record: Mapping[str, Any], keys: dict[str, str]) -> dict[str, Any]:
+        body: dict[str, Any] = {}
+        custom: dict[int, Any] = {}
+        for name, value in record.items():
+            if value is None or value == "" or value == []:
+                continue
+            key = keys.get(name)
+            if key is not None:
+                body[key] = value
+                continue
+            pos = self._custom_positions.get(name)
+            if pos is None:
+                raise RecordError(f"{name} is not a field of Realeflow {stream}", field=name, rule="unknown")
+            if pos in custom and custom[pos] != value:
+                raise RecordError(f"Custom {pos} is given twice with different values", field=name,
+                                  rule="conflict")
+            custom[pos] = value
+        if custom:
+            body["customfields"] = [custom.get(n) for n in range(1, max(custom) + 1)]
+        return body
+
+    @staticmethod
+    def _relation_body(record: Mapping[str, Any]) -> dict[str, Any]:
+        """The doc's sample sends every flag, as the strings "true" and "false"."""
+        body: dict[str, Any] = {"PropertyId": _text(record.get("PropertyId")),
+                                "ContactId": _text(record.get("ContactId"))}
+        for flag in RELATION_FLAGS:
+            value = record.get(flag)
+            if isinstance(value, str) and value.strip():
+                body[flag] = value.strip().lower()
+            else:
+                body[flag] = "true" if value is True else "false"
+        return body
+
+    def _created_id(self, stream: str, resp: Response) -> str:
+        body = resp.json()
+        if not isinstance(body, dict) or "Successful" not in body:
+            raise UncertainWrite(f"realeflow answered {stream} create without its Successful/Id envelope")
+        if body.get("Successful") is not True:
+            reason = str(body.get("Error") or "Realeflow refused the record without saying why")
+            raise RecordError(reason, field=_error_field(stream, reason), status=resp.status)
+        rid = body.get("Id")
+        if rid in (None, "", 0):
+            raise UncertainWrite(f"realeflow said the {stream} create succeeded but gave no Id")
+        return str(rid)
+
+
+def _text(value: Any) -> Any:
+    return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
+def _error_field(stream: str, reason: str) -> str | None:
+    """The field an ``Error`` text starts with ("State must be…", "Contact '9' was not found")."""
+    words = reason.split(None, 1)
+    if not words:
+        return None
+    first = words[0].strip(".,:;'\"").lower()
+    names = {n.lower(): n for n in SCHEMAS[stream].fields}
+    if stream == "relations":
+        names.update({"contact": "ContactId", "property": "PropertyId"})
+    return names.get(first)

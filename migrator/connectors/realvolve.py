@@ -1,0 +1,521 @@
+"""Realvolve through its Utility API (``/utility_api/v1``), as source and as target.
+
+What sets Realvolve apart: two credentials on every call — an OAuth2 client-credentials
+token that lives two hours, and the user's ``utility_api_key`` param; a contact list whose
+rows hold only names, so every contact costs one ``contact_detail`` call for its e-mails,
+phones, addresses, tags, notes and the full contact object; writes as Rails-style
+bracketed form params (``contact[primary][first_name]``) with notes added one call each;
+an answer of ``{"success": false}`` that may arrive with HTTP 200; and no natural-key
+lookup at all, so an uncertain create is settled by the job's ``on_uncertain`` policy.
+"""
+from __future__ import annotations
+
+import re
+import time
+from contextlib import aclosing
+from datetime import date, datetime, timezone
+from typing import Any, AsyncIterator, Mapping
+
+import anyio
+import orjson
+
+from ..errors import AuthError, ConfigError, JobError, RecordError, Retryable, UncertainWrite
+from ..http import Auth, HttpClient, Request, Response, error_text
+from ..limits import RateLimit
+from ..protocols import Page, Record, StreamInfo, WriteResult
+from ..schema import AnyOf, Field, StreamSchema
+from .base import Connector, Context, Setting
+
+TOKEN_PATH = "/oauth/token"
+API = "/utility_api/v1"
+CONTACTS = f"{API}/contacts"
+RECENT = f"{API}/contacts/recent_contacts"
+DETAIL = f"{API}/contacts/contact_detail"
+SOURCES = f"{API}/contacts/contact_sources"
+STATUSES = f"{API}/contacts/contact_statuses"
+UPDATE = f"{API}/contacts/update_contact"
+ADD_NOTE = f"{API}/contacts/add_note"
+PROPERTIES = f"{API}/properties"
+
+LIST_PAGES_AHEAD = 2          # list pages fetched while the current page's details load
+DETAIL_KEYS = ("email_addresses", "phone_numbers", "addresses", "tags", "notes")
+TOKEN_MARGIN = 60.0           # renew this long before expiry (a tenth of a shorter life)
+
+# Target field -> the doc's bracketed param.
+PRIMARY = ("first_name", "last_name", "company", "title", "contact_source", "birth_date")
+DETAILS = {
+    "work_email": "email_address", "home_email": "email_address",
+    "work_phone": "phone_number", "home_phone": "phone_number", "mobile_phone": "phone_number",
+    "work_address": "address", "home_address": "address",
+}
+PHONES = ("work_phone", "home_phone", "mobile_phone")
+MAX_STRING = 255
+
+CONTACT_FIELDS: tuple[Field, ...] = (
+    Field("first_name", max_length=MAX_STRING),
+    Field("last_name", max_length=MAX_STRING),
+    Field("company", max_length=MAX_STRING),
+    Field("title", max_length=MAX_STRING),
+    Field("contact_source", max_length=MAX_STRING,
+          description="a contact source's name; an unknown name becomes a custom source"),
+    Field("work_email", max_length=MAX_STRING, format="email"),
+    Field("home_email", max_length=MAX_STRING, format="email"),
+    Field("work_phone", format="phone_e164", description="sent as digits only"),
+    Field("home_phone", format="phone_e164", description="sent as digits only"),
+    Field("mobile_phone", format="phone_e164", description="sent as digits only"),
+    Field("work_address", max_length=MAX_STRING,
+          description="one line, e.g. 3568 Front St, San Diego, CA"),
+    Field("home_address", max_length=MAX_STRING,
+          description="one line, e.g. 3568 Front St, San Diego, CA"),
+    Field("birth_date", type="date", format="date:%Y-%m-%d"),
+    Field("tags", type="list", max_length=MAX_STRING,
+          description="tag names; sent comma-separated"),
+    Field("notes", type="list", description="one add_note call per note"),
+)
+NOTE_FIELDS: tuple[Field, ...] = (
+    Field("contact_id", required=True, description="the Realvolve contact's id"),
+    Field("note_content", required=True),
+)
+
+_PARAM_FIELD = re.compile(r"contact\[\w+\](?:\[(\w+)\])+")
+
+
+def parse_time(raw: str) -> datetime:
+    """A date or date-time as an aware UTC datetime (naive means UTC)."""
+    from dateutil import parser
+    try:
+        dt = parser.isoparse(raw.strip())
+    except ValueError:
+        dt = parser.parse(raw)
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=timezone.utc)
+    return dt.astimezone(timezone.utc)
+
+
+def since_stamp(raw: str) -> str:
+    """``--since`` as the UTC stamp ``updated_time`` takes; no ``+`` to mangle in a URL."""
+    try:
+        dt = parse_time(raw)
+    except (ValueError, OverflowError):
+        raise ConfigError(f"realvolve: --since {raw!r} is not a date or date-time") from None
+    return dt.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def phone_digits(value: Any) -> str:
+    """The doc sends phones as integers (``8436973932``): a +1 number loses its +1."""
+    text = str(value)
+    digits = "".join(c for c in text if c.isdigit())
+    if text.strip().startswith("+1") and len(digits) == 11:
+        return digits[1:]
+    return digits
+
+
+def _body(resp: Response) -> dict[str, Any]:
+    body = resp.json()
+    return body if isinstance(body, dict) else {}
+
+
+def _at_or_after(stamp: Any, since: datetime) -> bool:
+    """Whether a record's timestamp is not before ``since``; unreadable ones are kept."""
+    try:
+        return parse_time(str(stamp)) >= since
+    except (ValueError, OverflowError):
+        return True
+
+
+def _field_of(message: str) -> str | None:
+    """The target field a refusal names, from the bracketed param in its message."""
+    m = _PARAM_FIELD.search(message)
+    if m:
+        name = m.group(1)
+        return "tags" if name == "tag_list" else name
+    for name in ("note_content", "contact_id"):
+        if name in message:
+            return name
+    return None
+
+
+class TokenAuth(Auth):
+    """A client-credentials token, renewed before it expires and on a 401, plus the
+    ``utility_api_key`` param. Renewals are single-flight: every caller that saw the old
+    token waits for the one login instead of starting its own."""
+
+    def __init__(self, client_id: str, client_secret: str, utility_api_key: str, names: str):
+        super().__init__()
+        self._form = {"grant_type": "client_credentials", "client_id": client_id,
+                      "client_secret": client_secret}
+        self._key = utility_api_key
+        self.names = names
+        self.token: str | None = None
+        self.expires_at = 0.0
+
+    async def apply(self, client: HttpClient, req: Request) -> None:
+        if req.path == TOKEN_PATH:
+            return
+        if self.token is None or time.monotonic() >= self.expires_at:
+            await self.refresh(client, self.generation)
+        req.headers["Authorization"] = f"Bearer {self.token}"
+        req.params = {**(req.params or {}), "utility_api_key": self._key}
+
+    async def login(self, client: HttpClient) -> None:
+        started = time.monotonic()
+        resp = await client.request("POST", TOKEN_PATH, data=dict(self._form), kind="auth")
+        body = _body(resp)
+        token = body.get("access_token")
+        if not isinstance(token, str) or not token:
+            raise Retryable("realvolve: the token answer held no access_token", cause="token")
+        try:
+            ttl = float(body.get("expires_in") or 7200)
+        except (TypeError, ValueError):
+            ttl = 7200.0
+        self.token = token
+        self.expires_at = started + ttl - min(TOKEN_MARGIN, ttl / 10)
+
+    def expired(self, resp: Response) -> bool:
+        return resp.status == 401
+
+
+class Realvolve(Connector):
+    system = "realvolve"
+    title = "Realvolve (Utility API)"
+    reads = "api"
+    writes = True
+    settings_spec = {
+        "client_id": Setting("OAuth application id", required=True, secret=True,
+                             env="REALVOLVE_CLIENT_ID"),
+        "client_secret": Setting("OAuth application secret", required=True, secret=True,
+                                 env="REALVOLVE_CLIENT_SECRET"),
+        "utility_api_key": Setting("the user's key from settings > integrations", required=True,
+                                   secret=True, env="REALVOLVE_UTILITY_API_KEY"),
+        "tags": Setting("on update: append tags (default) or overwrite the contact's tags",
+                        default="append"),
+    }
+    default_base_url = "https://start.realvolve.com"
+    default_limit = RateLimit(10, 1.0)
+    source_streams = ("contacts", "notes", "properties")
+    notes = ("one contact_detail call per contact (emails, phones, tags, notes); "
+             "no published rate limit (10/s by default); no lookup: duplicates are not detected")
+
+    def __init__(self, settings: Mapping[str, Any], ctx: Context):
+        super().__init__(settings, ctx)
+        mode = str(self.setting("tags") or "append")
+        if mode not in ("append", "overwrite"):
+            raise JobError(f"{ctx.where}: realvolve tags must be append or overwrite, not {mode!r}")
+        self._overwrite_tags = mode == "overwrite"
+        self.auth = TokenAuth(str(self.setting("client_id")), str(self.setting("client_secret")),
+                              str(self.setting("utility_api_key")), self._var("utility_api_key"))
+        self.make_http(auth=self.auth, classify=self._classify,
+                       headers={"Accept": "application/json"})
+        self._first_pages: dict[tuple[str, str | None], dict[str, Any]] = {}
+        self._totals: dict[str, int | None] = {}
+        self._names: dict[str, dict[Any, str]] | None = None
+        self._names_lock = anyio.Lock()
+
+    def _var(self, setting: str) -> str:
+        origin = self.ctx.origins.get(setting)
+        if origin:
+            return origin.strip("${}")
+        return self.settings_spec[setting].env or setting
+
+    @classmethod
+    def schemas(cls) -> dict[str, StreamSchema]:
+        return {
+            "contacts": StreamSchema("contacts", CONTACT_FIELDS,
+                                     rules=(AnyOf(("first_name", "last_name")),)),
+            "notes": StreamSchema("notes", NOTE_FIELDS),
+        }
+
+    # ---- errors ---------------------------------------------------------------------
+    def _classify(self, resp: Response) -> Exception | None:
+        status = resp.status
+        if resp.request.path == TOKEN_PATH and status in (400, 401, 403):
+            return AuthError(f"realvolve refused the client credentials (HTTP {status}): check "
+                             f"{self._var('client_id')} and {self._var('client_secret')}")
+        if status == 429 or status == 408 or status >= 500:
+            return None
+        if 200 <= status < 300:
+            try:
+                body = resp.json()
+            except Retryable as e:
+                return e
+        else:
+            try:
+                body = orjson.loads(resp.body) if resp.body else None
+            except orjson.JSONDecodeError:
+                return None
+        if not isinstance(body, dict):
+            return None
+        if status == 401:
+            said = f"{body.get('error', '')} {body.get('error_description', '')} {body.get('msg', '')}"
+            if "utility_api_key" in said:
+                return AuthError(f"realvolve refused the utility_api_key (HTTP 401): "
+                                 f"check {self._var('utility_api_key')}")
+            return None
+        if status == 403:
+            return None
+        if body.get("success") is False:
+            message = error_text(resp) or f"HTTP {status}"
+            return RecordError(message, field=_field_of(message), rule="server", status=status)
+        return None
+
+    # ---- source -----------------------------------------------------------------------
+    def _listing(self, stream: str) -> tuple[str, str | None]:
+        """Where a stream's contacts are listed: all of them, or those updated since."""
+        if stream == "contacts" and self.ctx.since:
+            return RECENT, since_stamp(self.ctx.since)
+        return CONTACTS, None
+
+    async def _list_page(self, listing: tuple[str, str | None], number: int) -> dict[str, Any]:
+        path, since = listing
+        params: dict[str, Any] = {"page": number}
+        if since is not None:
+            params["updated_time"] = since
+        body = _body(await self.http_client.request("GET", path, params=params, kind="page"))
+        rows = body.get("data")
+        return {"pages": int(body.get("pages") or 0),
+                "data": [r for r in rows if isinstance(r, dict)] if isinstance(rows, list) else []}
+
+    @property
+    def http_client(self) -> HttpClient:
+        assert self.http is not None
+        return self.http
+
+    async def info(self, stream: str) -> StreamInfo:
+        """Contacts: page 1 (kept for ``pages``) gives the page count; the last page,
+        the exact total. Notes and properties are counted only as they are read."""
+        if stream not in self.source_streams:
+            raise JobError(f"realvolve has no stream {stream!r}; it has {', '.join(self.source_streams)}")
+        if stream != "contacts":
+            return StreamInfo(stream)
+        listing = self._listing(stream)
+        first = await self._list_page(listing, 1)
+        self._first_pages[listing] = first
+        pages = first["pages"]
+        if pages <= 1:
+            total: int | None = len(first["data"])
+        else:
+            last = await self._list_page(listing, pages)
+            total = (pages - 1) * len(first["data"]) + len(last["data"])
+        self._totals[stream] = total
+        return StreamInfo(stream, total=total)
+
+    async def pages(self, stream: str, cursor: Any) -> AsyncIterator[Page]:
+        if stream == "properties":
+            body = _body(await self.http_client.request("GET", PROPERTIES, kind="page"))
+            rows = [p for p in body.get("data") or [] if isinstance(p, dict)]
+            yield Page([Record(str(p.get("id")), p) for p in rows], None, len(rows))
+            return
+        if stream not in ("contacts", "notes"):
+            raise JobError(f"realvolve has no stream {stream!r}; it has {', '.join(self.source_streams)}")
+        after = int((cursor or {}).get("page", 0))
+        notes_since = parse_time(since_stamp(self.ctx.since)) if stream == "notes" and self.ctx.since else None
+        total = self._totals.get(stream)
+        async with aclosing(self._contact_pages(self._listing(stream), after)) as loaded:
+            async for number, rows, details, last in loaded:
+                if stream == "contacts":
+                    records = [self._contact_record(row, d) for row, d in zip(rows, details)]
+                else:
+                    records = [r for row, d in zip(rows, details)
+                               for r in self._note_records(row, d, notes_since)]
+                yield Page(records, None if last else {"page": number}, total)
+
+    async def _contact_pages(self, listing: tuple[str, str | None], after: int
+                             ) -> AsyncIterator[tuple[int, list[dict], list[Any], bool]]:
+        """Pages in order, each with its contacts' details.
+
+        Each page's details and the next list pages load concurrently inside a task group
+        that closes before the page is yielded: no task outlives a suspension, so a reader
+        that stops early leaves nothing running.
+        """
+        await self._load_names()
+        number = after + 1
+        first = self._first_pages.pop(listing, None)
+        body = first if first is not None and number == 1 else await self._list_page(listing, number)
+        pages, rows = body["pages"], body["data"]
+        ahead: dict[int, dict[str, Any]] = {}
+        limiter = anyio.CapacityLimiter(max(1, self.ctx.concurrency))
+        while rows or number <= pages:
+            wanted = [n for n in range(number + 1, min(pages, number + LIST_PAGES_AHEAD) + 1)
+                      if n not in ahead]
+            details: list[Any] = [None] * len(rows)
+            async with anyio.create_task_group() as tg:
+                todo = iter(range(len(rows)))
+                for _ in range(min(len(rows), limiter.total_tokens)):
+                    tg.start_soon(self._detail_worker, rows, details, todo, limiter)
+                for n in wanted:
+                    tg.start_soon(self._fetch_ahead, listing, n, ahead, limiter)
+            pages = max([pages, *(ahead[n]["pages"] for n in wanted)])
+            yield number, rows, details, number >= pages
+            number += 1
+            if number > pages:
+                return
+            body = ahead.pop(number, None) or await self._list_page(listing, number)
+            pages, rows = max(pages, body["pages"]), body["data"]
+
+    async def _fetch_ahead(self, listing: tuple[str, str | None], number: int,
+                           into: dict[int, dict[str, Any]], limiter: anyio.CapacityLimiter) -> None:
+        async with limiter:
+            into[number] = await self._list_page(listing, number)
+
+    async def _detail_worker(self, rows: list[dict], out: list[Any], todo: Any,
+                             limiter: anyio.CapacityLimiter) -> None:
+        for i in todo:
+            async with limiter:
+                out[i] = await self._detail(rows[i].get("id"))
+
+    async def _detail(self, contact_id: Any) -> dict[str, Any] | Exception:
+        """One contact's details, or the error that fails this contact alone."""
+        try:
+            resp = await self.http_client.request("GET", DETAIL, params={"contact_id": contact_id},
+                                                  kind="detail")
+            return _body(resp)
+        except (RecordError, Retryable) as e:
+            return e
+
+    async def _load_names(self) -> None:
+        """Status and source names, once per run: records carry ids only."""
+        async with self._names_lock:
+            if self._names is not None:
+                return
+            names: dict[str, dict[Any, str]] = {}
+            for key, path in (("status", STATUSES), ("source", SOURCES)):
+                body = _body(await self.http_client.request("GET", path, kind="meta"))
+                names[key] = {item.get("id"): item.get("name") for item in body.get("data") or []
+                              if isinstance(item, dict)}
+            self._names = names
+
+    def _contact_record(self, row: dict[str, Any], detail: Any) -> Record:
+        sid = str(row.get("id"))
+        if isinstance(detail, Exception):
+            return Record(sid, None, error=f"contact_detail of contact {sid} failed: {detail}")
+        data = dict(row)
+        for key in DETAIL_KEYS:
+            data[key] = detail.get(key) or []
+        contact = detail.get("contact")
+        if isinstance(contact, dict):
+            data.update(contact)
+        names = self._names or {}
+        data["contact_status"] = names.get("status", {}).get(data.get("contact_status_id"))
+        data["contact_source"] = names.get("source", {}).get(data.get("source_id"))
+        return Record(sid, data)
+
+    def _note_records(self, row: dict[str, Any], detail: Any, since: datetime | None) -> list[Record]:
+        cid = row.get("id")
+        if isinstance(detail, Exception):
+            return [Record(f"contact-{cid}", None,
+                           error=f"the notes of contact {cid} could not be read: {detail}")]
+        out = []
+        for note in detail.get("notes") or []:
+            if not isinstance(note, dict):
+                continue
+            if since is not None and not _at_or_after(note.get("updated_at"), since):
+                continue
+            out.append(Record(str(note.get("id")), {**note, "contact_id": cid}))
+        return out
+
+    # ---- target -----------------------------------------------------------------------
+    async def prepare(self, streams: list[Any]) -> None:
+        """One cheap call proves the token and the utility_api_key before any write."""
+        await self.http_client.request("GET", STATUSES, kind="meta")
+
+    async def write(self, stream: str, record: dict[str, Any], *, source_id: str,
+                    target_id: str | None = None) -> WriteResult:
+        if stream == "contacts":
+            return await self._write_contact(record, target_id)
+        if stream == "notes":
+            if target_id is not None:
+                raise RecordError("Realvolve's API cannot edit a note, only add one", rule="target")
+            note_id = await self._add_note(record.get("contact_id"), record.get("note_content"))
+            return WriteResult(target_id=note_id, action="created", requests={"note": 1})
+        raise JobError(f"realvolve cannot write stream {stream!r}; it takes contacts and notes")
+
+    def contact_params(self, record: Mapping[str, Any]) -> dict[str, str]:
+        """The doc's bracketed params of one mapped contact; empty values are left out."""
+        params: dict[str, str] = {}
+        for name in PRIMARY:
+            value = record.get(name)
+            if value not in (None, ""):
+                text = value.isoformat() if isinstance(value, date) else str(value)
+                params[f"contact[primary][{name}]"] = text
+        for name, group in DETAILS.items():
+            value = record.get(name)
+            if value in (None, ""):
+                continue
+            text = phone_digits(value) if name in PHONES else str(value)
+            params[f"contact[details][{group}][{name}]"] = text
+        tags = [str(t).strip() for t in record.get("tags") or [] if str(t).strip()]
+        if tags:
+            bad = next((t for t in tags if "," in t), None)
+            if bad is not None:
+                raise RecordError(f"tag {bad!r} holds a comma, which Realvolve reads as two tags",
+                                  field="tags", rule="format")
+            params["contact[details][tags]"] = ", ".join(tags)
+        return params
+
+    async def _write_contact(self, record: dict[str, Any], target_id: str | None) -> WriteResult:
+        params = self.contact_params(record)
+        notes = [str(n) for n in record.get("notes") or [] if str(n).strip()]
+        if target_id is None:
+            resp = await self.http_client.request("POST", CONTACTS, data=params, kind="create",
+                                                  write=True)
+            contact = _body(resp).get("contact")
+            cid = contact.get("id") if isinstance(contact, dict) else None
+            if cid is None:
+                raise UncertainWrite("realvolve answered the create without a contact id")
+            action, kind = "created", "create"
+        else:
+            cid = target_id
+            if self._overwrite_tags and "contact[details][tags]" in params:
+                params["contact[details][tag_list]"] = "overwrite"
+            await self.http_client.request("POST", UPDATE, data={"contact_id": str(cid), **params},
+                                           kind="update")
+            action, kind = "updated", "update"
+        requests = {kind: 1}
+        for k, text in enumerate(notes, start=1):
+            try:
+                await self._add_note_once(cid, text, notes[:k].count(text), fresh=target_id is None,
+                                          requests=requests)
+            except (RecordError, Retryable) as e:
+                reason = e.reason if isinstance(e, RecordError) else str(e)
+                done = f"notes 1-{k - 1} were added" if k > 2 else (
+                    "note 1 was added" if k == 2 else "no note was added")
+                again = "create the contact again" if target_id is None else "add its notes again"
+                raise RecordError(
+                    f"contact {cid} was {action} in Realvolve, but note {k} of {len(notes)} failed "
+                    f"({reason}); {done}. Add the rest to contact {cid} by hand: retrying this "
+                    f"record would {again}", field="notes", rule="partial") from None
+        return WriteResult(target_id=str(cid), action=action, requests=requests)
+
+    async def _add_note_once(self, contact_id: Any, text: str, occurrences: int, *, fresh: bool,
+                             requests: dict[str, int]) -> None:
+        """Add a note; on a lost answer to a just-created contact's note, count that
+        contact's notes with this text to learn whether it landed before sending again."""
+        for attempt in range(3):
+            requests["note"] = requests.get("note", 0) + 1
+            try:
+                await self._add_note(contact_id, text)
+                return
+            except UncertainWrite:
+                if not fresh or attempt == 2:
+                    raise
+            requests["detail"] = requests.get("detail", 0) + 1
+            detail = _body(await self.http_client.request(
+                "GET", DETAIL, params={"contact_id": contact_id}, kind="detail"))
+            landed = sum(1 for n in detail.get("notes") or []
+                         if isinstance(n, dict) and n.get("content") == text)
+            if landed >= occurrences:
+                return
+
+    async def _add_note(self, contact_id: Any, text: Any) -> str:
+        if contact_id in (None, ""):
+            raise RecordError("contact_id is required", field="contact_id", rule="required")
+        if text is None or not str(text).strip():
+            raise RecordError("note_content is required", field="note_content", rule="required")
+        resp = await self.http_client.request(
+            "POST", ADD_NOTE, data={"contact_id": str(contact_id), "note_content": str(text)},
+            kind="note", write=True)
+        note = _body(resp).get("data")
+        note_id = note.get("id") if isinstance(note, dict) else None
+        if note_id is None:
+            raise UncertainWrite("realvolve answered add_note without a note id")
+        return str(note_id)

@@ -1,0 +1,419 @@
+"""REI Software connector: request shapes against the doc's samples (aioresponses), and
+reads, writes, merges, lookups and rate-limit headers against the simulator over HTTP."""
+from __future__ import annotations
+
+import re
+import time
+from contextlib import asynccontextmanager
+from types import SimpleNamespace
+from typing import Any, AsyncIterator
+
+import anyio
+import orjson
+import pytest
+
+from migrator.connectors.base import Context
+from migrator.connectors.rei import CursorLoop, Rei
+from migrator.errors import AuthError, JobError, MappingError, QuotaExhausted, RateLimited, RecordError
+from migrator.http import Request, Response
+from migrator.limits import RateLimit
+from migrator.sandbox.server import Sandbox, make
+from tests.aioresp import aioresponses
+
+BASE = "https://rest.reisoftware.com"
+KEY = "doc-location-key-123"
+CF_SPOUSE, CF_SCORE = "3r6dEOnsApNaKIhnFM6u", "MgobCB14YMVKuE4Ka8p1"
+DOC_CONTACT = {
+    "id": "ocQHyuzHvysMo5N5VsXc", "locationId": "C2QujeCh8ZnC7al2InWR",
+    "email": "JohnDeo@gmail.com", "emailLowerCase": "johndeo@gmail.com",
+    "fingerprint": "91f4f0e0-e2dd-11ea-9b16-53b2d72e8a24", "timezone": "Asia/Calcutta",
+    "country": "DE", "source": "xyz form", "dateAdded": "2020-10-29T09:31:30.255Z",
+    "customField": [{"id": CF_SPOUSE, "value": "Value 1"}, {"id": CF_SCORE, "value": "Value 2"}],
+}
+DOC_BODY = {
+    "email": "john@deo.com", "phone": "+18887324197", "firstName": "John", "lastName": "Deo",
+    "name": "John Deo", "dateOfBirth": "1990-09-25", "address1": "3535 1st St N",
+    "city": "Dolomite", "state": "AL", "country": "US",
+}
+CUSTOM_FIELDS = {"customFields": [
+    {"id": CF_SPOUSE, "name": "Spouse Name", "fieldKey": "contact.spouse_name", "dataType": "TEXT"},
+    {"id": CF_SCORE, "name": "Lead Score", "fieldKey": "contact.lead_score", "dataType": "TEXT"},
+]}
+LIST_URL = re.compile(r"^https://rest\.reisoftware\.com/v1/contacts/\?.*$")
+
+
+def connector(base_url: str = BASE, key: str = KEY, **settings: Any) -> Rei:
+    return Rei({"system": "rei", "api_key": key, "base_url": base_url, **settings},
+               Context(role="target", concurrency=8))
+
+
+def sent(m: aioresponses, method: str, path: str) -> list[tuple[Any, Any]]:
+    """(url, call) of every request made with ``method`` to ``path``, in order."""
+    return [(url, call) for (meth, url), calls in m.requests.items()
+            if meth == method and url.path == path for call in calls]
+
+
+def body_of(call: Any) -> Any:
+    return orjson.loads(call.kwargs["data"])
+
+
+def mapping(*fields: str) -> SimpleNamespace:
+    return SimpleNamespace(target_stream="contacts", fields={f: None for f in fields})
+
+
+def page_body(contacts: list[dict], after: Any, after_id: Any, total: int = 3) -> dict:
+    return {"contacts": contacts, "meta": {
+        "total": total, "nextPageUrl": None, "startAfterId": after_id, "startAfter": after,
+        "currentPage": 1, "nextPage": 2 if after else None, "prevPage": None}}
+
+
+# ---- unit: request shapes ---------------------------------------------------------------
+
+async def test_create_sends_bearer_json_and_custom_field_ids() -> None:
+    c = connector()
+    await c.open()
+    try:
+        with aioresponses() as m:
+            m.get(f"{BASE}/v1/custom-fields/", payload=CUSTOM_FIELDS)
+            m.post(f"{BASE}/v1/contacts/", payload={"contact": DOC_CONTACT})
+            await c.prepare([mapping("email", "custom.Spouse Name", "custom.lead score")])
+            res = await c.write("contacts", {**DOC_BODY, "tags": ["tag1", "tag2"],
+                                             "custom.Spouse Name": "Value 1", "custom.lead score": "7"},
+                                source_id="s1")
+        assert (res.target_id, res.action, res.requests) == ("ocQHyuzHvysMo5N5VsXc", "created", {"create": 1})
+        [(_, call)] = sent(m, "POST", "/v1/contacts/")
+        assert call.kwargs["headers"]["Authorization"] == f"Bearer {KEY}"
+        assert call.kwargs["headers"]["Content-Type"] == "application/json"
+        assert body_of(call) == {**DOC_BODY, "tags": ["tag1", "tag2"],
+                                 "customField": {CF_SPOUSE: "Value 1", CF_SCORE: "7"}}
+        assert len(sent(m, "GET", "/v1/custom-fields/")) == 1
+    finally:
+        await c.close()
+
+
+async def test_update_puts_fields_then_adds_tags_through_the_tags_endpoint() -> None:
+    c = connector()
+    await c.open()
+    try:
+        with aioresponses() as m:
+            m.put(f"{BASE}/v1/contacts/ocQHyuzHvysMo5N5VsXc", payload={"contact": DOC_CONTACT})
+            m.post(f"{BASE}/v1/contacts/ocQHyuzHvysMo5N5VsXc/tags/", payload={"tags": ["velit exer", "sed ad"]})
+            res = await c.write("contacts", {**DOC_BODY, "tags": ["velit exer", "sed ad"]},
+                                source_id="s1", target_id="ocQHyuzHvysMo5N5VsXc")
+        assert (res.target_id, res.action, res.requests) == ("ocQHyuzHvysMo5N5VsXc", "updated",
+                                                             {"update": 1, "tags": 1})
+        [(_, put)] = sent(m, "PUT", "/v1/contacts/ocQHyuzHvysMo5N5VsXc")
+        assert body_of(put) == DOC_BODY
+        [(_, tags)] = sent(m, "POST", "/v1/contacts/ocQHyuzHvysMo5N5VsXc/tags/")
+        assert body_of(tags) == {"tags": ["velit exer", "sed ad"]}
+    finally:
+        await c.close()
+
+
+async def test_lookup_sends_email_then_phone_and_returns_first_id() -> None:
+    c = connector()
+    await c.open()
+    try:
+        with aioresponses() as m:
+            m.get(re.compile(r".*/v1/contacts/lookup\?.*"), payload={"contacts": [DOC_CONTACT]})
+            m.get(re.compile(r".*/v1/contacts/lookup\?.*"), payload={"contacts": []})
+            found = await c.lookup("contacts", {"email": "john@deo.com", "phone": "+491971259866"}, "s1")
+            missing = await c.lookup("contacts", {"phone": "+18887324197"}, "s2")
+            nothing = await c.lookup("contacts", {"firstName": "John"}, "s3")
+        assert (found, missing, nothing) == ("ocQHyuzHvysMo5N5VsXc", None, None)
+        calls = sent(m, "GET", "/v1/contacts/lookup")
+        assert [call.kwargs["params"] for _, call in calls] == [
+            {"email": "john@deo.com", "phone": "+491971259866"}, {"phone": "+18887324197"}]
+        assert list(calls[0][1].kwargs["params"]) == ["email", "phone"]
+        assert c.can_lookup("contacts")
+    finally:
+        await c.close()
+
+
+async def test_pages_sort_oldest_first_follow_the_cursor_and_name_custom_fields() -> None:
+    c = connector(page_size=2)
+    await c.open()
+    second = {**DOC_CONTACT, "id": "UIaE1WjAwWKdlyD7osQI", "customField": []}
+    third = {**DOC_CONTACT, "id": "zz3", "customField": [{"id": "unknownFieldId", "value": "x"}]}
+    try:
+        with aioresponses() as m:
+            m.get(f"{BASE}/v1/custom-fields/", payload=CUSTOM_FIELDS)
+            m.get(LIST_URL, payload=page_body([DOC_CONTACT, second], 1603870249758, "UIaE1WjAwWKdlyD7osQI"))
+            m.get(LIST_URL, payload=page_body([third], None, None))
+            info = await c.info("contacts")
+            pages = [p async for p in c.pages("contacts", None)]
+        assert info.total == 3
+        assert [[r.source_id for r in p.records] for p in pages] == [
+            ["ocQHyuzHvysMo5N5VsXc", "UIaE1WjAwWKdlyD7osQI"], ["zz3"]]
+        assert pages[0].cursor == {"startAfter": 1603870249758, "startAfterId": "UIaE1WjAwWKdlyD7osQI"}
+        assert pages[1].cursor is None
+        first = pages[0].records[0].data
+        assert first["customFields"] == {"Spouse Name": "Value 1", "Lead Score": "Value 2"}
+        assert first["email"] == "JohnDeo@gmail.com" and first["customField"] == DOC_CONTACT["customField"]
+        assert pages[1].records[0].data["customFields"] == {"unknownFieldId": "x"}
+        lists = sent(m, "GET", "/v1/contacts/")
+        assert len(lists) == 2, "info() and pages() share the first page"
+        assert lists[0][1].kwargs["params"] == {"limit": 2, "sortBy": "date_added", "order": "asc"}
+        assert lists[1][1].kwargs["params"] == {"limit": 2, "sortBy": "date_added", "order": "asc",
+                                                "startAfter": "1603870249758",
+                                                "startAfterId": "UIaE1WjAwWKdlyD7osQI"}
+    finally:
+        await c.close()
+
+
+async def test_a_repeated_cursor_stops_the_read_with_a_clear_error() -> None:
+    c = connector(page_size=1)
+    await c.open()
+    try:
+        with aioresponses() as m:
+            m.get(f"{BASE}/v1/custom-fields/", payload=CUSTOM_FIELDS)
+            for _ in range(5):
+                m.get(LIST_URL, payload=page_body([DOC_CONTACT], 1603870249758, "UIaE1WjAwWKdlyD7osQI"))
+            m.get(LIST_URL, payload=page_body([], None, None))
+            got = []
+            with pytest.raises(CursorLoop, match="startAfterId=UIaE1WjAwWKdlyD7osQI a second time"):
+                async for page in c.pages("contacts", None):
+                    got.append(page)
+        assert len(got) == 1
+        assert len(sent(m, "GET", "/v1/contacts/")) == 2
+    finally:
+        await c.close()
+
+
+async def test_resuming_at_a_cursor_the_server_repeats_is_also_caught() -> None:
+    c = connector(page_size=1)
+    await c.open()
+    cursor = {"startAfter": 1603870249758, "startAfterId": "UIaE1WjAwWKdlyD7osQI"}
+    try:
+        with aioresponses() as m:
+            m.get(f"{BASE}/v1/custom-fields/", payload=CUSTOM_FIELDS)
+            m.get(LIST_URL, payload=page_body([DOC_CONTACT], 1603870249758, "UIaE1WjAwWKdlyD7osQI"))
+            with pytest.raises(CursorLoop):
+                async for _ in c.pages("contacts", cursor):
+                    pass
+    finally:
+        await c.close()
+
+
+# ---- unit: rate-limit headers and errors -----------------------------------------------
+
+def response(status: int, headers: dict[str, str], body: Any = None) -> Response:
+    raw = orjson.dumps(body) if body is not None else b""
+    return Response(status, headers, raw, Request("GET", "/v1/contacts/"))
+
+
+async def test_headers_lower_the_limiter_but_never_raise_it() -> None:
+    c = connector()
+    limiter = c.http.limiter
+    c._observe(response(200, {"X-RateLimit-Max": "500", "X-RateLimit-Interval-Milliseconds": "10000",
+                              "X-RateLimit-Remaining": "499"}))
+    assert limiter.limit == RateLimit(100, 10)
+    c._observe(response(200, {"X-RateLimit-Max": "10", "X-RateLimit-Interval-Milliseconds": "10000",
+                              "X-RateLimit-Remaining": "9"}))
+    assert limiter.limit == RateLimit(10, 10.0)
+    assert limiter.paused_for == 0
+    for _ in range(50):
+        limiter.on_success()
+    assert limiter.limit == RateLimit(10, 10.0), "successes never climb past the server's window"
+    limiter.on_rate_limited(0)
+    assert limiter.limit == RateLimit(8, 10.0)
+    for _ in range(40):
+        limiter.on_success()
+    assert limiter.limit == RateLimit(10, 10.0), "eased, then climbed back in the server's period"
+    c._observe(response(200, {"X-RateLimit-Max": "100", "X-RateLimit-Interval-Milliseconds": "10000",
+                              "X-RateLimit-Remaining": "99"}))
+    assert limiter.limit == RateLimit(10, 10.0), "a header never raises the rate"
+
+
+async def test_headers_lower_the_limiter_through_a_real_response() -> None:
+    c = connector()
+    await c.open()
+    try:
+        with aioresponses() as m:
+            m.get(f"{BASE}/v1/custom-fields/", payload=CUSTOM_FIELDS, headers={
+                "X-RateLimit-Max": "10", "X-RateLimit-Interval-Milliseconds": "10000",
+                "X-RateLimit-Remaining": "0", "X-RateLimit-Limit-Daily": "200000",
+                "X-RateLimit-Daily-Remaining": "199876"})
+            await c.prepare([mapping("email")])
+        assert c.http.limiter.limit == RateLimit(10, 10.0)
+        assert 0.5 < c.http.limiter.paused_for <= 1.0, "an exhausted window pauses the limiter"
+        assert (c.daily_remaining, c.daily_limit) == (199876, 200000)
+    finally:
+        await c.close()
+
+
+def test_a_429_with_the_daily_quota_spent_is_quota_exhausted() -> None:
+    c = connector()
+    before = time.time()
+    spent = c._classify(response(429, {"Retry-After": "3600", "X-RateLimit-Daily-Remaining": "0"},
+                                 {"msg": "Too many requests, please try again later."}))
+    assert isinstance(spent, QuotaExhausted)
+    assert before + 3600 <= spent.reset_at <= time.time() + 3600
+    burst = c._classify(response(429, {"Retry-After": "2", "X-RateLimit-Daily-Remaining": "1500"},
+                                 {"msg": "Too many requests, please try again later."}))
+    assert isinstance(burst, RateLimited) and not isinstance(burst, QuotaExhausted)
+    assert burst.retry_after == 2
+
+
+async def test_quota_exhausted_is_raised_at_once_not_retried() -> None:
+    c = connector()
+    await c.open()
+    try:
+        with aioresponses() as m:
+            m.get(f"{BASE}/v1/custom-fields/", status=429, payload={"msg": "Too many requests, please try again later."},
+                  headers={"Retry-After": "50", "X-RateLimit-Daily-Remaining": "0"}, repeat=True)
+            with pytest.raises(QuotaExhausted):
+                await c.prepare([])
+        assert len(sent(m, "GET", "/v1/custom-fields/")) == 1
+        assert c.daily_remaining == 0
+    finally:
+        await c.close()
+
+
+async def test_401_names_the_variable_never_the_key() -> None:
+    c = connector()
+    await c.open()
+    try:
+        with aioresponses() as m:
+            m.get(f"{BASE}/v1/custom-fields/", status=401, payload={"msg": "Api key is invalid."})
+            with pytest.raises(AuthError) as e:
+                await c.prepare([])
+        assert "REI_API_KEY" in str(e.value) and KEY not in str(e.value)
+    finally:
+        await c.close()
+
+
+def test_422_becomes_a_record_error_with_the_servers_message_and_field() -> None:
+    c = connector()
+    either = c._classify(response(422, {}, {"msg": "Email or Phone are required to create contact"}))
+    assert isinstance(either, RecordError)
+    assert (either.reason, either.field, either.status) == (
+        "Email or Phone are required to create contact", None, 422)
+    field = c._classify(response(422, {}, {"phone": {"message": "Invalid phone number", "rule": "phone"}}))
+    assert isinstance(field, RecordError)
+    assert (field.reason, field.field) == ("phone: Invalid phone number", "phone")
+    dup = c._classify(response(400, {}, {"msg": "This location does not allow duplicated contacts.",
+                                         "meta": {"contactId": "abc", "matchingField": "email"}}))
+    assert isinstance(dup, RecordError) and dup.field == "email" and "contact abc" in dup.reason
+
+
+async def test_unknown_custom_field_name_is_a_mapping_error_listing_the_names() -> None:
+    c = connector()
+    await c.open()
+    try:
+        with aioresponses() as m:
+            m.get(f"{BASE}/v1/custom-fields/", payload=CUSTOM_FIELDS)
+            with pytest.raises(MappingError, match="'Spouse Nmae'.*Lead Score, Spouse Name"):
+                await c.prepare([mapping("email", "custom.Spouse Nmae")])
+    finally:
+        await c.close()
+
+
+def test_settings_and_schema() -> None:
+    with pytest.raises(JobError, match="page_size"):
+        connector(page_size=250)
+    assert Rei.credential_envs() == ["REI_API_KEY"]
+    assert Rei.default_limit == RateLimit(100, 10)
+    schema = Rei.schemas()["contacts"]
+    assert schema.validate({"firstName": "John", "custom.Spouse Name": "Jane", "phone": "+18887324197"}) == []
+    assert [v.rule for v in schema.validate({"firstName": "John"})] == ["any_of"]
+    bad = {v.field: v.rule for v in schema.validate(
+        {"email": "nope", "dateOfBirth": "25/09/1990", "dnd": "yes", "shoeSize": "9"})}
+    assert bad == {"email": "format:email", "dateOfBirth": "format:date", "dnd": "type", "shoeSize": "unknown"}
+
+
+# ---- integration: the simulator over HTTP --------------------------------------------
+
+@asynccontextmanager
+async def simulated(**kw: Any) -> AsyncIterator[tuple[Any, Rei]]:
+    sim = make("rei", **kw)
+    async with Sandbox({"rei": sim}):
+        c = connector(sim.base_url, sim.credentials()["REI_API_KEY"])
+        await c.open()
+        try:
+            yield sim, c
+        finally:
+            await c.close()
+
+
+async def test_reads_every_seeded_contact_once_and_resumes_from_a_cursor() -> None:
+    async with simulated(contacts=250, seed=3) as (sim, c):
+        info = await c.info("contacts")
+        pages = [p async for p in c.pages("contacts", None)]
+        rest = [p async for p in c.pages("contacts", pages[0].cursor)]
+        stored = sim.inspect_records("contacts")
+    assert info.total == 250
+    assert [len(p.records) for p in pages] == [100, 100, 50]
+    assert pages[-1].cursor is None and all(p.cursor for p in pages[:-1])
+    ids = [r.source_id for p in pages for r in p.records]
+    assert ids == [s["id"] for s in stored]
+    added = [r.data["dateAdded"] for p in pages for r in p.records]
+    assert len(set(added)) < len(added), "the seed has timestamp ties for the cursor to get through"
+    names = {f["id"]: f["name"] for f in sim.custom_fields}
+    for p in pages:
+        for r in p.records:
+            assert r.data["customFields"] == {names[f["id"]]: f["value"] for f in r.data["customField"]}
+    assert any(r.data["customFields"] for p in pages for r in p.records)
+    assert [r.source_id for p in rest for r in p.records] == ids[100:]
+    assert sim.stats.requests["GET /v1/contacts/"] == 5
+    assert sim.stats.requests["GET /v1/custom-fields/"] == 1
+
+
+async def test_writes_merges_lookups_and_updates() -> None:
+    async with simulated(contacts=5, seed=1) as (sim, c):
+        await c.prepare([mapping("email", "custom.Spouse Name")])
+        rec = {"firstName": "Ada", "lastName": "Lovelace", "email": "ada@example.com",
+               "phone": "+14155550123", "tags": ["Buyer"], "custom.Spouse Name": "William",
+               "dnd": False, "dateOfBirth": "1815-12-10"}
+        first = await c.write("contacts", rec, source_id="a")
+        again = await c.write("contacts", {"firstName": "Augusta", "email": "ADA@example.com"}, source_id="b")
+        by_phone = await c.lookup("contacts", {"phone": "+14155550123"}, "a")
+        by_email = await c.lookup("contacts", {"email": "ada@example.com", "phone": "+14155550999"}, "a")
+        await c.write("contacts", {"email": "ada@example.com", "tags": ["seller"]}, source_id="a",
+                      target_id=first.target_id)
+        stored = {s["id"]: s for s in sim.inspect_records("contacts")}
+        spouse = next(f["id"] for f in sim.custom_fields if f["name"] == "Spouse Name")
+        with pytest.raises(RecordError) as refused:
+            await c.write("contacts", {"email": "bob@example.com", "timezone": "Mars/Olympus"}, source_id="c")
+    assert again.target_id == first.target_id and again.action == "created"
+    assert sim.merged_writes == 1
+    assert by_phone == by_email == first.target_id
+    ada = stored[first.target_id]
+    assert (ada["firstName"], ada["lastName"], ada["phone"]) == ("Augusta", "Lovelace", "+14155550123")
+    assert ada["customField"] == [{"id": spouse, "value": "William"}]
+    assert ada["tags"] == ["buyer", "seller"], "tags are added on update, not replaced"
+    assert len(stored) == 6
+    assert refused.value.field == "timezone" and refused.value.status == 422
+
+
+async def test_a_wrong_key_is_an_auth_error_naming_the_variable() -> None:
+    sim = make("rei", contacts=2, seed=1)
+    async with Sandbox({"rei": sim}):
+        c = connector(sim.base_url, "wrong-key")
+        await c.open()
+        try:
+            with pytest.raises(AuthError, match="REI_API_KEY") as e:
+                await c.info("contacts")
+        finally:
+            await c.close()
+    assert "wrong-key" not in str(e.value)
+
+
+async def test_headers_bring_the_rate_down_to_a_stricter_server() -> None:
+    async with simulated(contacts=3, seed=1, limit=(10, 2.0)) as (sim, c):
+        done = 0
+
+        async def worker() -> None:
+            nonlocal done
+            for _ in range(5):
+                await c.lookup("contacts", {"email": "nobody@example.com"}, "x")
+                done += 1
+
+        async with anyio.create_task_group() as tg:
+            for _ in range(8):
+                tg.start_soon(worker)
+        assert done == 40
+        assert c.http.limiter.limit == RateLimit(10, 2.0)
+        assert sim.stats.rate_limited <= 1 and c.http.stats.retries["rate_limited"] == sim.stats.rate_limited
+        assert sim.window.max_in_window <= 10
+        assert c.daily_remaining == 200_000 - 40, "429s from the burst window do not spend the quota"
