@@ -24,13 +24,11 @@ def _progress(args: argparse.Namespace) -> bool | None:
 def cmd_run(args: argparse.Namespace, mode: str) -> int:
     from .engine import Engine
     from .job import load_job
-    from .report import (FailureSink, build_report, checkpoint_facts, report_paths, summary,
-                         write_failures_from_checkpoint, write_report)
+    from .report import FailureSink, finish, report_paths
     import anyio
 
     job = load_job(args.job)
-    json_path, csv_path = report_paths(job, mode)
-    sink = FailureSink(csv_path) if mode == "validate" else None
+    sink = FailureSink(report_paths(job, mode)[1]) if mode == "validate" else None
     engine = Engine(job, mode=mode, progress=_progress(args), since=getattr(args, "since", None),
                     accept_mapping_change=getattr(args, "accept_mapping_change", False),
                     stop_at_quota=getattr(args, "stop_at_quota", False), sink=sink)
@@ -39,13 +37,9 @@ def cmd_run(args: argparse.Namespace, mode: str) -> int:
     finally:
         if sink is not None:
             sink.close()
-    facts = None
-    if mode != "validate":
-        write_failures_from_checkpoint(job.checkpoint, csv_path)
-        facts = checkpoint_facts(job.checkpoint)
-    report = build_report(job, outcome, facts)
-    write_report(json_path, report)
-    print(summary(report, json_path, csv_path), file=sys.stderr)
+    report, text = finish(job, outcome, mode)
+    print(text, file=sys.stderr)
+    csv_path = report_paths(job, mode)[1]
     if outcome.interrupted or outcome.stopped_reason:
         why = outcome.stopped_reason or "interrupted"
         print(f"{why}. Everything settled so far is in {job.checkpoint}.\n"
@@ -69,7 +63,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     from .checkpoint import read_only
     from .job import load_job
 
-    job = load_job(args.job)
+    job = load_job(args.job, strict_env=False)
     conn = read_only(job.checkpoint)
     try:
         print(f"{job.name}: {job.source.system} → {job.target.system}   checkpoint {job.checkpoint}")

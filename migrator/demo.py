@@ -1,12 +1,15 @@
-"""``migrator demo``: a whole migration, with no network and no setup.
+"""``migrator demo``: a whole migration, Realvolve -> REI Software, on the built-in sandbox.
 
-Writes a job into ``--dir``, validates it, runs it, interrupts itself part-way (as a
-Ctrl-C would), resumes, and prints where everything is and what to try next.
+No network and no account: the sandbox serves both APIs on loopback, seeded with a
+Realvolve account of dirty, realistic contacts and an empty REI location. The demo
+writes a job with the shipped mapping into ``--dir``, validates it, runs it, interrupts
+itself part-way (as Ctrl-C would), resumes, and prints the report and what to try next.
+The vendors' rate limits are kept, scaled up so the demo takes well under a minute.
 """
 from __future__ import annotations
 
 import argparse
-import csv
+import shutil
 import sys
 from pathlib import Path
 
@@ -14,98 +17,85 @@ import anyio
 
 from .engine import Engine
 from .job import load_job
-from .report import (FailureSink, build_report, checkpoint_facts, report_paths, summary,
-                     write_failures_from_checkpoint, write_report)
-from .sandbox.data import DIRTY, people
+from .report import FailureSink, finish, report_paths
+from .resources import mapping_file
+from .sandbox.data import DIRTY
+from .sandbox.server import Sandbox, make
 
-FILE_MAPPING = """\
-# Demo mapping: a CRM's CSV export -> a JSON Lines file another CRM imports.
-source: csv
-target: jsonl
-streams:
-  contacts:
-    match_on: [email]
-    skip_if: [{path: Status, equals: Archived}]
-    fields:
-      first_name: {path: First Name, transform: [strip]}
-      last_name: {path: Last Name, transform: [strip]}
-      email: {path: Email, transform: [strip, lower, drop_empty]}
-      phone: {path: Phone, transform: [phone_e164], on_error: drop}
-      address: {template: "{Street}, {City}, {State} {Zip}"}
-      state: {path: State, transform: [state_abbrev], on_error: drop}
-      zip: {path: Zip, transform: [zip5], on_error: drop}
-      tags: {path: Tags, transform: [split, unique]}
-      status: {path: Status, map: {Lead: new_lead, Prospect: contact_made, Client: active, Past Client: active}, default: new_lead}
-      birthday: {path: Birthday, transform: [{date: {format: "%d/%m/%Y"}}], on_error: drop}
-"""
+SCALE = 20  # the demo runs the vendors' limits this many times faster
+REALVOLVE_LIMIT = (10 * SCALE, 1.0)
+REI_LIMIT = (100 * SCALE, 10.0)
 
-FILE_JOB = """\
+JOB = f"""\
+# The demo's job: Realvolve -> REI Software on the built-in sandbox.
+# The credentials and URLs are the sandbox's, passed in the environment as a real job's are.
 name: demo
-source: {system: csv, path: contacts.csv, id_column: id}
-target: {system: jsonl, path: out/contacts.jsonl}
+source:
+  system: realvolve
+  base_url: ${{REALVOLVE_BASE_URL}}
+  client_id: ${{REALVOLVE_CLIENT_ID}}
+  client_secret: ${{REALVOLVE_CLIENT_SECRET}}
+  utility_api_key: ${{REALVOLVE_UTILITY_API_KEY}}
+  rate_limit: {{requests: {REALVOLVE_LIMIT[0]}, per: {REALVOLVE_LIMIT[1]:g}}}   # Realvolve's default x{SCALE}
+target:
+  system: rei
+  base_url: ${{REI_BASE_URL}}
+  api_key: ${{REI_API_KEY}}
+  rate_limit: {{requests: {REI_LIMIT[0]}, per: {REI_LIMIT[1]:g}}}   # REI Software's published limit x{SCALE}
 mapping: mapping.yaml
 checkpoint: demo.ckpt.sqlite
 reports: reports
-concurrency: 8
+concurrency: 16
 """
-
-
-def _write_csv(path: Path, n: int) -> None:
-    with open(path, "w", newline="", encoding="utf-8") as fh:
-        w = csv.writer(fh)
-        w.writerow(["id", "First Name", "Last Name", "Email", "Phone", "Street", "City", "State", "Zip",
-                     "Tags", "Status", "Birthday"])
-        for p in people(n, seed=7, dirt=DIRTY):
-            a = p.addresses[0]
-            w.writerow([p.uid, p.first_name, p.last_name, p.email or "", p.phone or "", a.street, a.city,
-                        a.state, a.zip, ", ".join(p.tags), p.status,
-                        p.birthday.isoformat() if p.birthday else ""])
-
-
-def _report(job, outcome, mode: str) -> str:
-    json_path, csv_path = report_paths(job, mode)
-    facts = None
-    if mode != "validate":
-        write_failures_from_checkpoint(job.checkpoint, csv_path)
-        facts = checkpoint_facts(job.checkpoint)
-    report = build_report(job, outcome, facts)
-    write_report(json_path, report)
-    return summary(report, json_path, csv_path)
 
 
 def demo(args: argparse.Namespace) -> int:
     root = Path(args.dir)
     root.mkdir(parents=True, exist_ok=True)
-    for stale in ("demo.ckpt.sqlite", "demo.ckpt.sqlite-wal", "demo.ckpt.sqlite-shm", "out/contacts.jsonl"):
+    for stale in ("demo.ckpt.sqlite", "demo.ckpt.sqlite-wal", "demo.ckpt.sqlite-shm"):
         (root / stale).unlink(missing_ok=True)
-    _write_csv(root / "contacts.csv", args.contacts)
-    (root / "mapping.yaml").write_text(FILE_MAPPING, encoding="utf-8")
-    (root / "job.yaml").write_text(FILE_JOB, encoding="utf-8")
-    job = load_job(root / "job.yaml")
+    shutil.copyfile(mapping_file("realvolve", "rei"), root / "mapping.yaml")
+    (root / "job.yaml").write_text(JOB, encoding="utf-8")
     progress = False if args.no_progress else None
-    say = lambda s: print(s, file=sys.stderr)  # noqa: E731
+    say = lambda s="": print(s, file=sys.stderr)  # noqa: E731
+    n = args.contacts
 
-    say(f"demo: {args.contacts} contacts exported to {root / 'contacts.csv'} (some deliberately dirty)\n")
-    say("1/3 validate: read, map and validate everything, write nothing")
-    json_path, csv_path = report_paths(job, "validate")
-    sink = FailureSink(csv_path)
-    outcome = anyio.run(Engine(job, mode="validate", progress=progress, sink=sink).run)
-    sink.close()
-    say(_report(job, outcome, "validate"))
+    async def main() -> None:
+        sims = {"realvolve": make("realvolve", contacts=n, seed=2026, dirt=DIRTY, limit=REALVOLVE_LIMIT),
+                "rei": make("rei", contacts=0, seed=2027, limit=REI_LIMIT)}
+        async with Sandbox(sims) as sandbox:
+            job = load_job(root / "job.yaml", env=sandbox.env())
+            say(f"demo: a Realvolve account with {n} contacts (some deliberately dirty) and an empty "
+                f"REI Software location,\n      both simulated on loopback; rate limits are the vendors' x{SCALE}.\n")
 
-    half = max(1, args.contacts // 2)
-    say(f"2/3 run, interrupted after about {half} records (as Ctrl-C would)")
-    engine = Engine(job, mode="run", progress=progress, stop_after=half)
-    outcome = anyio.run(engine.run)
-    say(_report(job, outcome, "run"))
+            say("1/3  migrator validate — read, map and validate every contact; write nothing")
+            sink = FailureSink(report_paths(job, "validate")[1])
+            outcome = await Engine(job, mode="validate", progress=progress, sink=sink).run()
+            sink.close()
+            say(finish(job, outcome, "validate")[1])
 
-    say("3/3 run again: resumes from the checkpoint, skips what is done")
-    outcome = anyio.run(Engine(job, mode="run", progress=progress).run)
-    say(_report(job, outcome, "run"))
-    say("Try next:\n"
-        f"  migrator status {root / 'job.yaml'}\n"
-        f"  migrator validate {root / 'job.yaml'}\n"
-        f"  migrator retry {root / 'job.yaml'}      # after fixing what failed\n"
-        "  migrator connectors\n"
-        "  migrator init realvolve rei --out my-job/")
+            stop = max(1, n * 2 // 5)
+            say(f"2/3  migrator run — interrupted after {stop} contacts, as a Ctrl-C or a crash would")
+            outcome = await Engine(job, mode="run", progress=progress, stop_after=stop).run()
+            say(finish(job, outcome, "run")[1])
+
+            say("3/3  migrator run again — resumes from the checkpoint; nothing is written twice")
+            outcome = await Engine(job, mode="run", progress=progress).run()
+            report, text = finish(job, outcome, "run")
+            say(text)
+            held = len(sims["rei"].inspect_records("contacts"))
+            dups = sims["rei"].duplicates()
+            say(f"REI Software now holds {held} contacts; contacts created twice: {len(dups)}. "
+                f"Merges (two Realvolve contacts with one e-mail) are listed in the report.")
+
+    anyio.run(main)
+    say(f"""
+Everything the demo wrote is in {root}/: job.yaml, mapping.yaml, the checkpoint, reports/.
+Try next:
+  migrator status {root / 'job.yaml'}             # what is done, failed, pending
+  less {root / 'reports' / 'demo-run-failures.csv'}   # every failed contact and why
+  migrator fields rei                          # what REI Software accepts
+  migrator connectors                          # every system, what it reads and writes
+  migrator init realvolve rei --out my-job     # a job of your own, with the same mapping
+  migrator sandbox                             # the simulated APIs, to point a job at""")
     return 0

@@ -32,6 +32,8 @@ from .mapping import Ref
 from .protocols import Page, Record
 from .schema import Violation
 
+READ_AHEAD = 2  # pages fetched ahead of the writers
+
 UNCERTAIN_SKIP = ("the previous run was interrupted while this record was being written and the "
                   "target has no lookup; check whether it exists there, then `migrator retry`")
 
@@ -216,22 +218,37 @@ class Engine:
 
     async def _read(self, sm, schema, cursor: Any, send: MemoryObjectSendStream[Item],
                     pages: _Pages, result: StreamResult, bar) -> bool:
+        """Fetch pages in a task of their own, READ_AHEAD pages ahead of the writers, so
+        reading and writing overlap; sort each page, then hand its work to the writers."""
         seq = 0
         seen_this_run: set[str] | None = set() if self.ckpt is None else None
-        async for page in self.source.pages(sm.source_stream, cursor):
-            if self._stopping:
-                return False
-            seq += 1
-            items = await self._prepare_page(sm, schema, page, result, seen_this_run)
-            pages.add(seq, len(items), page.cursor)
-            if self.ckpt is not None:
-                await self.ckpt.commit()
-            bar.update(len(page.records) - len(items))
-            self._postfix(bar, result)
-            for item in items:
-                item.seq = seq
-                await send.send(item)
-        return True
+        fetched_send, fetched = anyio.create_memory_object_stream[Page](READ_AHEAD)
+
+        async def fetch() -> None:
+            async with fetched_send:
+                async for page in self.source.pages(sm.source_stream, cursor):
+                    if self._stopping:
+                        return
+                    await fetched_send.send(page)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(fetch)
+            async with fetched:
+                async for page in fetched:
+                    if self._stopping:
+                        tg.cancel_scope.cancel()
+                        break
+                    seq += 1
+                    items = await self._prepare_page(sm, schema, page, result, seen_this_run)
+                    pages.add(seq, len(items), page.cursor)
+                    if self.ckpt is not None:
+                        await self.ckpt.commit()
+                    bar.update(len(page.records) - len(items))
+                    self._postfix(bar, result)
+                    for item in items:
+                        item.seq = seq
+                        await send.send(item)
+        return not self._stopping
 
     async def _prepare_page(self, sm, schema, page: Page, result: StreamResult,
                             seen: set[str] | None) -> list[Item]:

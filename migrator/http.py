@@ -42,6 +42,7 @@ class Request:
     headers: dict[str, str] = field(default_factory=dict)
     kind: str = "read"        # for the request bill: page, detail, lookup, create, update, tags…
     write: bool = False       # not idempotent: an unknown outcome is uncertain
+    auth_generation: int = 0  # which credentials signed it, for single-flight refresh
 
     def body_bytes(self) -> bytes | None:
         if self.json is not None:
@@ -232,7 +233,6 @@ class HttpClient:
         while True:
             req = Request(method, path, dict(params) if params else None, json, data,
                           {**self.headers, **(headers or {})}, kind, write)
-            generation = self.auth.generation if self.auth else 0
             try:
                 resp = await self._send(req)
                 error = self._classify(resp)
@@ -246,7 +246,7 @@ class HttpClient:
                 if self.auth is None or refreshes > 3:
                     raise AuthError(f"{self.system} keeps refusing a fresh token: check {self._names()}") from None
                 self.stats.retries["token_expired"] += 1
-                await self.auth.refresh(self, generation)
+                await self.auth.refresh(self, req.auth_generation)
             except RateLimited as e:
                 self.stats.retries["rate_limited"] += 1
                 self.limiter.on_rate_limited(e.retry_after)
@@ -276,6 +276,7 @@ class HttpClient:
         await self.limiter.acquire()
         if self.auth is not None:
             await self.auth.apply(self, req)
+            req.auth_generation = self.auth.generation
         self.stats.requests[req.kind] += 1
         body = req.body_bytes()
         headers = dict(req.headers)

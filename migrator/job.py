@@ -81,7 +81,7 @@ class Job:
 
 
 def _interpolate(value: Any, where: str, origins: dict[str, str], key: str, env: dict[str, str],
-                 used: list[str]) -> Any:
+                 used: list[str], strict: bool = True) -> Any:
     if not isinstance(value, str) or "${" not in value:
         return value
 
@@ -93,11 +93,14 @@ def _interpolate(value: Any, where: str, origins: dict[str, str], key: str, env:
             return env[name]
         if default is not None:
             return default
+        if not strict:
+            return ""
         raise ConfigError(f"{where}: environment variable {name} is not set (needed for '{key}')")
     return _VAR.sub(sub, value)
 
 
-def _system(doc: Any, role: str, filename: str, env: dict[str, str], used: list[str]) -> SystemConfig:
+def _system(doc: Any, role: str, filename: str, env: dict[str, str], used: list[str],
+            strict: bool = True) -> SystemConfig:
     node = doc.get(role)
     where = f"{filename}:{doc.line_of(role)}"
     if not isinstance(node, dict) or "system" not in node:
@@ -113,10 +116,10 @@ def _system(doc: Any, role: str, filename: str, env: dict[str, str], used: list[
             hint = f" (did you mean '{close[0]}'?)" if close else f"; {cls.system} takes: {', '.join(known)}"
             raise JobError(f"{kwhere}: unknown setting '{key}' for {cls.system}{hint}")
         if isinstance(value, dict):
-            value = {k: _interpolate(v, kwhere, origins, key, env, used) for k, v in value.items()}
-        settings[key] = _interpolate(value, kwhere, origins, key, env, used)
+            value = {k: _interpolate(v, kwhere, origins, key, env, used, strict) for k, v in value.items()}
+        settings[key] = _interpolate(value, kwhere, origins, key, env, used, strict)
     for key, spec in cls.settings_spec.items():
-        if spec.required and settings.get(key) in (None, ""):
+        if strict and spec.required and settings.get(key) in (None, ""):
             var = f" (set it from ${{{spec.env}}})" if spec.env else ""
             raise JobError(f"{where}: {cls.system} {role} needs '{key}'{var}")
     if role == "target" and not cls.writes:
@@ -127,7 +130,9 @@ def _system(doc: Any, role: str, filename: str, env: dict[str, str], used: list[
     return SystemConfig(cls.system, cls, settings, origins, where)
 
 
-def load_job(path: str | Path, env: dict[str, str] | None = None) -> Job:
+def load_job(path: str | Path, env: dict[str, str] | None = None, *, strict_env: bool = True) -> Job:
+    """Load and check a job file. ``strict_env=False`` is for commands that never connect
+    (``status``): missing credential variables are then not an error."""
     env = dict(os.environ) if env is None else env
     p = Path(path)
     try:
@@ -149,8 +154,8 @@ def load_job(path: str | Path, env: dict[str, str] | None = None) -> Job:
         if key not in doc:
             raise JobError(f"{filename}:1: the job needs '{key}'")
     used: list[str] = []
-    source = _system(doc, "source", filename, env, used)
-    target = _system(doc, "target", filename, env, used)
+    source = _system(doc, "source", filename, env, used, strict_env)
+    target = _system(doc, "target", filename, env, used, strict_env)
     base = p.parent
 
     def schemas(stream: str):

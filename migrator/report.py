@@ -167,5 +167,16 @@ def summary(report: dict[str, Any], json_path: Path | None, csv_path: Path | Non
     return out.getvalue()
 
 
-__all__ = ["FailureSink", "build_report", "checkpoint_facts", "report_paths", "summary",
-           "write_failures_from_checkpoint", "write_report"]
+
+
+def finish(job, outcome, mode: str) -> tuple[dict[str, Any], str]:
+    """After a run: write the JSON report (and, for run/retry, the failures CSV from the
+    checkpoint); return the report and its terminal summary."""
+    json_path, csv_path = report_paths(job, mode)
+    facts = None
+    if mode != "validate":
+        write_failures_from_checkpoint(job.checkpoint, csv_path)
+        facts = checkpoint_facts(job.checkpoint)
+    report = build_report(job, outcome, facts)
+    write_report(json_path, report)
+    return report, summary(report, json_path, csv_path)

@@ -59,6 +59,7 @@ class Connector:
     default_limit: ClassVar[RateLimit | None] = None
     source_streams: ClassVar[tuple[str, ...]] = ()
     notes: ClassVar[str] = ""             # quirks shown by `migrator connectors`
+    credentials_help: ClassVar[str] = ""  # where the vendor shows the credentials (for `init`)
     # A lookup that costs no request (a local file): then a write needs no durable
     # "in flight" mark before it is sent — after a crash every unsettled record is looked up.
     cheap_lookup: ClassVar[bool] = False

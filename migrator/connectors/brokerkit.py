@@ -81,6 +81,7 @@ class Brokerkit(Connector):
 
     system = "brokerkit"
     title = "Brokerkit"
+    credentials_help = ("Brokerkit: Account Settings, then 'Copy to Clipboard' beside the API key of your team")
     reads = "none"
     settings_spec = {
         "api_key": Setting("team API key (Account Settings, \"Copy to Clipboard\")",

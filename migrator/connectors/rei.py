@@ -62,6 +62,8 @@ def _plain(value: Any) -> Any:
 class Rei(Connector):
     system = "rei"
     title = "REI Software"
+    credentials_help = ("the location API key REI Software issues for the Contact API (a Bearer token; "
+                        "see 'Contact API' in the REI Software Help Library)")
     reads = "api"
     writes = True
     settings_spec = {

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
 from functools import lru_cache
 
+import us
 from faker import Faker
 
 STATUSES = ["Suspect", "Prospect", "Lead", "Client", "Past Client"]
@@ -22,6 +23,9 @@ UNICODE_NAMES = [("José", "Muñoz"), ("Zoë", "Brontë"), ("Łukasz", "Wiśniew
                  ("Søren", "Kierkegård"), ("Nguyễn", "Văn An"), ("Chloé", "Dupré"),
                  ("Björk", "Guðmundsdóttir"), ("Ana 🌵", "García"), ("李", "小龙"),
                  ("Renée", "O'Brien-Łaska")]
+# The 50 states and DC (Faker's state_abbr also yields FM, PW, MH: not US states).
+STATE_CODES = sorted(s.abbr for s in us.states.STATES_AND_TERRITORIES
+                     if not s.is_territory or s.abbr == "DC") or ["CA"]
 # Real, assignable US area codes so generated numbers pass E.164 validation.
 AREA_CODES = ["212", "310", "312", "415", "512", "602", "619", "702", "718", "786",
               "843", "858", "917", "972", "206", "303", "404", "617", "713", "919"]
@@ -115,8 +119,7 @@ def _phone(rng: random.Random) -> str:
 
 def _address(fake: Faker, rng: random.Random, kind: str) -> Address:
     return Address(kind=kind, street=fake.street_address(), city=fake.city(),
-                   state=fake.state_abbr(include_territories=False),
-                   zip=f"{rng.randint(1001, 99950):05d}")
+                   state=rng.choice(STATE_CODES), zip=f"{rng.randint(1001, 99950):05d}")
 
 
 @lru_cache(maxsize=8)
