@@ -31,7 +31,8 @@ def cmd_run(args: argparse.Namespace, mode: str) -> int:
     sink = FailureSink(report_paths(job, mode)[1]) if mode == "validate" else None
     engine = Engine(job, mode=mode, progress=_progress(args), since=getattr(args, "since", None),
                     accept_mapping_change=getattr(args, "accept_mapping_change", False),
-                    stop_at_quota=getattr(args, "stop_at_quota", False), sink=sink)
+                    stop_at_quota=getattr(args, "stop_at_quota", False), sink=sink,
+                    server=getattr(args, "server", False))
     try:
         outcome = anyio.run(engine.run)
     finally:
@@ -182,6 +183,9 @@ def build_parser() -> argparse.ArgumentParser:
     v = job_cmd("validate", "dry run: read, map and validate every record; write nothing")
     v.add_argument("--max-invalid", type=int, default=None,
                    help="exit 0 when at most N records are invalid (default: any invalid record exits 1)")
+    v.add_argument("--server", action="store_true",
+                   help="also have the target check each valid record in its own dry run, saving nothing "
+                        "(Brokerkit: test: true)")
     job_cmd("retry", "write again only the records that failed")
     sub.add_parser("status", help="what is done, pending and failed, from the checkpoint").add_argument("job")
     sub.add_parser("connectors", help="the systems this version can read and write")
@@ -194,6 +198,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--faults", default="none", help="fault profile: none, latency, flaky, soak, tokens")
     s.add_argument("--dirty", action="store_true", help="seed dirty data as real exports have")
     s.add_argument("--no-limits", action="store_true", help="serve without the vendors' rate limits (benchmarks)")
+    s.add_argument("--latency", type=float, default=None, help="seconds every request takes (benchmarks)")
+    s.add_argument("--only", action="append", choices=["realvolve", "realeflow", "spark", "rei", "brokerkit"],
+                   help="serve only this system (repeatable)")
     d = sub.add_parser("demo", help="a whole migration between two built-in sandbox CRMs")
     d.add_argument("--contacts", type=int, default=2000)
     d.add_argument("--dir", default="migrator-demo", help="where the demo writes its job, checkpoint and reports")
@@ -224,6 +231,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         _err("interrupted")
         return EXIT_INTERRUPTED
+    except BrokenPipeError:  # `migrator fields rei | head`: the reader left; nothing to say
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
     except Exception as e:  # a bug, not the user's fault: still one line unless --debug
         if args.debug or os.environ.get("MIGRATOR_DEBUG"):
             raise

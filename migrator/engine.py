@@ -15,11 +15,11 @@ The engine knows connectors only through ``protocols`` and the connector base's 
 """
 from __future__ import annotations
 
-import math
 import signal
 import sys
 import time
 from collections import Counter, OrderedDict
+from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -103,11 +103,25 @@ class Engine:
                  accept_mapping_change: bool = False, stop_at_quota: bool = False,
                  out: Callable[[str], None] | None = None,
                  sink: Callable[[str, str, str, str, str], None] | None = None,
-                 stop_after: int | None = None):
+                 stop_after: int | None = None, server: bool = False):
         self.job = job
         self.mode = mode  # run | validate | retry
+        dry = job.target.cls.dry_run_setting
+        if server and not dry:
+            raise UserError(f"{job.target.system} has no server-side dry run; `validate --server` "
+                            "works with Brokerkit (test: true)")
+        if dry and mode != "validate" and str(job.target.settings.get(dry, "")).lower() in ("true", "1", "yes"):
+            raise UserError(f"{job.target.where}: {dry} makes {job.target.system} save nothing; it is for "
+                            "`migrator validate --server`, not for run or retry")
+        self.server = server  # validate: also send each valid record to the target's dry run
         self.source = source if source is not None else job.connector("source", since=since)
-        self.target = target if target is not None else job.connector("target")
+        if target is not None:
+            self.target = target
+        elif server:
+            job.target.settings[dry] = True
+            self.target = job.connector("target")
+        else:
+            self.target = job.connector("target")
         self.progress = progress
         self.accept_mapping_change = accept_mapping_change
         self.stop_at_quota = stop_at_quota
@@ -123,9 +137,9 @@ class Engine:
     # ---- entry ------------------------------------------------------------------
     async def run(self) -> Outcome:
         outcome = Outcome(self.mode, [], time.time())
-        writing = self.mode in ("run", "retry")
+        writing = self.mode in ("run", "retry") or self.server
         try:
-            if writing:
+            if self.mode in ("run", "retry"):
                 self.ckpt = await Checkpoint.open(
                     self.job.checkpoint, job_id=self.job.job_id, mapping_digest=self.job.mapping.digest,
                     accept_mapping_change=self.accept_mapping_change, mode=self.mode)
@@ -196,7 +210,7 @@ class Engine:
         send, receive = anyio.create_memory_object_stream[Item](max(16, self.job.concurrency * 4))
         completed_reading = False
         async with anyio.create_task_group() as tg:
-            for _ in range(self.job.concurrency if self.mode != "validate" else 0):
+            for _ in range(self.job.concurrency if self.mode != "validate" or self.server else 0):
                 tg.start_soon(self._writer, sm, receive.clone(), pages, result, bar)
             receive.close()
             try:
@@ -225,8 +239,10 @@ class Engine:
         fetched_send, fetched = anyio.create_memory_object_stream[Page](READ_AHEAD)
 
         async def fetch() -> None:
-            async with fetched_send:
-                async for page in self.source.pages(sm.source_stream, cursor):
+            # aclosing: a source generator may hold a task group across its yields; it
+            # must be closed in this task, never left to the garbage collector.
+            async with fetched_send, aclosing(self.source.pages(sm.source_stream, cursor)) as source_pages:
+                async for page in source_pages:
                     if self._stopping:
                         return
                     await fetched_send.send(page)
@@ -304,7 +320,7 @@ class Engine:
                 self._fail(result, sid, msg, problems[0].field, problems[0].rule, problems=problems)
                 continue
             candidates.append((rec, mapped.data, uncertain))
-        if self.mode == "validate":
+        if self.mode == "validate" and not self.server:
             counts["valid"] += len(candidates)
             return []
         if sm.refs and candidates:
@@ -374,7 +390,20 @@ class Engine:
                 bar.update(1)
                 self._postfix(bar, result)
 
+    async def _server_check(self, sm, item: Item, result: StreamResult) -> None:
+        """validate --server: the target checks the record in its dry run and saves nothing."""
+        try:
+            await self.target.write(sm.target_stream, item.data, source_id=item.source_id)
+        except RecordError as e:
+            result.counts["invalid"] += 1
+            self._fail(result, item.source_id, e.reason, e.field, "server")
+            return
+        result.counts["valid"] += 1
+
     async def _write_one(self, sm, item: Item, result: StreamResult) -> None:
+        if self.ckpt is None:
+            await self._server_check(sm, item, result)
+            return
         ckpt = self.ckpt
         assert ckpt is not None
         stream, tstream, sid = sm.source_stream, sm.target_stream, item.source_id

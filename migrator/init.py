@@ -47,7 +47,8 @@ def _block(role: str, name: str) -> tuple[list[str], list[str]]:
     if cls.default_limit:
         lines.append(f"  # rate_limit: {{requests: {cls.default_limit.requests}, per: {cls.default_limit.per:g}}}"
                      f"   # the default; lower it to leave room for other tools")
-    lines.append(f"  # base_url: {cls.default_base_url}")
+    lines.append(f"  base_url: ${{{system.upper()}_BASE_URL:-{cls.default_base_url}}}"
+                 f"   # `migrator sandbox` prints {system.upper()}_BASE_URL for its simulator")
     help_lines.append(f"#   {', '.join(envs)}: {cls.credentials_help or 'see ' + cls.title}")
     return lines, help_lines
 

@@ -79,18 +79,20 @@ def excerpt(value: Any, limit: int = 40) -> str:
 
 # ---- formats -------------------------------------------------------------------------
 
+# possessive quantifiers: nothing here ever needs to give characters back
 _EMAIL = re.compile(
-    r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
-    r"@(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+"
-    r"(?:[A-Za-z]{2,63}|xn--[A-Za-z0-9-]{1,59})")
+    r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]++(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]++)*+"
+    r"@(?:(?!-)[A-Za-z0-9-]{1,63}+(?<!-)\.)++"
+    r"(?:[A-Za-z]{2,63}+|xn--[A-Za-z0-9-]{1,59}+)")
 _E164 = re.compile(r"\+[1-9][0-9]{7,14}")
 _ZIP5 = re.compile(r"[0-9]{5}")
 _STATES = frozenset(s.abbr for s in us.states.STATES_AND_TERRITORIES) | {"DC"}
 
 _phone_memo: dict[str, bool] = {}
 _PHONE_MEMO_MAX = 8192
-_TYPE_DESCS = ("premium_rate", "toll_free", "shared_cost", "voip", "personal_number", "pager",
-               "uan", "voicemail", "fixed_line", "mobile")
+# any matching type makes a number valid, so the common ones go first
+_TYPE_DESCS = ("fixed_line", "mobile", "toll_free", "premium_rate", "shared_cost", "voip",
+               "personal_number", "pager", "uan", "voicemail")
 
 
 def _region_validator(region: str) -> Callable[[str], bool]:
@@ -125,7 +127,20 @@ def _region_validator(region: str) -> Callable[[str], bool]:
     return valid
 
 
-_nanp_rules: list[tuple[Callable[[str], Any] | None, Callable[[str], bool]]] = []
+_NanpRules = tuple[tuple["Callable[[str], Any] | None", Callable[[str], bool]], ...]
+_nanp_rules: _NanpRules = ()
+
+
+def _build_nanp_rules() -> _NanpRules:
+    from phonenumbers.phonemetadata import PhoneMetadata
+    rules = []
+    for region in phonenumbers.COUNTRY_CODE_TO_REGION_CODE[1]:
+        meta = PhoneMetadata.metadata_for_region(region)
+        if meta is None:
+            continue
+        lead = re.compile(meta.leading_digits).match if meta.leading_digits else None
+        rules.append((lead, _region_validator(region)))
+    return tuple(rules)
 
 
 def _nanp_valid(nsn: str) -> bool:
@@ -134,14 +149,9 @@ def _nanp_valid(nsn: str) -> bool:
     The library picks the region as it does here — in its own order, by leading digits
     where a region declares them, else by a full match — then validates for that region.
     """
+    global _nanp_rules
     if not _nanp_rules:
-        from phonenumbers.phonemetadata import PhoneMetadata
-        for region in phonenumbers.COUNTRY_CODE_TO_REGION_CODE[1]:
-            meta = PhoneMetadata.metadata_for_region(region)
-            if meta is None:
-                continue
-            lead = re.compile(meta.leading_digits).match if meta.leading_digits else None
-            _nanp_rules.append((lead, _region_validator(region)))
+        _nanp_rules = _build_nanp_rules()
     for lead, valid in _nanp_rules:
         if lead is not None:
             if lead(nsn):
@@ -158,7 +168,7 @@ def phone_valid(e164: str) -> bool:
         return known
     ok = False
     if _E164.fullmatch(e164) is not None:
-        if e164[1] == "1" and e164[2] != "0" and len(e164) > 3:
+        if e164[1] == "1" and e164[2] != "0":
             ok = _nanp_valid(e164[2:])
         else:
             try:
@@ -247,6 +257,8 @@ def _date_checker(pattern: str) -> tuple[Callable[[str], bool], str]:
         m = fullmatch(value)
         if m is None:
             return False
+        if int(m[iday]) <= 28:  # a day every month has
+            return True
         try:
             date(int(m[iy]), int(m[im]), int(m[iday]))
         except ValueError:
@@ -286,9 +298,7 @@ def _compile_text_rules(f: Field) -> Callable[[str], tuple[str, str] | None] | N
     enum = frozenset(f.enum) if f.enum is not None else None
     enum_text = ", ".join(f.enum) if f.enum is not None else ""
     fmt_ok, fmt_msg = _format_checker(f.format) if f.format else (None, "")
-    fmt_rule = f"format:{f.format.split(':')[0] if f.format else ''}"
-    if f.format and f.format.startswith("date:"):
-        fmt_rule = "format:date"
+    fmt_rule = "format:" + f.format.split(":")[0] if f.format else ""
 
     if enum is None and fmt_ok is None:
         if max_length is None:
@@ -319,15 +329,22 @@ def _compile_field(f: Field) -> Check:
         text_rules = _compile_text_rules(f)
         want = "text" if kind == "string" else "a date as text"
 
+        def wrong_type(value: Any) -> list[Violation] | None:
+            if isinstance(value, (str, Ref)):
+                return None
+            return [Violation(name, "type", f"must be {want} (got {_kind(value)})",
+                              excerpt(value))]
+
+        if text_rules is None:
+            def check_type_only(value: Any) -> list[Violation] | None:
+                return None if type(value) is str else wrong_type(value)
+            return check_type_only
+
         def check_text(value: Any) -> list[Violation] | None:
             if type(value) is not str:
-                if isinstance(value, Ref):
-                    return None
-                if not isinstance(value, str):
-                    return [Violation(name, "type", f"must be {want} (got {_kind(value)})",
-                                      excerpt(value))]
-            if text_rules is None:
-                return None
+                bad_type = wrong_type(value)
+                if bad_type is not None or isinstance(value, Ref):
+                    return bad_type
             bad = text_rules(value)
             if bad is None:
                 return None

@@ -60,6 +60,8 @@ class Connector:
     source_streams: ClassVar[tuple[str, ...]] = ()
     notes: ClassVar[str] = ""             # quirks shown by `migrator connectors`
     credentials_help: ClassVar[str] = ""  # where the vendor shows the credentials (for `init`)
+    # The setting that makes the target check records and save nothing (`validate --server`).
+    dry_run_setting: ClassVar[str | None] = None
     # A lookup that costs no request (a local file): then a write needs no durable
     # "in flight" mark before it is sent — after a crash every unsettled record is looked up.
     cheap_lookup: ClassVar[bool] = False

@@ -82,6 +82,7 @@ class Brokerkit(Connector):
     system = "brokerkit"
     title = "Brokerkit"
     credentials_help = ("Brokerkit: Account Settings, then 'Copy to Clipboard' beside the API key of your team")
+    dry_run_setting = "test_mode"
     reads = "none"
     settings_spec = {
         "api_key": Setting("team API key (Account Settings, \"Copy to Clipboard\")",

@@ -42,7 +42,8 @@ DETAIL_KEYS = ("email_addresses", "phone_numbers", "addresses", "tags", "notes")
 TOKEN_MARGIN = 60.0           # renew this long before expiry (a tenth of a shorter life)
 
 # Target field -> the doc's bracketed param.
-PRIMARY = ("first_name", "last_name", "company", "title", "contact_source", "birth_date")
+PRIMARY = ("first_name", "last_name", "company", "title", "contact_source", "contact_status_id",
+           "birth_date", "home_purchase_anniversary")
 DETAILS = {
     "work_email": "email_address", "home_email": "email_address",
     "work_phone": "phone_number", "home_phone": "phone_number", "mobile_phone": "phone_number",
@@ -67,7 +68,10 @@ CONTACT_FIELDS: tuple[Field, ...] = (
           description="one line, e.g. 3568 Front St, San Diego, CA"),
     Field("home_address", max_length=MAX_STRING,
           description="one line, e.g. 3568 Front St, San Diego, CA"),
+    Field("contact_status_id", type="int", minimum=1, maximum=5,
+          description="1 Suspect, 2 Prospect, 3 Lead, 4 Client, 5 Past Client (contact_statuses)"),
     Field("birth_date", type="date", format="date:%Y-%m-%d"),
+    Field("home_purchase_anniversary", type="date", format="date:%Y-%m-%d"),
     Field("tags", type="list", max_length=MAX_STRING,
           description="tag names; sent comma-separated"),
     Field("notes", type="list", description="one add_note call per note"),

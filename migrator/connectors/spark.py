@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 from datetime import datetime, timezone
-from typing import Any, AsyncIterator, Iterable, Mapping
+from typing import Any, AsyncIterator, Iterable, Iterator, Mapping
 from urllib.parse import urlsplit
 
 import anyio
@@ -20,6 +20,7 @@ import orjson
 from ..errors import (AuthError, ConfigError, JobError, RateLimited, RecordError, Retryable,
                       TokenExpired, UncertainWrite)
 from ..http import Auth, HttpClient, Request, Response, StaticHeaderAuth, retry_after_seconds
+from ..paging import in_order
 from ..limits import RateLimit
 from ..protocols import Page, Record, StreamInfo, WriteResult
 from ..schema import Field, StreamSchema
@@ -320,37 +321,29 @@ class Spark(Connector):
 
     async def pages(self, stream: str, cursor: Any) -> AsyncIterator[Page]:
         """Pages in Id (creation) order, so contacts added during the read land at the end;
-        fetched a batch of ``ctx.concurrency`` at a time and yielded in order."""
+        up to ``ctx.concurrency`` fetched at once, yielded in order."""
         self._check_stream(stream)
         start = int((cursor or {}).get("page", 0)) + 1
         results, paging = await self._fetch_page(start)
         last = int(paging.get("TotalPages") or 0)
-        batch: dict[int, _PageData] = {start: (results, paging)}
-        n = start
-        width = max(1, self.ctx.concurrency)
-        while True:
-            last = max([last, *(int(p.get("TotalPages") or 0) for _, p in batch.values())])
-            for n in sorted(batch):
-                rows, p = batch[n]
-                if rows:
-                    total = p.get("TotalRows")
-                    yield Page([Record(str(r.get("Id")), r) for r in rows],
-                               None if n >= last else {"page": n},
-                               total=int(total) if isinstance(total, int) else None)
-            if n >= last:
-                return
-            batch = await self._fetch_many(range(n + 1, min(last, n + width) + 1))
 
-    async def _fetch_many(self, numbers: Iterable[int]) -> dict[int, _PageData]:
-        out: dict[int, _PageData] = {}
+        def numbers() -> Iterator[int]:
+            n = start + 1
+            while n <= last:        # re-read after each page: TotalPages may grow mid-read
+                yield n
+                n += 1
 
-        async def fetch(number: int) -> None:
-            out[number] = await self._fetch_page(number)
+        def page(n: int, rows: list[dict[str, Any]], p: dict[str, Any]) -> Page:
+            total = p.get("TotalRows")
+            return Page([Record(str(r.get("Id")), r) for r in rows], None if n >= last else {"page": n},
+                        total=int(total) if isinstance(total, int) else None)
 
-        async with anyio.create_task_group() as tg:
-            for number in numbers:
-                tg.start_soon(fetch, number)
-        return out
+        if results:
+            yield page(start, results, paging)
+        async for n, (rows, p) in in_order(self._fetch_page, numbers(), self.ctx.concurrency):
+            last = max(last, int(p.get("TotalPages") or 0))
+            if rows:
+                yield page(n, rows, p)
 
     # ---- target side ------------------------------------------------------------------
     def can_lookup(self, stream: str) -> bool:

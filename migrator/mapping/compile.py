@@ -19,7 +19,7 @@ from collections.abc import Mapping as AbcMapping
 from typing import Any, Callable, Iterable
 
 from migrator.errors import MappingError
-from migrator.mapping.paths import Path, PathError, compile_path
+from migrator.mapping.paths import Path, PathError, PathValueError, compile_path
 from migrator.mapping.transforms import (
     TRANSFORMS, Transform, TransformError, build_transform,
 )
@@ -116,7 +116,17 @@ class StreamMapping:
         data: dict[str, Any] = {}
         errors: list[Violation] | None = None
         for name, key, get, chain, drop, skip_none in self._plan:
-            value = record.get(key) if key is not None else get(record)
+            if key is not None:
+                value = record.get(key)
+            else:
+                try:
+                    value = get(record)
+                except PathValueError as exc:
+                    if not drop:
+                        if errors is None:
+                            errors = []
+                        errors.append(Violation(name, "path", exc.message, ""))
+                    continue
             if value is None and skip_none:
                 continue
             if chain:
@@ -124,21 +134,11 @@ class StreamMapping:
                 try:
                     for tname, fn in chain:
                         value = fn(value)
-                except TransformError as exc:
-                    if drop:
-                        continue
-                    message = exc.message
                 except Exception as exc:  # a library choking on odd data fails one record only
-                    if drop:
-                        continue
-                    message = f"unexpected {type(exc).__name__}: {exc}"
-                else:
-                    message = None
-                if message is not None:
-                    if errors is None:
-                        errors = []
-                    errors.append(Violation(name, "transform:" + tname, message,
-                                            excerpt(value)))
+                    if not drop:
+                        if errors is None:
+                            errors = []
+                        errors.append(_transform_violation(name, tname, exc, value))
                     continue
             if value is None:
                 continue
@@ -456,7 +456,7 @@ class _Compiler:
         ref_stream: str | None = None
 
         if kind == "value":
-            value = spec["value"]
+            value = _plain(spec["value"])
             for tname, fn in chain:
                 try:
                     value = fn(value)
@@ -528,7 +528,7 @@ class _Compiler:
                 raise self.fail(node_, key, f"unknown transform {tname!r}"
                                 + _suggest(tname, TRANSFORMS))
             try:
-                fn = build_transform(tname, targ, self.defaults)
+                fn = build_transform(tname, _plain(targ), self.defaults)
             except ValueError as exc:
                 raise self.fail(node_, key, f"transform {tname!r}: {exc}") from None
             chain.append((tname, fn))
@@ -568,24 +568,15 @@ class _Compiler:
             raise self.fail(spec, "template", "unbalanced brace in template "
                             "(write {{ or }} for a literal brace)")
         pieces.append(tail)
-        parts = tuple((p, None) if isinstance(p, str) else ("", p.get) for p in pieces if p != "")
+        layout = "".join(p.replace("{", "{{").replace("}", "}}") if isinstance(p, str) else "{}"
+                         for p in pieces)
+        getters = tuple(p.get for p in pieces if not isinstance(p, str))
+        fill = layout.format
 
         def render(record: dict) -> str | None:
-            out = []
-            for literal, get in parts:
-                if get is None:
-                    out.append(literal)
-                    continue
-                value = get(record)
-                if value is None:
-                    continue
-                if isinstance(value, list):
-                    out.append(", ".join(t for t in (_template_text(v) for v in value
-                                                     if v is not None) if t.strip()))
-                else:
-                    out.append(_template_text(value))
-            text = " ".join("".join(out).split())
-            return text or None
+            values = [get(record) for get in getters]
+            text = fill(*[v if type(v) is str else _placeholder_text(v) for v in values])
+            return " ".join(text.split()) or None
         return render, roots
 
     # -- conditions
@@ -622,7 +613,7 @@ class _Compiler:
         op = ops[0]
         operand = node[op]
         path = self.path(node, "path", node["path"])
-        get = path.get
+        get = _lenient(path.get)
         text = f"{path.expr} {op} {_operand_text(operand)}"
 
         if op in ("equals", "not_equals"):
@@ -631,7 +622,10 @@ class _Compiler:
             want = _cond_key(operand)
 
             def equals(record: dict) -> bool:
-                return want in _keys_of(get(record))
+                value = get(record)
+                if type(value) is str:
+                    return value.strip().casefold() == want
+                return want in _keys_of(value)
             test = equals if op == "equals" else _negate(equals)
         elif op in ("in", "not_in"):
             if not isinstance(operand, list) or any(isinstance(v, (dict, list)) for v in operand):
@@ -639,7 +633,10 @@ class _Compiler:
             wanted = frozenset(_cond_key(v) for v in operand)
 
             def contains(record: dict) -> bool:
-                return any(k in wanted for k in _keys_of(get(record)))
+                value = get(record)
+                if type(value) is str:
+                    return value.strip().casefold() in wanted
+                return any(k in wanted for k in _keys_of(value))
             test = contains if op == "in" else _negate(contains)
         elif op in ("empty", "not_empty"):
             if not isinstance(operand, bool):
@@ -669,6 +666,24 @@ class _Compiler:
         return test, text, path.roots
 
 
+def _transform_violation(field: str, transform: str, exc: Exception, value: Any) -> Violation:
+    if isinstance(exc, (TransformError, PathValueError)):
+        message = exc.message
+    else:
+        message = f"unexpected {type(exc).__name__}: {exc}"
+    return Violation(field, "transform:" + transform, message, excerpt(value))
+
+
+def _lenient(get: Callable[[dict], Any]) -> Callable[[dict], Any]:
+    """A condition reads a path that fails on this record's data as absent."""
+    def read(record: dict) -> Any:
+        try:
+            return get(record)
+        except PathValueError:
+            return None
+    return read
+
+
 def _negate(fn: Callable[[dict], bool]) -> Callable[[dict], bool]:
     def negated(record: dict) -> bool:
         return not fn(record)
@@ -681,6 +696,15 @@ def _operand_text(value: Any) -> str:
     return str(value)
 
 
+def _placeholder_text(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, list):
+        return ", ".join(t for t in (_template_text(v) for v in value if v is not None)
+                         if t.strip())
+    return _template_text(value)
+
+
 def _template_text(value: Any) -> str:
     if type(value) is str:
         return value
@@ -691,6 +715,15 @@ def _template_text(value: Any) -> str:
     if isinstance(value, dict):
         raise TransformError("a placeholder names an object, not a value")
     return str(value)
+
+
+def _plain(value: Any) -> Any:
+    """YAML containers as plain dicts and lists, so mapped records hold no LDict/LList."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
 
 
 def _identity(record: dict) -> dict:
@@ -710,11 +743,10 @@ def _constant(value: Any) -> Callable[[dict], Any]:
 
 def _ref_maker(stream: str) -> Transform:
     def make(value: Any) -> Any:
-        if value is None:
-            return None
-        if isinstance(value, list):
-            return [Ref(stream, _template_text(v)) for v in value if not _empty(v)] or None
         if _empty(value):
             return None
+        if isinstance(value, (list, dict)):
+            raise TransformError("a reference needs one source id, not a list or object "
+                                 "(pick one in the path, e.g. contact_ids[0])")
         return Ref(stream, _template_text(value))
     return make

@@ -85,7 +85,7 @@ def build_transform(name: str, arg: Any = None, defaults: dict[str, Any] | None 
 # ---- helpers -------------------------------------------------------------------------
 
 
-def _options(name: str, arg: Any, positional: str | None, allowed: dict[str, Any]
+def _options(arg: Any, positional: str | None, allowed: dict[str, Any]
              ) -> dict[str, Any]:
     """Normalise an argument into options, refusing unknown ones."""
     out = dict(allowed)
@@ -112,7 +112,7 @@ def _describe(value: Any) -> str:
     return repr(value)
 
 
-def _no_arg(name: str, arg: Any) -> None:
+def _no_arg(arg: Any) -> None:
     if arg is not None:
         raise ValueError(f"takes no argument (got {_describe(arg)})")
 
@@ -162,7 +162,7 @@ def _is_empty(value: Any) -> bool:
     return isinstance(value, (list, tuple)) and not value
 
 
-def _string_arg(name: str, arg: Any, what: str) -> str:
+def _string_arg(arg: Any, what: str) -> str:
     if arg is None or isinstance(arg, (dict, list)) or isinstance(arg, bool):
         raise ValueError(f"needs {what} (got {_describe(arg)})")
     text = _text(arg)
@@ -176,19 +176,19 @@ def _string_arg(name: str, arg: Any, what: str) -> str:
 
 @_register("strip")
 def _strip(arg: Any) -> Transform:
-    _no_arg("strip", arg)
+    _no_arg(arg)
     return _each(lambda v: _text(v).strip(), str.strip)
 
 
 @_register("lower")
 def _lower(arg: Any) -> Transform:
-    _no_arg("lower", arg)
+    _no_arg(arg)
     return _each(lambda v: _text(v).lower(), str.lower)
 
 
 @_register("upper")
 def _upper(arg: Any) -> Transform:
-    _no_arg("upper", arg)
+    _no_arg(arg)
     return _each(lambda v: _text(v).upper(), str.upper)
 
 
@@ -197,13 +197,17 @@ _TITLE_FIX = re.compile(r"(?<=[A-Za-z])'S\b")
 
 @_register("title")
 def _title(arg: Any) -> Transform:
-    _no_arg("title", arg)
-    return _each(lambda v: _TITLE_FIX.sub("'s", _text(v).title()))
+    _no_arg(arg)
+
+    def one(value: Any) -> str:
+        text = _text(value).title()
+        return _TITLE_FIX.sub("'s", text) if "'" in text else text
+    return _each(one)
 
 
 @_register("truncate", positional="n")
 def _truncate(arg: Any) -> Transform:
-    n = _options("truncate", arg, "n", {"n": None})["n"]
+    n = _options(arg, "n", {"n": None})["n"]
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ValueError(f"needs a length of at least 1 (got {_describe(n)})")
 
@@ -215,13 +219,13 @@ def _truncate(arg: Any) -> Transform:
 
 @_register("prefix")
 def _prefix(arg: Any) -> Transform:
-    text = _string_arg("prefix", arg, "the text to add")
+    text = _string_arg(arg, "the text to add")
     return _each(lambda v: text + _text(v))
 
 
 @_register("suffix")
 def _suffix(arg: Any) -> Transform:
-    text = _string_arg("suffix", arg, "the text to add")
+    text = _string_arg(arg, "the text to add")
     return _each(lambda v: _text(v) + text)
 
 
@@ -229,7 +233,7 @@ def _suffix(arg: Any) -> Transform:
 def _replace(arg: Any) -> Transform:
     if not isinstance(arg, dict):
         raise ValueError(f"needs {{old: ..., new: ...}} (got {_describe(arg)})")
-    opts = _options("replace", arg, None, {"old": None, "new": ""})
+    opts = _options(arg, None, {"old": None, "new": ""})
     if opts["old"] is None or isinstance(opts["old"], (dict, list)) or _text(opts["old"]) == "":
         raise ValueError("needs a non-empty 'old'")
     if opts["new"] is None:
@@ -245,7 +249,7 @@ _NON_DIGITS = re.compile(r"[^0-9]+")
 
 @_register("digits")
 def _digits(arg: Any) -> Transform:
-    _no_arg("digits", arg)
+    _no_arg(arg)
 
     def one(v: Any) -> str | None:
         return _NON_DIGITS.sub("", _text(v)) or None
@@ -257,7 +261,7 @@ def _digits(arg: Any) -> Transform:
 
 @_register("join", positional="separator")
 def _join(arg: Any) -> Transform:
-    sep = _options("join", arg, "separator", {"separator": ", "})["separator"]
+    sep = _options(arg, "separator", {"separator": ", "})["separator"]
     if not isinstance(sep, str):
         raise ValueError(f"separator must be text (got {_describe(sep)})")
 
@@ -270,7 +274,7 @@ def _join(arg: Any) -> Transform:
 
 @_register("split", positional="separator")
 def _split(arg: Any) -> Transform:
-    sep = _options("split", arg, "separator", {"separator": ","})["separator"]
+    sep = _options(arg, "separator", {"separator": ","})["separator"]
     if not isinstance(sep, str) or not sep:
         raise ValueError(f"separator must be non-empty text (got {_describe(sep)})")
 
@@ -288,7 +292,7 @@ def _split(arg: Any) -> Transform:
 
 @_register("first")
 def _first(arg: Any) -> Transform:
-    _no_arg("first", arg)
+    _no_arg(arg)
 
     def run(value: Any) -> Any:
         if type(value) is not list:
@@ -302,7 +306,7 @@ def _first(arg: Any) -> Transform:
 
 @_register("unique")
 def _unique(arg: Any) -> Transform:
-    _no_arg("unique", arg)
+    _no_arg(arg)
 
     def run(value: Any) -> Any:
         if type(value) is not list:
@@ -310,8 +314,8 @@ def _unique(arg: Any) -> Transform:
         seen: set[Any] = set()
         out = []
         for item in value:
-            if isinstance(item, str):
-                key: Any = ("s", item.casefold())
+            if type(item) is str:
+                key: Any = item.casefold()  # text keys never equal the tuples below
             else:
                 try:
                     hash(item)
@@ -327,7 +331,7 @@ def _unique(arg: Any) -> Transform:
 
 @_register("drop_empty")
 def _drop_empty(arg: Any) -> Transform:
-    _no_arg("drop_empty", arg)
+    _no_arg(arg)
 
     def run(value: Any) -> Any:
         if type(value) is list:
@@ -415,7 +419,7 @@ _FALSE = frozenset({"no", "n", "false", "f", "0", "off"})
 
 @_register("bool")
 def _bool(arg: Any) -> Transform:
-    _no_arg("bool", arg)
+    _no_arg(arg)
 
     def one(value: Any) -> bool | None:
         if isinstance(value, bool):
@@ -449,7 +453,7 @@ def _number_text(value: Any) -> str:
 
 @_register("int")
 def _int(arg: Any) -> Transform:
-    _no_arg("int", arg)
+    _no_arg(arg)
 
     def one(value: Any) -> int | None:
         if type(value) is int:
@@ -479,7 +483,7 @@ def _int(arg: Any) -> Transform:
 
 @_register("float")
 def _float(arg: Any) -> Transform:
-    _no_arg("float", arg)
+    _no_arg(arg)
 
     def one(value: Any) -> float | None:
         if isinstance(value, bool):
@@ -502,12 +506,12 @@ def _float(arg: Any) -> Transform:
 
 # ---- phones --------------------------------------------------------------------------
 
-_PHONE_PUNCT = re.compile(r"[0-9\s().+\-]+")
+_PHONE_PUNCT = str.maketrans("", "", " \t().+-")
 
 
 @_register("phone_e164", positional="region", defaultable=("region",))
 def _phone_e164(arg: Any) -> Transform:
-    region = _options("phone_e164", arg, "region", {"region": "US"})["region"]
+    region = _options(arg, "region", {"region": "US"})["region"]
     if not isinstance(region, str) or region.upper() not in phonenumbers.SUPPORTED_REGIONS:
         raise ValueError(f"unknown region {region!r} (a 2-letter country code such as US)")
     region = region.upper()
@@ -518,10 +522,10 @@ def _phone_e164(arg: Any) -> Transform:
 
     def nanp_fast(s: str) -> str | None:
         """E.164 for a plain NANP number, or None to let the library decide."""
-        if _PHONE_PUNCT.fullmatch(s) is None:
+        digits = s.translate(_PHONE_PUNCT)
+        if not (digits.isdigit() and digits.isascii()):
             return None
-        digits = _NON_DIGITS.sub("", s)
-        if s.startswith("+") or len(digits) == 11:
+        if s[0] == "+" or len(digits) == 11:
             if len(digits) != 11 or digits[0] != "1":
                 return None
             digits = digits[1:]
@@ -544,9 +548,13 @@ def _phone_e164(arg: Any) -> Transform:
             number = parse(s, region)
         except phonenumbers.NumberParseException:
             raise TransformError("not a valid phone number") from None
-        if not is_valid(number):
-            raise TransformError("not a valid phone number")
         out = phonenumbers.format_number(number, e164)
+        if number.country_code == 1 and not number.italian_leading_zero:
+            valid = phone_valid(out)  # the same test, without the library's per-call cost
+        else:
+            valid = is_valid(number)
+        if not valid:
+            raise TransformError("not a valid phone number")
         remember_valid_phone(out)
         return out
     return _each(one)
@@ -604,7 +612,7 @@ def _parse_name(text: str) -> tuple[str, str, str]:
 
 @_register("split_name")
 def _split_name(arg: Any) -> Transform:
-    _no_arg("split_name", arg)
+    _no_arg(arg)
 
     def one(value: Any) -> dict[str, str] | None:
         s = _text(value).strip()
@@ -626,13 +634,13 @@ def _name_part(index: int) -> Transform:
 
 @_register("first_name")
 def _first_name(arg: Any) -> Transform:
-    _no_arg("first_name", arg)
+    _no_arg(arg)
     return _name_part(0)
 
 
 @_register("last_name")
 def _last_name(arg: Any) -> Transform:
-    _no_arg("last_name", arg)
+    _no_arg(arg)
     return _name_part(2)
 
 
@@ -672,23 +680,26 @@ def _parse_date(value: Any, dayfirst: bool) -> date | None:
     s = _text(value).strip()
     if not s:
         return None
-    m = _ISO_DATE.fullmatch(s)
     try:
-        if m is not None:
-            return date(int(m[1]), int(m[2]), int(m[3]))
-        m = _SEP_DATE.fullmatch(s)
-        if m is not None:
-            a, b, year = int(m[1]), int(m[3]), int(m[4])
-            day, month = (a, b) if dayfirst else (b, a)
-            if month > 12 and day <= 12:
-                day, month = month, day
-            return date(year, month, day)
-        m = _DAY_MONTH_YEAR.fullmatch(s)
-        if m is not None and m[2].lower() in _MONTHS:
-            return date(int(m[3]), _MONTHS[m[2].lower()], int(m[1]))
-        m = _MONTH_DAY_YEAR.fullmatch(s)
-        if m is not None and m[1].lower() in _MONTHS:
-            return date(int(m[3]), _MONTHS[m[1].lower()], int(m[2]))
+        if s[4:5] == "-":
+            m = _ISO_DATE.fullmatch(s)
+            if m is not None:
+                return date(int(m[1]), int(m[2]), int(m[3]))
+        elif s[0].isdigit():
+            m = _SEP_DATE.fullmatch(s)
+            if m is not None:
+                a, b, year = int(m[1]), int(m[3]), int(m[4])
+                day, month = (a, b) if dayfirst else (b, a)
+                if month > 12 and day <= 12:
+                    day, month = month, day
+                return date(year, month, day)
+            m = _DAY_MONTH_YEAR.fullmatch(s)
+            if m is not None and m[2].lower() in _MONTHS:
+                return date(int(m[3]), _MONTHS[m[2].lower()], int(m[1]))
+        else:
+            m = _MONTH_DAY_YEAR.fullmatch(s)
+            if m is not None and m[1].lower() in _MONTHS:
+                return date(int(m[3]), _MONTHS[m[1].lower()], int(m[2]))
     except ValueError:
         raise TransformError(f"not a valid date: {s!r}") from None
     if _EPOCH_TEXT.fullmatch(s):
@@ -706,7 +717,7 @@ def _parse_date(value: Any, dayfirst: bool) -> date | None:
 
 @_register("date", positional="format", defaultable=("dayfirst",))
 def _date(arg: Any) -> Transform:
-    opts = _options("date", arg, "format", {"format": "%Y-%m-%d", "dayfirst": False})
+    opts = _options(arg, "format", {"format": "%Y-%m-%d", "dayfirst": False})
     fmt, dayfirst = opts["format"], opts["dayfirst"]
     if not isinstance(fmt, str) or "%" not in fmt:
         raise ValueError(f"format must be a strftime pattern such as %d/%m/%Y (got {fmt!r})")
@@ -717,15 +728,29 @@ def _date(arg: Any) -> Transform:
     if not isinstance(dayfirst, bool):
         raise ValueError(f"dayfirst must be true or false (got {dayfirst!r})")
 
+    render = _date_formatter(fmt)
+
     def one(value: Any) -> str | None:
         parsed = _parse_date(value, dayfirst)
         if parsed is None:
             return None
         try:
-            return parsed.strftime(fmt)
+            return render(parsed)
         except ValueError:
             raise TransformError(f"cannot format date {parsed!r}") from None
     return _each(one)
+
+
+def _date_formatter(fmt: str) -> Callable[[date], str]:
+    """``strftime(fmt)``, done with string formatting when fmt uses only %d, %m and %Y."""
+    pieces = re.split(r"%(.)", fmt)
+    if any(p not in ("d", "m", "Y") for p in pieces[1::2]):
+        return lambda d: d.strftime(fmt)
+    template = "".join(
+        ("{0.day:02d}", "{0.month:02d}", "{0.year}")[("d", "m", "Y").index(p)] if i % 2
+        else p.replace("{", "{{").replace("}", "}}")
+        for i, p in enumerate(pieces))
+    return template.format
 
 
 # ---- US addresses --------------------------------------------------------------------
@@ -743,7 +768,7 @@ for _state in us.states.STATES_AND_TERRITORIES + [us.states.DC]:
 
 @_register("state_abbrev", positional="to")
 def _state_abbrev(arg: Any) -> Transform:
-    to = _options("state_abbrev", arg, "to", {"to": "abbr"})["to"]
+    to = _options(arg, "to", {"to": "abbr"})["to"]
     if to not in ("abbr", "name"):
         raise ValueError(f"'to' must be abbr or name (got {to!r})")
     attr = "abbr" if to == "abbr" else "name"
@@ -752,7 +777,7 @@ def _state_abbrev(arg: Any) -> Transform:
         s = _text(value)
         if not s.strip():
             return None
-        state = _STATES.get(_state_key(s))
+        state = _STATES.get(s.lower()) or _STATES.get(_state_key(s))
         if state is None:
             raise TransformError(f"not a US state: {s.strip()!r}")
         return getattr(state, attr)
@@ -765,7 +790,7 @@ _ZIP4 = re.compile(r"[0-9]{4}")
 
 @_register("zip5")
 def _zip5(arg: Any) -> Transform:
-    _no_arg("zip5", arg)
+    _no_arg(arg)
 
     def one(value: Any) -> str | None:
         if isinstance(value, bool):
@@ -807,7 +832,7 @@ def _parse_address(text: str) -> tuple[str | None, str | None, str | None, str |
 
 @_register("address_part", positional="part")
 def _address_part(arg: Any) -> Transform:
-    part = _options("address_part", arg, "part", {"part": None})["part"]
+    part = _options(arg, "part", {"part": None})["part"]
     if part not in _ADDRESS_PARTS:
         raise ValueError(f"part must be one of {', '.join(_ADDRESS_PARTS)} (got {part!r})")
     index = _ADDRESS_PARTS.index(part)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 
 import anyio
 
@@ -11,10 +12,13 @@ from .server import SIMULATORS, Sandbox, make
 
 
 def build(contacts: int, seed: int, faults: str = "none", dirty: bool = False,
-          limits: bool = True, **overrides) -> dict:
+          limits: bool = True, latency: float | None = None, vendors: list[str] | None = None,
+          **overrides) -> dict:
     profile = faults_profile(faults)
+    if latency is not None:
+        profile = replace(profile, latency=latency)
     sims = {}
-    for vendor in SIMULATORS:
+    for vendor in vendors or list(SIMULATORS):
         kwargs = dict(contacts=contacts, seed=seed, dirt=DIRTY if dirty else CLEAN, faults=profile)
         if not limits:
             kwargs["limit"] = None
@@ -25,7 +29,8 @@ def build(contacts: int, seed: int, faults: str = "none", dirty: bool = False,
 
 def serve(args: argparse.Namespace) -> int:
     try:
-        sims = build(args.contacts, args.seed, args.faults, args.dirty, limits=not args.no_limits)
+        sims = build(args.contacts, args.seed, args.faults, args.dirty, limits=not args.no_limits,
+                     latency=args.latency, vendors=args.only)
     except ValueError as e:
         from ..errors import UserError
         raise UserError(str(e)) from None

@@ -10,6 +10,8 @@ limits are off and the job's are high, so tests measure behaviour, not waiting.
 """
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +20,7 @@ from migrator.job import load_job
 from migrator.sandbox.base import Faults
 from migrator.sandbox.data import DIRTY, Dirt, people
 from migrator.sandbox.exports import EXPORTS, id_column, write_export
-from migrator.sandbox.server import Sandbox, make
+from migrator.sandbox.server import Sandbox, SandboxThread, make
 
 ROOT = Path(__file__).resolve().parents[2]
 MAPPINGS = ROOT / "mappings"
@@ -74,6 +76,10 @@ class Pair:
 
     async def __aenter__(self) -> "Pair":
         await self.sandbox.start()
+        self._write_job()
+        return self
+
+    def _write_job(self) -> None:
         if self.source in CSV_SOURCES:
             write_export(self.source, self.tmp / "export.csv", self.people)
             src = f"{{system: csv, path: export.csv, id_column: '{id_column(self.source)}'}}"
@@ -86,7 +92,6 @@ class Pair:
             f"mapping: {self.mapping}\n"
             f"checkpoint: ckpt.sqlite\nreports: reports\n"
             f"concurrency: {self.concurrency}\non_uncertain: {self.on_uncertain}\n")
-        return self
 
     async def __aexit__(self, *exc: object) -> None:
         await self.sandbox.stop()
@@ -103,3 +108,31 @@ class Pair:
 
     def target_records(self) -> list[dict[str, Any]]:
         return self.target_sim.inspect_records(TARGET_STREAM.get(self.target, "contacts"))
+
+
+class ThreadPair(Pair):
+    """The same pair with the simulators in a background thread, for tests that run
+    ``migrator`` as a subprocess (and kill it)."""
+
+    def __enter__(self) -> "ThreadPair":
+        self._thread = SandboxThread(self.sandbox.sims)
+        self._thread.__enter__()
+        self.sandbox = self._thread.sandbox
+        self._write_job()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._thread.__exit__(*exc)
+
+    def cli(self, *args: str) -> list[str]:
+        return [sys.executable, "-m", "migrator.cli", *args, str(self.tmp / "job.yaml"), "--no-progress"]
+
+    def subprocess_env(self) -> dict[str, str]:
+        return {**os.environ, **self.env}
+
+    def call(self, fn, *args: Any) -> Any:
+        """Run ``fn`` on the sandbox's loop (reads simulator state without racing it)."""
+        return self._thread.call(fn, *args)
+
+    def target_count(self) -> int:
+        return self.call(lambda: len(self.target_records()))

@@ -182,16 +182,19 @@ def test_template_with_transforms():
     assert mapping.apply({"first": "ann", "last": "lee"}).data == {"name": "ANN L"}
 
 
-def test_ref_values_and_lists():
+def test_ref_values():
     mapping = stream("""\
-        owner_id: {ref: contacts, path: owner}
+        owner_id: {ref: contacts, path: owner, transform: strip}
         spouse_ids: {ref: contacts, path: "spouses[*].id"}
         """)
-    data = mapping.apply({"owner": " 42 ", "spouses": [{"id": 1}, {"id": ""}, {"id": 2}]}).data
-    assert data == {"owner_id": Ref("contacts", " 42 "),
-                    "spouse_ids": [Ref("contacts", "1"), Ref("contacts", "2")]}
+    assert mapping.apply({"owner": " 42 "}).data == {"owner_id": Ref("contacts", "42")}
+    assert mapping.apply({"owner": 17}).data == {"owner_id": Ref("contacts", "17")}
     assert mapping.apply({"owner": None, "spouses": []}).data == {}
     assert mapping.refs == {"owner_id": "contacts", "spouse_ids": "contacts"}
+    result = mapping.apply({"spouses": [{"id": 1}, {"id": 2}]})
+    assert result.data is None
+    assert result.errors[0].field == "spouse_ids" and result.errors[0].rule == "transform:ref"
+    assert "needs one source id" in result.errors[0].message
 
 
 def test_map_and_default_at_field_level():
@@ -250,6 +253,7 @@ def test_open_prefix_fields_and_constants_are_fresh_per_record():
         custom.Source Name: {value: [a, b]}
         """)
     first = mapping.apply({}).data
+    assert type(first["custom.Source Name"]) is list
     first["custom.Source Name"].append("mutated")
     assert mapping.apply({}).data == {"custom.Source Name": ["a", "b"]}
 
@@ -429,3 +433,18 @@ def test_schemas_may_be_a_callable():
     assert mapping.path == "<mapping>"
     with pytest.raises(MappingError, match=r"^<mapping>:5: rei has no stream 'leads'$"):
         load_mapping(HEAD + "    to: leads\n    fields: {email: a}\n", schemas=SCHEMAS.get)
+
+
+def test_a_path_that_fails_on_a_record_fails_that_field_only():
+    mapping = stream("""\
+        name: {path: "join(', ', tags)"}
+        source: {path: "join(', ', tags)", on_error: drop}
+        firstName: {template: "{join(' ', tags)}"}
+        """, extra="    skip_if: [{path: \"join('', tags)\", equals: x}]\n")
+    assert mapping.apply({"tags": ["a", "b"]}).data == {"name": "a, b", "source": "a, b",
+                                                       "firstName": "a b"}
+    result = mapping.apply({"tags": [1]})
+    assert result.data is None
+    assert [(e.field, e.rule) for e in result.errors] == [("name", "path"),
+                                                          ("firstName", "transform:template")]
+    assert result.errors[0].message.startswith("cannot read join(', ', tags): ")

@@ -118,3 +118,51 @@ def test_malformed_path_with_odd_characters_suggests_quoting():
 def test_empty_or_non_text_path_is_refused(expr):
     with pytest.raises(PathError):
         compile_path(expr)
+
+
+COMPILED_EXPRESSIONS = [
+    "a || b", "a && b", "!a", "!b.c", "a[?c == 'x']", "a[?c != 'x'].b", "a[?c == `0`]",
+    "a[?c == `false`]", "a[?c > `1`]", "a[?c <= b]", "a[?c]", "a[?!c].b", "a[:2]",
+    "a[::-1]", "a[1:]", "a[]", "a[][]", "*.b", "*.c[0]", "[a, b]", "{x: a, y: b.c}",
+    "a | [0]", "a[*].b | [0]", "length(a)", "join(', ', a)", "join('-', a[*].b)",
+    "sort_by(a, &c)", "max_by(a, &c)", "to_string(a)", "contains(a, 'x')", "a[?contains(b, 'x')]",
+    "[a[*].b, [b]][] | [?@ != `null`]", "a[?c == 'x'] | [0].b", "`\"lit\"`", "'raw'", "@.a",
+    "a[?c == 'x' || c == 'y'].b", "a[?c == 'x' && b].b", "not_null(b, a)", "type(a)",
+]
+
+
+def _jmes_value(rng, depth=0):
+    pick = rng.random()
+    if depth > 2 or pick < 0.35:
+        return rng.choice([None, 0, 1, 2, -1, 1.5, "x", "y", "", True, False])
+    if pick < 0.65:
+        return {k: _jmes_value(rng, depth + 1) for k in rng.sample(["a", "b", "c"], rng.randint(0, 3))}
+    return [_jmes_value(rng, depth + 1) for _ in range(rng.randint(0, 4))]
+
+
+@pytest.mark.parametrize("expr", COMPILED_EXPRESSIONS)
+def test_compiled_jmespath_agrees_with_the_library(expr):
+    from migrator.mapping.paths import PathValueError
+    compiled = compile_path(expr)
+    reference = jmespath.compile(expr)
+    rng = random.Random(expr)
+    for _ in range(300):
+        record = {k: _jmes_value(rng) for k in ("a", "b")}
+        try:
+            expected = ("ok", reference.search(record))
+        except (jmespath.exceptions.JMESPathError, TypeError):
+            expected = ("error", None)
+        try:
+            got = ("ok", compiled.get(record))
+        except PathValueError as exc:
+            assert exc.message.startswith(f"cannot read {expr}: ")
+            got = ("error", None)
+        assert got == expected, record
+
+
+def test_a_path_failing_on_a_record_raises_path_value_error():
+    from migrator.mapping.paths import PathValueError
+    path = compile_path("join(', ', tags)")
+    assert path.get({"tags": ["a", "b"]}) == "a, b"
+    with pytest.raises(PathValueError, match=r"^cannot read join\(', ', tags\): "):
+        path.get({"tags": [1, 2]})

@@ -208,3 +208,24 @@ def test_bad_declarations_are_refused():
         StreamSchema("s", [Field("a"), Field("a")])
     with pytest.raises(ValueError, match="any_of names unknown field"):
         StreamSchema("s", [Field("a")], rules=[AnyOf(("a", "b"))])
+
+
+@pytest.mark.parametrize("pattern", ["%d/%m/%Y", "%Y-%m-%d", "%m/%d/%Y", "%d %m %Y"])
+def test_fast_date_formats_accept_exactly_what_strptime_accepts(pattern):
+    from datetime import datetime
+    schema = StreamSchema("s", [Field("when", type="date", format=f"date:{pattern}")])
+    parts = {"d": ["1", "01", " 1", "28", "29", "30", "31", "32", "0", "x"],
+             "m": ["1", "02", "12", "13", " 2"], "Y": ["1999", "2000", "2024", "99", "02024"]}
+    samples = {" 01/02/1999", "01/02/1999 ", ""}
+    for d in parts["d"]:
+        for m in parts["m"]:
+            for y in parts["Y"]:
+                for sep in ("/", "-", " ", "  "):
+                    samples |= {sep.join((d, m, y)), sep.join((y, m, d)), sep.join((m, d, y))}
+    for text in samples:
+        try:
+            datetime.strptime(text, pattern)
+            expected = True
+        except ValueError:
+            expected = False
+        assert (schema.validate({"when": text}) == []) is (expected or text == ""), text

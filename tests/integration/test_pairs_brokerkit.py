@@ -1,0 +1,202 @@
+"""Every shipped mapping into Brokerkit, end to end against the sandbox.
+
+Each pair loads its mapping against Brokerkit's schema, then migrates seeded people from
+the source simulator (or its CSV export) into an empty Brokerkit simulator through the
+real job loader and engine. Failures must be seeded dirt only, every clean person must
+arrive as exactly one lead, and what arrives must equal the person after the mapping's
+transforms. MIGRATOR_PAIR_CONTACTS sets the number of people (default 200 to keep CI
+fast; the issue's full size is 500).
+"""
+from __future__ import annotations
+
+import os
+import sqlite3
+from collections import Counter
+from typing import Any
+
+import pytest
+
+from migrator.connectors.brokerkit import Brokerkit
+from migrator.errors import UserError
+from migrator.mapping import load_mapping
+from migrator.sandbox.brokerkit import STATE_NAMES
+from migrator.sandbox.data import Person
+from migrator.sandbox.exports import EXPORTS
+from tests.integration.harness import CSV_SOURCES, Pair, mapping_path
+
+N = int(os.environ.get("MIGRATOR_PAIR_CONTACTS", "200"))
+REALEFLOW_API_LIMIT = 25  # contact/list returns only the newest 25, whatever the account holds
+SOURCES = ("realvolve", "spark", "rei", "realeflow", "realeflow-csv", "csv")
+MAPPING_SOURCE = {"realeflow-csv": "csv"}
+
+STATUS = {"Suspect": "new_lead", "Prospect": "contact_attempt", "Lead": "contact_made",
+          "Client": "active", "Past Client": "onboarding"}
+# What each source can hand over beyond names, e-mail, cell phone, company, source and home address.
+CARRIES = {
+    "realvolve": {"extra_phones", "office", "birthday", "status", "notes"},
+    "spark": {"extra_phones", "office", "birthday", "status", "notes"},
+    "csv": {"extra_phones", "office", "birthday", "status", "notes"},
+    "rei": {"birthday", "rei_notes"},
+    "realeflow-csv": {"notes"},
+    "realeflow": set(),
+}
+
+
+def _phone(p: Person, kind: str) -> str | None:
+    return next((n for k, n in p.phones if k == kind), None)
+
+
+def _address(p: Person, kind: str):
+    return next((a for a in p.addresses if a.kind == kind), None)
+
+
+def expected_lead(source: str, p: Person) -> dict[str, Any]:
+    """The lead a clean person should become, as Brokerkit renders it."""
+    carries = CARRIES[source]
+    home = _address(p, "home")
+    lead: dict[str, Any] = {
+        "first_name": p.first_name, "last_name": p.last_name, "email": p.email.lower(),
+        "phone": _phone(p, "mobile"), "currently_at": p.company or None, "source": p.source,
+        "alt_address": home.street, "alt_city": home.city or None,
+        "alt_state": STATE_NAMES[home.state], "alt_zip": home.zip,
+        "status": "new_lead", "bucket": "default",
+    }
+    if "extra_phones" in carries:
+        lead["other_phone"] = _phone(p, "home")
+        lead["office_phone"] = _phone(p, "work")
+    if "office" in carries:
+        work = _address(p, "work")
+        lead.update(office_address=work.street if work else None,
+                    office_city=work.city if work else None,
+                    office_state=STATE_NAMES[work.state] if work else None,
+                    office_zip=work.zip if work else None)
+    if "birthday" in carries:
+        lead["birthday"] = p.birthday.isoformat() if p.birthday else None
+    if "status" in carries:
+        lead["status"] = STATUS[p.status]
+    paragraphs = []
+    if "notes" in carries:
+        paragraphs += p.notes
+    elif "rei_notes" in carries and p.notes:
+        paragraphs.append("\n".join(p.notes))  # REI keeps notes as one custom field
+    if p.tags:
+        paragraphs.append("Tags: " + ", ".join(p.tags))
+    lead["note"] = "\n\n".join(paragraphs) or None
+    return lead
+
+
+def people_by_source_id(pair: Pair) -> dict[str, Person]:
+    """Each seeded person under the id the source gives its record."""
+    people = pair.people
+    if pair.source in CSV_SOURCES:
+        columns, row, id_column = EXPORTS[pair.source]
+        at = columns.index(id_column)
+        return {row(p)[at]: p for p in people}
+    sim = pair.source_sim
+    if pair.source == "rei":
+        ids = list(sim.contacts)
+    else:
+        key = {"realvolve": "id", "spark": "Id", "realeflow": "contactId"}[pair.source]
+        ids = [r[key] for r in sim.inspect_records("contacts")]
+    assert len(ids) == len(people)
+    return {str(i): p for i, p in zip(ids, people)}
+
+
+def checkpoint_rows(pair: Pair) -> list[tuple[str, str, str | None]]:
+    with sqlite3.connect(pair.tmp / "ckpt.sqlite") as db:
+        return db.execute("SELECT status, source_id, error FROM records").fetchall()
+
+
+@pytest.mark.parametrize("source", SOURCES)
+def test_mapping_loads_against_brokerkit_schema(source):
+    mapping = load_mapping(mapping_path(source, "brokerkit"), schemas=Brokerkit.schemas())
+    assert (mapping.source, mapping.target) == (MAPPING_SOURCE.get(source, source), "brokerkit")
+    assert list(mapping.streams) == ["contacts"]
+    stream = mapping.streams["contacts"]
+    assert stream.target_stream == "leads"
+    assert {"first_name", "last_name", "email", "phone", "note", "alt_city"} <= set(stream.fields)
+    # A record that lacks every field (or holds nulls) maps to nothing rather than raising.
+    for empty in ({}, dict.fromkeys(stream.uses_paths - {"*"})):
+        result = stream.apply(empty)
+        assert result.errors == []
+        assert set(result.data) <= {"source", "status"}
+
+
+def test_rei_status_and_bucket_tags_come_back_and_leave_the_tag_line():
+    """realvolve-to-rei and brokerkit-csv-to-rei park status and bucket in REI tags."""
+    stream = load_mapping(mapping_path("rei", "brokerkit"),
+                          schemas=Brokerkit.schemas()).streams["contacts"]
+    data = stream.apply({"firstName": "Ann", "tags": ["status: past client", "vip", "bucket: archived"],
+                         "customFields": {"Notes": "met at the open house"}}).data
+    assert (data["status"], data["bucket"]) == ("onboarding", "archived")
+    assert data["note"] == "met at the open house\n\nTags: vip"
+    data = stream.apply({"firstName": "Ann", "tags": ["status: appt set"]}).data
+    assert (data["status"], "bucket" in data, "note" in data) == ("appt_set", False, False)
+    data = stream.apply({"firstName": "Ann", "tags": ["status: retired", "bucket: attic"]}).data
+    assert "status" not in data and "bucket" not in data
+
+
+@pytest.mark.parametrize("source", SOURCES)
+async def test_round_trip_into_brokerkit(tmp_path, source):
+    async with Pair(tmp_path, source, "brokerkit", n=N) as pair:
+        outcome = await pair.run()
+        leads = pair.target_records()
+        merged = pair.target_sim.merged_writes
+    by_sid = people_by_source_id(pair)
+    rows = checkpoint_rows(pair)
+    counts = outcome.streams[0].counts
+    if source == "realeflow":
+        assert counts["read"] == min(N, REALEFLOW_API_LIMIT)
+        assert outcome.streams[0].notice and "25" in outcome.streams[0].notice
+    else:
+        assert counts["read"] == N
+    assert len(rows) == counts["read"]
+    assert {status for status, _, _ in rows} <= {"done", "failed"}
+
+    failed = [(by_sid[sid], error) for status, sid, error in rows if status == "failed"]
+    assert [(p.uid, error) for p, error in failed if not p.dirty] == []
+    assert counts["failed"] == len(failed)
+
+    migrated = [by_sid[sid] for _, sid, _ in rows]
+    done = [by_sid[sid] for status, sid, _ in rows if status == "done"]
+    emails = Counter(lead["email"].lower() for lead in leads if lead["email"])
+    assert all(n == 1 for n in emails.values())  # Brokerkit upserts on e-mail
+    assert all(emails[p.email.lower()] == 1 for p in done if p.email)
+    assert counts["matched"] == merged
+
+    clean = [p for p in migrated if not p.dirty]
+    assert len(clean) > len(migrated) // 2
+    assert {p.uid for p in clean} <= {p.uid for p in done}
+    shared = Counter(p.email.lower() for p in migrated if p.email)
+    lead_by_email = {lead["email"].lower(): lead for lead in leads if lead["email"]}
+    checked = 0
+    for p in clean:
+        if shared[p.email.lower()] > 1:  # a later row with this e-mail updated the lead
+            continue
+        want = expected_lead(source, p)
+        got = lead_by_email[p.email.lower()]
+        assert {k: got[k] for k in want} == want, f"person {p.uid}"
+        checked += 1
+    assert checked >= len(clean) * 9 // 10
+
+
+async def test_test_mode_writes_nothing(tmp_path):
+    """test: true is a server-side dry run: Brokerkit checks every lead and keeps none.
+
+    A run in test mode would mark every record done in the checkpoint while Brokerkit holds
+    nothing, so the engine refuses it and leaves the dry run to `validate --server`.
+    """
+    async with Pair(tmp_path, "csv", "brokerkit", n=40,
+                    target_settings={"test_mode": "true"}) as pair:
+        sim = pair.target_sim
+        with pytest.raises(UserError, match="test_mode"):
+            await pair.run()
+        assert sim.stats.requests["POST /v2/leads"] == 0
+        outcome = await pair.run(mode="validate", server=True)
+        assert pair.target_records() == []
+        assert sim.merged_writes == 0
+        sent = sim.stats.requests["POST /v2/leads"]
+    counts = outcome.streams[0].counts
+    assert counts["valid"] > 30
+    assert counts["valid"] == sent
+    assert not (tmp_path / "ckpt.sqlite").exists()
