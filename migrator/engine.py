@@ -153,7 +153,7 @@ class Engine:
                 for sm in self.job.mapping.streams.values():
                     if self._stopping:
                         break
-                    result = StreamResult(sm.source_stream, sm.target_stream)
+                    result = StreamResult(sm.name, sm.target_stream)
                     outcome.streams.append(result)
                     await self._stream(sm, result)
                 tg.cancel_scope.cancel()
@@ -201,12 +201,12 @@ class Engine:
         schema = self.target.schema(sm.target_stream)
         cursor, finished = None, False
         if self.ckpt is not None and self.mode == "run":
-            cursor, finished, _ = await self.ckpt.cursor(sm.source_stream)
+            cursor, finished, _ = await self.ckpt.cursor(sm.name)
             if finished:
                 result.counts["stream_already_finished"] = 1
                 return
-        pages = _Pages(self.ckpt if self.mode == "run" else None, sm.source_stream)
-        bar = self._bar(sm.source_stream, info.total)
+        pages = _Pages(self.ckpt if self.mode == "run" else None, sm.name)
+        bar = self._bar(sm.name, info.total)
         send, receive = anyio.create_memory_object_stream[Item](max(16, self.job.concurrency * 4))
         completed_reading = False
         async with anyio.create_task_group() as tg:
@@ -219,7 +219,7 @@ class Engine:
                 send.close()
         if self.ckpt is not None:
             if completed_reading and self.mode == "run" and not self._stopping and not pages.open:
-                self.ckpt.advance(sm.source_stream, None, finished=True)
+                self.ckpt.advance(sm.name, None, finished=True)
             await self.ckpt.commit()
 
     def _bar(self, stream: str, total: int | None):
@@ -270,7 +270,7 @@ class Engine:
                             seen: set[str] | None) -> list[Item]:
         """Map, validate and sort a page's records into work, settled and skipped."""
         counts = result.counts
-        stream = sm.source_stream
+        stream = sm.name
         ckpt = self.ckpt
         known = await ckpt.statuses(stream, [r.source_id for r in page.records]) if ckpt else {}
         if ckpt is not None and self.mode == "run":
@@ -406,7 +406,7 @@ class Engine:
             return
         ckpt = self.ckpt
         assert ckpt is not None
-        stream, tstream, sid = sm.source_stream, sm.target_stream, item.source_id
+        stream, tstream, sid = sm.name, sm.target_stream, item.source_id
         target = self.target
         uncertain = False
         if item.uncertain:

@@ -158,9 +158,7 @@ def load_job(path: str | Path, env: dict[str, str] | None = None, *, strict_env:
     target = _system(doc, "target", filename, env, used, strict_env)
     base = p.parent
 
-    def schemas(stream: str):
-        return target.cls.schemas().get(stream)
-
+    schemas = target.cls.schemas()
     m = doc["mapping"]
     if isinstance(m, str):
         mpath = (base / m) if not Path(m).is_absolute() else Path(m)

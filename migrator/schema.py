@@ -35,6 +35,10 @@ class Field:
     minimum: float | None = None
     maximum: float | None = None
     description: str = ""
+    # The vendor's own words when it refuses this field, by rule ("format:email",
+    # "required", "enum", "minimum", "maximum"…, or "*"), so `validate` gives the reason
+    # the server would give.
+    messages: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self) -> None:
         if self.type not in TYPES:
@@ -322,8 +326,25 @@ def _compile_text_rules(f: Field) -> Callable[[str], tuple[str, str] | None] | N
 
 
 def _compile_field(f: Field) -> Check:
+    check = _compile_field_rules(f)
+    if not f.messages or check is None:
+        return check
+    vendor = dict(f.messages)
+
+    def in_vendor_words(value: Any) -> list[Violation] | None:
+        bad = check(value)
+        if not bad:
+            return bad
+        return [v if v.rule == "range" else
+                Violation(v.field, v.rule, vendor.get(v.rule, vendor.get("*", v.message)), v.excerpt)
+                for v in bad]
+    return in_vendor_words
+
+
+def _compile_field_rules(f: Field) -> Check:
     name = f.name
     kind = f.type
+    vendor = dict(f.messages)
 
     if kind == "string" or (kind == "date" and f.format):
         text_rules = _compile_text_rules(f)
@@ -381,10 +402,10 @@ def _compile_field(f: Field) -> Check:
             if value != value:
                 return [Violation(name, "type", f"must be {want} (got NaN)", excerpt(value))]
             if lo is not None and value < lo:
-                return [Violation(name, "range", f"must be at least {_number_text(lo)}",
+                return [Violation(name, "range", vendor.get("minimum", f"must be at least {_number_text(lo)}"),
                                   excerpt(value))]
             if hi is not None and value > hi:
-                return [Violation(name, "range", f"must be at most {_number_text(hi)}",
+                return [Violation(name, "range", vendor.get("maximum", f"must be at most {_number_text(hi)}"),
                                   excerpt(value))]
             return None
         return check_number
@@ -468,6 +489,8 @@ class StreamSchema:
                 raise ValueError(f"schema {name}: any_of names unknown field {unknown[0]!r}")
         self._checks: dict[str, Check] = {n: _compile_field(f) for n, f in self.fields.items()}
         self._required = tuple(n for n, f in self.fields.items() if f.required)
+        self._required_words = {n: dict(f.messages)["required"] for n, f in self.fields.items()
+                                if f.required and "required" in dict(f.messages)}
 
     def field(self, name: str) -> Field | None:
         """The declared field, or a plain string field for a name under an open prefix."""
@@ -506,7 +529,7 @@ class StreamSchema:
         for name in self._required:
             value = record.get(name)
             if not value and _is_empty(value):
-                out.append(Violation(name, "required", "is required", ""))
+                out.append(Violation(name, "required", self._required_words.get(name, "is required"), ""))
         for rule in self.rules:
             for name in rule.fields:
                 value = record.get(name)

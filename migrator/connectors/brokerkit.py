@@ -32,24 +32,30 @@ NO_READS = ("brokerkit has no read API: export the leads as CSV from Brokerkit's
 
 
 def _build_schema() -> StreamSchema:
+    # Brokerkit's own words for a refused field (its 422 body), so `validate` says the same.
+    NOT_IN_LIST = (("enum", "is not included in the list"),)
+
     def phone(name: str, label: str) -> Field:
-        return Field(name, format="phone_e164", description=f"{label}; a valid phone number")
+        return Field(name, format="phone_e164", description=f"{label}; a valid phone number",
+                     messages=(("format:phone_e164", "is an invalid number"),))
 
     def email(name: str, label: str) -> Field:
-        return Field(name, format="email", description=label)
+        return Field(name, format="email", description=label, messages=(("format:email", "is invalid"),))
 
     fields = [
         Field("first_name", description="Full Name (first)"),
         Field("last_name", description="Full Name (last)"),
-        Field("birthday", type="date", format="date:%d/%m/%Y", description="DD/MM/YYYY"),
+        Field("birthday", type="date", format="date:%d/%m/%Y", description="DD/MM/YYYY",
+              messages=(("format:date", "is invalid"),)),
         phone("phone", "Cell Phone"),
         phone("other_phone", "Other Phone"),
         phone("office_phone", "Office Phone"),
         email("email", "Email (Main); with agent_id, the key Brokerkit upserts on"),
         Field("agent_id", description="Agent ID; with email, the key Brokerkit upserts on"),
-        Field("bucket", enum=("default", "backlog", "archived"), description="Normal/Archived"),
+        Field("bucket", enum=("default", "backlog", "archived"), description="Normal/Archived",
+              messages=NOT_IN_LIST),
         Field("status", enum=("new_lead", "contact_attempt", "contact_made", "appt_set",
-                              "needs_evaluated", "onboarding", "active")),
+                              "needs_evaluated", "onboarding", "active"), messages=NOT_IN_LIST),
         Field("note", description="Referrer Notes"),
         Field("source"),
         Field("currently_at", description="Company Name"),
@@ -64,9 +70,11 @@ def _build_schema() -> StreamSchema:
         Field("kpa_taken", type="bool", description="Personality Assessment Taken"),
         Field("active_listings_count", type="int", description="Active Listing"),
         Field("production_ytd", type="float", description="Total $ Production LTM"),
-        Field("rating", type="int", minimum=4, maximum=10, description="an integer from 4 to 10"),
+        Field("rating", type="int", minimum=4, maximum=10, description="an integer from 4 to 10",
+              messages=(("minimum", "must be greater than or equal to 4"),
+                        ("maximum", "must be less than or equal to 10"))),
         Field("production_label", enum=("mega", "super", "mid", "low", "new", "in_school",
-                                        "not_licensed")),
+                                        "not_licensed"), messages=NOT_IN_LIST),
         email("owner_email", "Owner"),
         email("referrer_email", "Referrer"),
     ]

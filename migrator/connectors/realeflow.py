@@ -56,16 +56,19 @@ def _custom_fields() -> list[Field]:
 
 def _address_fields() -> list[Field]:
     return [Field("City"),
-            Field("State", format="state2", description="two-letter state abbreviation"),
-            Field("ZipCode", format="zip5", description="five-digit U.S. zip code"),
+            Field("State", format="state2", description="two-letter state abbreviation",
+                  messages=(("*", "State must be a two-letter U.S. state abbreviation (e.g. OH)."),)),
+            Field("ZipCode", format="zip5", description="five-digit U.S. zip code",
+                  messages=(("*", "ZipCode must be a five-digit U.S. zip code."),)),
             Field("Source", description="Lead Source inside the Contacts CRM"),
             Field("Tags", type="list", description="used for filtering")]
 
 
 def _build_schemas() -> dict[str, StreamSchema]:
     contacts = StreamSchema("contacts", [
-        Field("FullName", required=True),
-        Field("Email", format="email"),
+        # Realeflow's own words for a refusal (its Error text), so `validate` says the same.
+        Field("FullName", required=True, messages=(("required", "FullName is required."),)),
+        Field("Email", format="email", messages=(("format:email", "Email is not a valid e-mail address."),)),
         Field("CompanyName"),
         Field("Phone"),
         Field("PhoneType", enum=("Mobile", "Work", "Home"), description="Realeflow defaults to Mobile"),

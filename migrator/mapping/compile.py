@@ -30,7 +30,7 @@ __all__ = ["CompiledField", "FieldError", "MapResult", "Mapping", "Ref", "Stream
            "compile_mapping", "load_mapping"]
 
 TOP_KEYS = ("source", "target", "defaults", "streams")
-STREAM_KEYS = ("to", "match_on", "where", "skip_if", "fields")
+STREAM_KEYS = ("from", "to", "match_on", "where", "skip_if", "fields")
 FIELD_KEYS = ("path", "value", "template", "ref", "transform", "map", "default", "on_error")
 DEFAULT_KEYS = ("region", "dayfirst")
 CONDITION_OPS = ("equals", "not_equals", "in", "not_in", "empty", "not_empty", "matches")
@@ -83,9 +83,14 @@ _Plan = tuple[str, "str | None", Callable[[dict], Any], tuple[tuple[str, Transfo
 
 
 class StreamMapping:
-    """How one source stream becomes records of one target stream."""
+    """How one source stream becomes records of one target stream.
 
-    __slots__ = ("source_stream", "target_stream", "match_on", "fields", "uses_paths", "refs",
+    ``name`` is the stream's key in the mapping: the checkpoint and ``ref`` know it by
+    that name. It is the source stream's name unless ``from:`` says otherwise, which lets
+    one source stream feed two target streams (properties, and relations to their owners).
+    """
+
+    __slots__ = ("name", "source_stream", "target_stream", "match_on", "fields", "uses_paths", "refs",
                  "schema", "_where", "_skip_if", "_plan")
 
     def __init__(self, source_stream: str, target_stream: str, match_on: tuple[str, ...],
@@ -93,7 +98,8 @@ class StreamMapping:
                  uses_paths: set[str], refs: dict[str, str],
                  where: tuple[tuple[Callable[[dict], bool], str], ...],
                  skip_if: tuple[tuple[Callable[[dict], bool], str], ...],
-                 plan: tuple[_Plan, ...]):
+                 plan: tuple[_Plan, ...], name: str | None = None):
+        self.name = name or source_stream
         self.source_stream = source_stream
         self.target_stream = target_stream
         self.match_on = match_on
@@ -353,13 +359,17 @@ class _Compiler:
     def stream(self, streams_node: LDict, name: Any, names: list[str]) -> StreamMapping:
         if not isinstance(name, str):
             raise self.fail(streams_node, name, f"a stream name must be text, not {name!r}")
-        if self.source_streams is not None and name not in self.source_streams:
-            raise self.fail(streams_node, name, f"{self.source} has no stream {name!r}"
-                            + _suggest(name, self.source_streams))
         spec = streams_node[name]
         if not isinstance(spec, dict):
             raise self.fail(streams_node, name, f"stream {name!r} needs a mapping with fields")
         self.check_keys(spec, STREAM_KEYS, f"stream {name!r}")
+        source = spec.get("from", name)
+        if not isinstance(source, str) or not source:
+            raise self.fail(spec, "from", "'from' must name a source stream")
+        if self.source_streams is not None and source not in self.source_streams:
+            where_node, key = (spec, "from") if "from" in spec else (streams_node, name)
+            raise self.fail(where_node, key, f"{self.source} has no stream {source!r}"
+                            + _suggest(source, self.source_streams))
         to = spec.get("to", name)
         if not isinstance(to, str) or not to:
             raise self.fail(spec, "to", "'to' must name a target stream")
@@ -389,8 +399,8 @@ class _Compiler:
         match_on = self.match_on(spec, fields)
         where_conds = self.conditions(spec, "where", uses)
         skip_conds = self.conditions(spec, "skip_if", uses)
-        return StreamMapping(name, to, match_on, fields, schema, uses, refs,
-                             where_conds, skip_conds, tuple(plan))
+        return StreamMapping(source, to, match_on, fields, schema, uses, refs,
+                             where_conds, skip_conds, tuple(plan), name=name)
 
     def match_on(self, spec: LDict, fields: dict[str, CompiledField]) -> tuple[str, ...]:
         node = spec.get("match_on")
@@ -575,7 +585,10 @@ class _Compiler:
 
         def render(record: dict) -> str | None:
             values = [get(record) for get in getters]
-            text = fill(*[v if type(v) is str else _placeholder_text(v) for v in values])
+            texts = [v if type(v) is str else _placeholder_text(v) for v in values]
+            if getters and not any(t.strip() for t in texts):
+                return None  # "{street}, {city}" of an empty address is nothing, not ","
+            text = fill(*texts)
             return " ".join(text.split()) or None
         return render, roots
 

@@ -176,9 +176,14 @@ def test_mapping_loads_against_target_schema(source, target):
     mapping = load_mapping(mapping_path(source, target), schemas=TARGETS[target].schemas(),
                            source_streams=streams)
     assert (mapping.source, mapping.target) == ("csv" if source in CSV_SOURCES else source, target)
-    want = ["contacts", "properties"] if source == "realvolve" else ["contacts"]
-    assert list(mapping.streams) == want
-    assert [s.target_stream for s in mapping.streams.values()] == want
+    if source == "realvolve" and target == "realeflow":
+        names, targets = ["contacts", "properties", "owners"], ["contacts", "properties", "relations"]
+    elif source == "realvolve":
+        names = targets = ["contacts", "properties"]
+    else:
+        names = targets = ["contacts"]
+    assert list(mapping.streams) == names
+    assert [s.target_stream for s in mapping.streams.values()] == targets
     fields = set(mapping.streams["contacts"].fields)
     core = {"first_name", "last_name", "work_email", "mobile_phone", "home_address", "tags",
             "contact_source"} if target == "realvolve" else \
@@ -236,8 +241,13 @@ async def test_realvolve_properties_reach_realeflow(tmp_path):
         outcome = await pair.run()
         homes = pair.source_sim.inspect_records("properties")
         created = pair.target_sim.inspect_records("properties")
-    assert [s.stream for s in outcome.streams] == ["contacts", "properties"]
+    assert [s.stream for s in outcome.streams] == ["contacts", "properties", "owners"]
     assert homes and outcome.streams[1].counts["done"] == len(homes)
+    owners = outcome.streams[2]
+    # A property whose owner failed (dirty data) cannot be linked: it fails, saying why.
+    assert owners.counts["done"] + owners.counts["failed"] == sum(1 for h in homes if h.get("contact_ids"))
+    assert all("was not migrated" in reason for reason in owners.failures)
+    assert owners.counts["done"] > 0
     want = sorted((h["address_line"], h["city"], h["state"], h["zipcode"],
                    [str(h[k]) for k in ("bedrooms", "bathrooms", "area_in_sq_feet", "list_price")])
                   for h in homes)

@@ -173,7 +173,8 @@ def test_template_collapses_whitespace_and_missing_parts():
     data = mapping.apply({"first_name": "Ann", "tags": [{"name": "a"}, {"name": "b"}],
                           "n": 3.0}).data
     assert data == {"name": "Ann (a, b)", "source": "{literal} 3"}
-    assert mapping.apply({}).data == {"name": "()", "source": "{literal}"}
+    # Every placeholder empty: nothing, not the template's bare punctuation.
+    assert mapping.apply({}).data == {}
     assert stream('name: {template: "{a} {b}"}\n').apply({}).data == {}
 
 
@@ -448,3 +449,14 @@ def test_a_path_that_fails_on_a_record_fails_that_field_only():
     assert [(e.field, e.rule) for e in result.errors] == [("name", "path"),
                                                           ("firstName", "transform:template")]
     assert result.errors[0].message.startswith("cannot read join(', ', tags): ")
+
+
+def test_template_with_every_placeholder_empty_gives_nothing():
+    from migrator.mapping import compile_mapping
+    from migrator.schema import Field, StreamSchema
+    from migrator.yamlutil import load_yaml
+    text = "source: x\ntarget: y\nstreams:\n  contacts:\n    fields:\n      a: {template: \"{street}, {city}\"}\n"
+    sm = compile_mapping(load_yaml(text, "m.yaml"), schemas={"contacts": StreamSchema("contacts", [Field("a")])},
+                         filename="m.yaml").streams["contacts"]
+    assert sm.apply({"street": "", "city": None}).data == {}
+    assert sm.apply({"street": "1 Main St", "city": ""}).data == {"a": "1 Main St,"}
