@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 from datetime import datetime, timezone
-from typing import Any, AsyncIterator, Iterable, Iterator, Mapping
+from typing import Any, AsyncIterator, Iterable, Mapping
 from urllib.parse import urlsplit
 
 import anyio
@@ -327,11 +327,14 @@ class Spark(Connector):
         results, paging = await self._fetch_page(start)
         last = int(paging.get("TotalPages") or 0)
 
-        def numbers() -> Iterator[int]:
-            n = start + 1
-            while n <= last:        # re-read after each page: TotalPages may grow mid-read
-                yield n
-                n += 1
+        following = start
+
+        def next_number() -> int | None:
+            nonlocal following
+            if following >= last:   # `last` is re-read: TotalPages may grow mid-read
+                return None
+            following += 1
+            return following
 
         def page(n: int, rows: list[dict[str, Any]], p: dict[str, Any]) -> Page:
             total = p.get("TotalRows")
@@ -340,7 +343,7 @@ class Spark(Connector):
 
         if results:
             yield page(start, results, paging)
-        async for n, (rows, p) in in_order(self._fetch_page, numbers(), self.ctx.concurrency):
+        async for n, (rows, p) in in_order(self._fetch_page, next_number, self.ctx.concurrency):
             last = max(last, int(p.get("TotalPages") or 0))
             if rows:
                 yield page(n, rows, p)
