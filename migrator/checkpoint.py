@@ -22,6 +22,7 @@ from typing import Any, Iterable
 import anyio
 import orjson
 
+from . import crashpoints
 from .errors import CheckpointMismatch, ConfigError
 
 SCHEMA = """
@@ -205,6 +206,7 @@ class Checkpoint:
         try:
             for sql, args in ops:
                 conn.execute(sql, args)
+            crashpoints.reached("commit")
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")

@@ -26,6 +26,7 @@ from typing import Any, Callable
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
+from . import crashpoints
 from .checkpoint import Checkpoint
 from .errors import QuotaExhausted, RecordError, Retryable, UncertainWrite, UserError
 from .mapping import Ref
@@ -254,11 +255,13 @@ class Engine:
                     if self._stopping:
                         tg.cancel_scope.cancel()
                         break
+                    crashpoints.reached("read")
                     seq += 1
                     items = await self._prepare_page(sm, schema, page, result, seen_this_run)
                     pages.add(seq, len(items), page.cursor)
                     if self.ckpt is not None:
                         await self.ckpt.commit()
+                        crashpoints.reached("pending")
                     bar.update(len(page.records) - len(items))
                     self._postfix(bar, result)
                     for item in items:
@@ -425,6 +428,7 @@ class Engine:
         if not self._cheap_lookup:
             ckpt.inflight(stream, sid)
             await ckpt.commit()
+            crashpoints.reached("inflight")
         for attempt in range(6):
             try:
                 res = await target.write(tstream, item.data, source_id=sid)
@@ -452,6 +456,7 @@ class Engine:
                 self._fail(result, sid, f"{e} (gave up after retries; `migrator retry` tries again)",
                            None, "transient")
                 return
+            crashpoints.reached("written")
             await self._done(result, stream, sid, res.target_id, res.action, res.matched_key, uncertain)
             return
         self._fail(result, sid, "the write's outcome stayed unknown after several attempts",

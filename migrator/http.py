@@ -27,6 +27,7 @@ import aiohttp
 import anyio
 import orjson
 
+from . import crashpoints
 from .errors import (AuthError, ConfigError, ConnectError, QuotaExhausted, RateLimited,
                      RecordError, Retryable, TokenExpired, UncertainWrite)
 from .limits import Limiter, RateLimit
@@ -105,6 +106,7 @@ class Auth:
             if self.generation != seen_generation:
                 return
             await self.login(client)
+            crashpoints.reached("refresh")
             self.generation += 1
             client.stats.refreshes += 1
 

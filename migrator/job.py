@@ -124,7 +124,7 @@ def _system(doc: Any, role: str, filename: str, env: dict[str, str], used: list[
             raise JobError(f"{where}: {cls.system} {role} needs '{key}'{var}")
     if role == "target" and not cls.writes:
         raise JobError(f"{where}: {cls.system} cannot be a target (its API has no writes)")
-    if role == "source" and cls.reads == "none":
+    if role == "source" and cls.reads in ("none", "export"):
         raise JobError(f"{where}: {cls.system} cannot be read by API; export a CSV from its UI "
                        f"and use 'system: csv' with the {cls.system}-csv mapping")
     return SystemConfig(cls.system, cls, settings, origins, where)

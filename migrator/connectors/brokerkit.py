@@ -91,7 +91,7 @@ class Brokerkit(Connector):
     title = "Brokerkit"
     credentials_help = ("Brokerkit: Account Settings, then 'Copy to Clipboard' beside the API key of your team")
     dry_run_setting = "test_mode"
-    reads = "none"
+    reads = "export"
     settings_spec = {
         "api_key": Setting("team API key (Account Settings, \"Copy to Clipboard\")",
                            required=True, secret=True, env="BROKERKIT_API_KEY"),

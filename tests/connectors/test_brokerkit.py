@@ -79,7 +79,7 @@ async def bk():
 def test_declared_facts():
     assert Brokerkit.default_limit == RateLimit(5, 1.0)
     assert Brokerkit.credential_envs() == ["BROKERKIT_API_KEY"]
-    assert Brokerkit.reads == "none" and "csv" in Brokerkit.notes
+    assert Brokerkit.reads == "export" and "csv" in Brokerkit.notes
     leads = Brokerkit.schemas()["leads"]
     assert leads.validate(DOC_LEAD) == []
     bad = leads.validate({"email": "peet", "phone": "555-CALL", "birthday": "1975-03-24",

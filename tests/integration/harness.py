@@ -41,10 +41,11 @@ def mapping_path(source: str, target: str) -> Path:
 
 
 def system_block(system: str, extra: dict[str, Any] | None = None) -> str:
+    extra = dict(extra or {})
     parts = [f"system: {system}", f"base_url: '${{{system.upper()}_BASE_URL}}'",
-             "rate_limit: {requests: 2000, per: 1}"]
+             f"rate_limit: {extra.pop('rate_limit', '{requests: 2000, per: 1}')}"]
     parts += [f"{k}: '${{{v}}}'" for k, v in CREDENTIALS[system].items()]
-    parts += [f"{k}: {v}" for k, v in (extra or {}).items()]
+    parts += [f"{k}: {v}" for k, v in extra.items()]
     return "{" + ", ".join(parts) + "}"
 
 
@@ -58,8 +59,8 @@ class Pair:
         self.people = people(n, seed, dirt)
         sims = {}
         if source not in CSV_SOURCES:
-            sims[source] = make(source, contacts=n, seed=seed, dirt=dirt, limit=None, **(source_sim or {}))
-        sims[target] = make(target, contacts=0, seed=seed + 1, limit=None, faults=faults, **(target_sim or {}))
+            sims[source] = make(source, contacts=n, seed=seed, dirt=dirt, **{"limit": None, **(source_sim or {})})
+        sims[target] = make(target, contacts=0, seed=seed + 1, faults=faults, **{"limit": None, **(target_sim or {})})
         self.sandbox = Sandbox(sims)
         self.mapping = mapping or mapping_path(source, target)
         self.concurrency = concurrency
