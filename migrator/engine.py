@@ -24,11 +24,12 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import anyio
+import orjson
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from . import crashpoints
 from .checkpoint import Checkpoint
-from .errors import QuotaExhausted, RecordError, Retryable, UncertainWrite, UserError
+from .errors import QuotaExhausted, RecordError, Retryable, SourceError, UncertainWrite, UserError
 from .mapping import Ref
 from .protocols import Page, Record
 from .schema import Violation
@@ -160,6 +161,9 @@ class Engine:
                 tg.cancel_scope.cancel()
         except QuotaExhausted as e:
             outcome.stopped_reason = str(e)
+        except BaseExceptionGroup as group:
+            # Task groups wrap what their tasks raise; callers deal in one error.
+            raise _one_error(group) from None
         finally:
             with anyio.CancelScope(shield=True):
                 for bar in self._bars:
@@ -242,10 +246,18 @@ class Engine:
         async def fetch() -> None:
             # aclosing: a source generator may hold a task group across its yields; it
             # must be closed in this task, never left to the garbage collector.
+            seen_cursors: set[bytes] = set()
             async with fetched_send, aclosing(self.source.pages(sm.source_stream, cursor)) as source_pages:
                 async for page in source_pages:
                     if self._stopping:
                         return
+                    if page.cursor is not None:
+                        key = orjson.dumps(page.cursor, option=orjson.OPT_SORT_KEYS)
+                        if key in seen_cursors:
+                            raise SourceError(f"{self.source.system} {sm.source_stream}: the source gave the "
+                                              f"cursor {page.cursor} twice; stopped rather than read in a loop "
+                                              "(everything settled so far is kept)")
+                        seen_cursors.add(key)
                     await fetched_send.send(page)
 
         async with anyio.create_task_group() as tg:
@@ -484,6 +496,26 @@ class Engine:
         if self.stop_after is not None and self._written >= self.stop_after and not self._stopping:
             self._stopping = True
             self.out(f"stopping after {self._written} writes, as asked")
+
+
+def _leaves(group: BaseExceptionGroup) -> list[BaseException]:
+    out: list[BaseException] = []
+    for e in group.exceptions:
+        out.extend(_leaves(e) if isinstance(e, BaseExceptionGroup) else [e])
+    return out
+
+
+def _one_error(group: BaseExceptionGroup) -> BaseException:
+    """The error a person should see: the first UserError, else the first of the rest
+    (a group of one is just its error)."""
+    leaves = _leaves(group)
+    for e in leaves:
+        if isinstance(e, UserError):
+            return e
+    for e in leaves:
+        if not isinstance(e, anyio.get_cancelled_exc_class()):
+            return e
+    return group
 
 
 def run_engine(job, **kwargs: Any) -> Outcome:

@@ -45,6 +45,10 @@ class CheckpointMismatch(UserError):
     """The checkpoint file belongs to a different job or mapping."""
 
 
+class SourceError(UserError):
+    """The source answered something that cannot be read on from (a repeating cursor…)."""
+
+
 class AccountError(UserError):
     """The account is not usable (e.g. Realeflow AccountStatus is not Active)."""
 

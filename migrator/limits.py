@@ -56,6 +56,7 @@ class Limiter:
         self.sent = 0
         self.waited_429 = 0.0
         self._ok_streak = 0
+        self._last_ease = float("-inf")
 
     # -- rate --------------------------------------------------------------------
     def _set(self, limit: RateLimit | None) -> None:
@@ -96,12 +97,23 @@ class Limiter:
             self._pause_until = until
 
     def on_rate_limited(self, retry_after: float | None) -> None:
+        """Pause every caller until ``retry_after``; then ease the rate — at most once per
+        period (the 429s of one burst arrive one after another and are one event), and
+        never below an eighth of the ceiling, which still finds a server limit several
+        times lower than the configured one without collapsing on a passing storm."""
         self.pause(retry_after if retry_after is not None else 1.0)
         self._ok_streak = 0
-        if self.limit is not None:
-            eased = RateLimit(max(1, int(self.limit.requests * 0.8)), self.limit.per)
-            if eased.requests < self.limit.requests:
-                self._set(eased)
+        current, ceiling = self.limit, self.ceiling
+        if current is None or ceiling is None:
+            return
+        now = self.clock()
+        if now - self._last_ease < current.per:
+            return
+        self._last_ease = now
+        floor = max(1, ceiling.requests // 8)
+        eased = RateLimit(max(floor, int(current.requests * 0.8)), current.per)
+        if eased.requests < current.requests:
+            self._set(eased)
 
     def on_success(self) -> None:
         """Climb back towards the ceiling, within its period, after a window of successes."""

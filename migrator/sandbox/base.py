@@ -23,6 +23,7 @@ from aiohttp import web
 from .data import CLEAN, Dirt, Person, Property, people, properties
 
 WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+BURST_RETRY_AFTER = 1.0  # seconds an injected 429 burst lasts (and tells clients to wait)
 
 
 class SlidingWindow:
@@ -177,6 +178,7 @@ class Simulator:
         self.quota: DailyQuota | None = DailyQuota(daily_quota, day_seconds) if daily_quota else None
         self.stats = Stats()
         self._burst_left = 0
+        self._burst_until = 0.0
         self.base_url: str = ""
         self.seed_people: list[Person] = people(contacts, seed, dirt) if contacts else []
         self.seed_properties: list[Property] = properties(self.seed_people, seed) if contacts else []
@@ -306,13 +308,19 @@ class Simulator:
                 resp = self.rate_limited_response(max(self.quota.resets_at() - time.time(), 0.001))
                 self.decorate(request, resp, key)
                 return resp
+        # A 429 burst refuses up to burst_len requests, but only until the Retry-After it
+        # announced has passed: a client that waits as told is served again.
+        now = time.monotonic()
+        if self._burst_left > 0 and now >= self._burst_until:
+            self._burst_left = 0
         if self._burst_left > 0 or self._chance(f.burst_429_rate):
             if self._burst_left <= 0:
                 self._burst_left = f.burst_len
+                self._burst_until = now + BURST_RETRY_AFTER
                 self.stats.faults["429_burst"] += 1
             self._burst_left -= 1
             self.stats.rate_limited += 1
-            resp = self.rate_limited_response(0.2)
+            resp = self.rate_limited_response(max(self._burst_until - now, 0.001))
             self.decorate(request, resp, key)
             return resp
         # Latency after the window check: the vendor counts a request when it arrives.

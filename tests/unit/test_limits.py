@@ -102,3 +102,10 @@ def test_advertised_window_is_a_ceiling_recovered_within_its_period():
     assert lim.limit == RateLimit(10, 2.0)         # …climbs back to it, in its period, no further
     assert lim.follow(RateLimit(500, 10.0))        # a looser window: the configured limit rules again
     assert lim.ceiling == lim.limit == RateLimit(100, 10.0)
+
+
+def test_a_burst_of_429s_eases_the_rate_once():
+    lim = Limiter(RateLimit(100, 1.0))
+    for _ in range(5):                 # five requests in flight all come back 429
+        lim.on_rate_limited(1.0)
+    assert lim.limit == RateLimit(80, 1.0)
