@@ -9,7 +9,7 @@ import aiohttp
 import anyio
 import orjson
 import pytest
-from aioresponses import aioresponses as _aioresponses
+from tests.aioresp import aioresponses
 from yarl import URL
 
 from migrator.connectors.base import Context
@@ -37,20 +37,6 @@ DOC_LEAD = {
 DOC_ANSWER = {"id": 200001, "team_id": 4100, "status": "new_lead", "bucket": "default",
               "first_name": "Peet", "last_name": "Peeter", "email": "peet@example.com",
               "kpa_taken": True, "active_listings_count": "111", "agent_id": "a68d4b23"}
-
-
-class _Response(aiohttp.ClientResponse):
-    """aioresponses 0.7.9 builds responses without the stream_writer aiohttp 3.14 requires."""
-
-    def __init__(self, method: str, url: URL, **kwargs: Any):
-        kwargs.setdefault("stream_writer", SimpleNamespace(output_size=0))
-        super().__init__(method, url, **kwargs)
-
-
-class aioresponses(_aioresponses):
-    def add(self, *args: Any, **kwargs: Any) -> None:
-        kwargs["response_class"] = kwargs.get("response_class") or _Response
-        super().add(*args, **kwargs)
 
 
 def connector(**settings: Any) -> Brokerkit:

@@ -10,7 +10,7 @@ import aiohttp
 import anyio
 import orjson
 import pytest
-from aioresponses import aioresponses as _aioresponses
+from tests.aioresp import aioresponses
 from yarl import URL
 
 from migrator.connectors.base import Context
@@ -35,20 +35,6 @@ DOC_PROPERTY_ROW = {
     "city": None, "state": None, "zipCode": None, "source": "Virtual Assistant",
     "created": "2019-12-03T10:16:02.113", "customFields": None, "tags": [],
 }
-
-
-class _Response(aiohttp.ClientResponse):
-    """aioresponses 0.7.9 builds responses without the stream_writer aiohttp 3.14 requires."""
-
-    def __init__(self, method: str, url: URL, **kwargs: Any):
-        kwargs.setdefault("stream_writer", SimpleNamespace(output_size=0))
-        super().__init__(method, url, **kwargs)
-
-
-class aioresponses(_aioresponses):
-    def add(self, *args: Any, **kwargs: Any) -> None:
-        kwargs["response_class"] = kwargs.get("response_class") or _Response
-        super().add(*args, **kwargs)
 
 
 def connector(**settings: Any) -> Realeflow:

@@ -13,7 +13,7 @@ import aiohttp
 import anyio
 import pytest
 from aioresponses import CallbackResult
-from aioresponses import aioresponses as _aioresponses
+from tests.aioresp import _Response, aioresponses
 from yarl import URL
 
 from migrator.connectors.base import Context
@@ -87,20 +87,6 @@ DOC_CREATED = {"success": True, "msg": "Contact created successfully.", "contact
     "contact_status_id": None, "created_at": "2016-03-08T01:04:40Z", "creator_id": 615,
     "first_name": "Zooth", "id": 904125, "last_name": "Ziggs", "profile_pic_url": PIC,
     "source_id": None, "title": None, "updated_at": "2016-03-08T01:04:43Z"}}
-
-
-class _Response(aiohttp.ClientResponse):
-    """aioresponses 0.7.9 builds responses without the stream_writer aiohttp 3.14 requires."""
-
-    def __init__(self, method: str, url: URL, **kwargs: Any):
-        kwargs.setdefault("stream_writer", SimpleNamespace(output_size=0))
-        super().__init__(method, url, **kwargs)
-
-
-class aioresponses(_aioresponses):
-    def add(self, *args: Any, **kwargs: Any) -> None:
-        kwargs["response_class"] = kwargs.get("response_class") or _Response
-        super().add(*args, **kwargs)
 
 
 def reply(**kwargs: Any) -> CallbackResult:

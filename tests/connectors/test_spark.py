@@ -12,7 +12,7 @@ import aiohttp
 import anyio
 import orjson
 import pytest
-from aioresponses import aioresponses as _aioresponses
+from tests.aioresp import aioresponses
 from yarl import URL
 
 from migrator.connectors.base import Context
@@ -42,20 +42,6 @@ NEW_ID = "20101230223226074306000000"
 CREATED = {"D": {"Success": True, "Results": [{"ResourceUri": f"/v1/contacts/{NEW_ID}", "Id": NEW_ID}]}}
 SESSION = {"D": {"Success": True, "Results": [
     {"AuthToken": "xxxxx", "Expires": "2010-10-30T15:49:01-05:00", "Roles": ["idx"]}]}}
-
-
-class _Response(aiohttp.ClientResponse):
-    """aioresponses 0.7.9 builds responses without the stream_writer aiohttp 3.14 requires."""
-
-    def __init__(self, method: str, url: URL, **kwargs: Any):
-        kwargs.setdefault("stream_writer", SimpleNamespace(output_size=0))
-        super().__init__(method, url, **kwargs)
-
-
-class aioresponses(_aioresponses):
-    def add(self, *args: Any, **kwargs: Any) -> None:
-        kwargs["response_class"] = kwargs.get("response_class") or _Response
-        super().add(*args, **kwargs)
 
 
 def md5(text: str | bytes) -> str:

@@ -40,11 +40,12 @@ def mapping_path(source: str, target: str) -> Path:
     return MAPPINGS / f"{source}-to-{target}.yaml"
 
 
-def system_block(system: str, extra: dict[str, Any] | None = None) -> str:
+def system_block(system: str, extra: dict[str, Any] | None = None,
+                 credentials: dict[str, str] | None = None) -> str:
     extra = dict(extra or {})
     parts = [f"system: {system}", f"base_url: '${{{system.upper()}_BASE_URL}}'",
              f"rate_limit: {extra.pop('rate_limit', '{requests: 2000, per: 1}')}"]
-    parts += [f"{k}: '${{{v}}}'" for k, v in CREDENTIALS[system].items()]
+    parts += [f"{k}: '${{{v}}}'" for k, v in (credentials or CREDENTIALS[system]).items()]
     parts += [f"{k}: {v}" for k, v in extra.items()]
     return "{" + ", ".join(parts) + "}"
 
@@ -54,7 +55,8 @@ class Pair:
                  dirt: Dirt = DIRTY, faults: Faults | None = None, concurrency: int = 16,
                  on_uncertain: str = "retry", mapping: Path | None = None,
                  source_sim: dict[str, Any] | None = None, target_sim: dict[str, Any] | None = None,
-                 target_settings: dict[str, Any] | None = None):
+                 target_settings: dict[str, Any] | None = None,
+                 source_credentials: dict[str, str] | None = None):
         self.tmp, self.source, self.target = tmp, source, target
         self.people = people(n, seed, dirt)
         sims = {}
@@ -66,6 +68,7 @@ class Pair:
         self.concurrency = concurrency
         self.on_uncertain = on_uncertain
         self.target_settings = target_settings
+        self.source_credentials = source_credentials
 
     @property
     def target_sim(self):
@@ -85,7 +88,7 @@ class Pair:
             write_export(self.source, self.tmp / "export.csv", self.people)
             src = f"{{system: csv, path: export.csv, id_column: '{id_column(self.source)}'}}"
         else:
-            src = system_block(self.source)
+            src = system_block(self.source, credentials=self.source_credentials)
         (self.tmp / "job.yaml").write_text(
             f"name: {self.source}-to-{self.target}\n"
             f"source: {src}\n"

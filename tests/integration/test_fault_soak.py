@@ -37,9 +37,16 @@ async def test_soak(tmp_path, target):
         faults = dict(sim.stats.faults)
         assert faults.get("5xx", 0) > N * 0.02 and faults.get("drop_after", 0) > 0 and faults.get("truncated", 0) > 0
         assert retries.get("5xx", 0) > 0 and retries.get("rate_limited", 0) > 0 and retries.get("uncertain", 0) > 0
-        uncertain = checkpoint_facts(tmp_path / "ckpt.sqlite")["uncertain"]
+        facts = checkpoint_facts(tmp_path / "ckpt.sqlite")
+        uncertain = facts["uncertain"]
+        merged = sum(len(m["source_ids"]) - 1 for m in facts["merges"])
+        print(f"\n{target}: {N} records, faults injected {faults}, retries {retries}, held {held}, "
+              f"uncertain listed {len(uncertain)}, merged by the target {merged}, "
+              f"{c.get('matched', 0)} settled by lookup")
         if target == "rei":
-            assert sim.duplicates() == {} and held == N
+            # REI merges a new contact into one with the same e-mail or phone (two random
+            # phones can collide among 20,000): such merges are reported, never doubled.
+            assert sim.duplicates() == {} and held + merged == N
         else:
             # Each extra copy must belong to a record the report lists as uncertain (one
             # listed record may be written three times: two dropped responses in a row).
@@ -51,5 +58,3 @@ async def test_soak(tmp_path, target):
             doubled = {by_email[e] for e, n in copies.items() if n > 1}
             assert doubled <= listed, doubled - listed
             assert held >= N
-        print(f"\n{target}: {N} records, faults injected {faults}, retries {retries}, "
-              f"held {held}, uncertain listed {len(uncertain)}, {c.get('matched', 0)} settled by lookup")

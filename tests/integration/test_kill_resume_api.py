@@ -88,3 +88,22 @@ async def test_realvolve_token_expiring_every_few_seconds(tmp_path):
         assert elapsed > 3 * ttl, "the run was too short to see the token expire"
         assert issued >= 3
         assert issued <= elapsed / ttl + 3, (issued, elapsed)
+
+
+async def test_spark_session_expiring_mid_run(tmp_path):
+    """Spark session auth (one session per key: a second login ends the first), the session
+    dying every 0.4 s while 4 pages are fetched at a time: no record fails for it, and each
+    expiry costs one new session, not one per request in flight."""
+    ttl = 0.4
+    async with Pair(tmp_path, "spark", "rei", n=N, concurrency=4,
+                    source_sim={"faults": Faults(token_ttl=ttl, latency=0.3)},
+                    source_credentials={"api_key": "SPARK_API_KEY", "api_secret": "SPARK_API_SECRET"}) as pair:
+        t0 = time.monotonic()
+        outcome = await pair.run()
+        elapsed = time.monotonic() - t0
+        assert outcome.streams[0].counts["read"] == N
+        reasons = " ".join(outcome.streams[0].failures)
+        assert "1020" not in reasons and "session" not in reasons and "refused" not in reasons
+        opened = pair.source_sim.sessions_opened
+        assert elapsed > 2 * ttl, "the read was too short to see a session expire"
+        assert 2 <= opened <= elapsed / ttl + 3, (opened, elapsed)
