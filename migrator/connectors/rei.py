@@ -87,8 +87,8 @@ class Rei(Connector):
         self._fields: list[dict[str, Any]] | None = None
         self._field_ids: dict[str, str] = {}
         auth = StaticHeaderAuth({"Authorization": f"Bearer {self.setting('api_key')}"}, API_KEY_ENV)
-        http = self.make_http(auth=auth, classify=self._classify, observe=self._observe,
-                              headers={"Accept": "application/json"})
+        self.make_http(auth=auth, classify=self._classify, observe=self._observe,
+                       headers={"Accept": "application/json"})
 
     def _page_size(self) -> int:
         raw = self.setting("page_size")

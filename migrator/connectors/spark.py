@@ -14,7 +14,6 @@ from datetime import datetime, timezone
 from typing import Any, AsyncIterator, Iterable, Mapping
 from urllib.parse import urlsplit
 
-import anyio
 import orjson
 
 from ..errors import (AuthError, ConfigError, JobError, RateLimited, RecordError, Retryable,

@@ -2,7 +2,6 @@
 upserts, dry runs and refusals against the simulator over real HTTP."""
 from __future__ import annotations
 
-from types import SimpleNamespace
 from typing import Any
 
 import aiohttp

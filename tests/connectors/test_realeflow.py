@@ -6,7 +6,6 @@ import base64
 from types import SimpleNamespace
 from typing import Any
 
-import aiohttp
 import anyio
 import orjson
 import pytest

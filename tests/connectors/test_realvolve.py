@@ -6,10 +6,8 @@ import math
 import re
 import time
 from collections import Counter
-from types import SimpleNamespace
 from typing import Any
 
-import aiohttp
 import anyio
 import pytest
 from aioresponses import CallbackResult

@@ -5,10 +5,8 @@ import hashlib
 import re
 import time
 from contextlib import asynccontextmanager
-from types import SimpleNamespace
 from typing import Any, AsyncIterator
 
-import aiohttp
 import anyio
 import orjson
 import pytest

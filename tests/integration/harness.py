@@ -140,3 +140,33 @@ class ThreadPair(Pair):
 
     def target_count(self) -> int:
         return self.call(lambda: len(self.target_records()))
+
+
+def people_by_source_id(pair: Pair) -> dict[str, Any]:
+    """Each seeded person under the id the source gives its record (seeding keeps order)."""
+    people = pair.people
+    if pair.source in CSV_SOURCES:
+        columns, row, id_col = EXPORTS[pair.source]
+        at = columns.index(id_col)
+        return {row(p)[at]: p for p in people}
+    sim = pair.source_sim
+    if pair.source == "rei":
+        records = list(sim.contacts.values())
+        id_key, name_key = "id", "firstName"
+    else:
+        records = sim.inspect_records("contacts")
+        id_key, name_key = {"realvolve": ("id", "first_name"), "spark": ("Id", "GivenName"),
+                            "realeflow": ("contactId", "fullName")}[pair.source]
+    assert len(records) == len(people)
+    for r, p in zip(records, people):
+        assert r[name_key].startswith(p.first_name)
+    return {str(r[id_key]): p for r, p in zip(records, people)}
+
+
+def checkpoint_rows(pair: Pair, stream: str | None = None) -> list[tuple[str, str, str | None]]:
+    """(status, source_id, error) of every record the checkpoint holds, of one stream or all."""
+    import sqlite3
+    with sqlite3.connect(pair.tmp / "ckpt.sqlite") as db:
+        if stream is None:
+            return db.execute("SELECT status, source_id, error FROM records").fetchall()
+        return db.execute("SELECT status, source_id, error FROM records WHERE stream=?", (stream,)).fetchall()

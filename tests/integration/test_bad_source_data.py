@@ -2,7 +2,6 @@
 with one message — never a crash, never an endless loop."""
 from pathlib import Path
 
-import anyio
 import orjson
 import pytest
 

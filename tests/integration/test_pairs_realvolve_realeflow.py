@@ -10,7 +10,6 @@ issue's full size is 500).
 from __future__ import annotations
 
 import os
-import sqlite3
 from collections import Counter
 from typing import Any
 
@@ -21,8 +20,8 @@ from migrator.connectors.realvolve import Realvolve
 from migrator.mapping import load_mapping
 from migrator.registry import connector_class
 from migrator.sandbox.data import STATUSES, Address, Person
-from migrator.sandbox.exports import BROKERKIT_STATUS, EXPORTS
-from tests.integration.harness import CSV_SOURCES, Pair, mapping_path
+from migrator.sandbox.exports import BROKERKIT_STATUS
+from tests.integration.harness import CSV_SOURCES, Pair, checkpoint_rows, mapping_path, people_by_source_id
 
 N = int(os.environ.get("MIGRATOR_PAIR_CONTACTS", "200"))
 REALEFLOW_API_LIMIT = 25  # contact/list returns only the newest 25, whatever the account holds
@@ -138,30 +137,6 @@ EXPECTED = {"realvolve": expected_realvolve, "realeflow": expected_realeflow}
 VIEW = {"realvolve": realvolve_view, "realeflow": realeflow_view}
 
 
-def people_by_source_id(pair: Pair) -> dict[str, Person]:
-    """Each seeded person under the id the source gives its record (seeding keeps order)."""
-    people = pair.people
-    if pair.source in CSV_SOURCES:
-        columns, row, id_column = EXPORTS[pair.source]
-        at = columns.index(id_column)
-        return {row(p)[at]: p for p in people}
-    sim = pair.source_sim
-    if pair.source == "rei":
-        records = list(sim.contacts.values())
-        id_key, name_key = "id", "firstName"
-    else:
-        records = sim.inspect_records("contacts")
-        id_key, name_key = {"realvolve": ("id", "first_name"), "spark": ("Id", "GivenName"),
-                            "realeflow": ("contactId", "fullName")}[pair.source]
-    assert len(records) == len(people)
-    for r, p in zip(records, people):
-        assert r[name_key].startswith(p.first_name)
-    return {str(r[id_key]): p for r, p in zip(records, people)}
-
-
-def checkpoint_rows(pair: Pair) -> list[tuple[str, str, str, str | None]]:
-    with sqlite3.connect(pair.tmp / "ckpt.sqlite") as db:
-        return db.execute("SELECT stream, status, source_id, error FROM records").fetchall()
 
 
 def source_names(pair: Pair) -> dict[int, str]:
@@ -198,8 +173,7 @@ async def test_round_trip(tmp_path, source, target):
         records = pair.target_records()
         sources = source_names(pair)
     by_sid = people_by_source_id(pair)
-    rows = [(status, sid, error) for stream, status, sid, error in checkpoint_rows(pair)
-            if stream == "contacts"]
+    rows = checkpoint_rows(pair, "contacts")
     result = outcome.streams[0]
     counts = result.counts
     if source == "realeflow":

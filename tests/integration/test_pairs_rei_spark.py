@@ -10,7 +10,6 @@ fast; the issue's full size is 500).
 from __future__ import annotations
 
 import os
-import sqlite3
 from collections import Counter
 from typing import Any
 
@@ -21,8 +20,8 @@ from migrator.connectors.spark import Spark
 from migrator.mapping import load_mapping
 from migrator.mapping.transforms import build_transform
 from migrator.sandbox.data import Person
-from migrator.sandbox.exports import BROKERKIT_STATUS, EXPORTS
-from tests.integration.harness import CSV_SOURCES, Pair, mapping_path
+from migrator.sandbox.exports import BROKERKIT_STATUS
+from tests.integration.harness import CSV_SOURCES, Pair, checkpoint_rows, mapping_path, people_by_source_id
 
 N = int(os.environ.get("MIGRATOR_PAIR_CONTACTS", "200"))
 REALEFLOW_API_LIMIT = 25  # contact/list returns only the newest 25, whatever the account holds
@@ -149,26 +148,6 @@ def got_spark(contact: dict[str, Any]) -> dict[str, Any]:
     return dict(contact, Notes=[n["Note"] for n in contact.get("Notes") or []])
 
 
-def people_by_source_id(pair: Pair) -> dict[str, Person]:
-    """Each seeded person under the id the source gives its record."""
-    people = pair.people
-    if pair.source in CSV_SOURCES:
-        columns, row, id_column = EXPORTS[pair.source]
-        at = columns.index(id_column)
-        return {row(p)[at]: p for p in people}
-    sim = pair.source_sim
-    if pair.source == "rei":
-        ids = list(sim.contacts)  # seeded in the people's order
-    else:
-        key = {"realvolve": "id", "spark": "Id", "realeflow": "contactId"}[pair.source]
-        ids = [r[key] for r in sim.inspect_records("contacts")]
-    assert len(ids) == len(people)
-    return {str(i): p for i, p in zip(ids, people)}
-
-
-def checkpoint_rows(pair: Pair) -> list[tuple[str, str, str | None]]:
-    with sqlite3.connect(pair.tmp / "ckpt.sqlite") as db:
-        return db.execute("SELECT status, source_id, error FROM records").fetchall()
 
 
 def load(source: str, target: str):

@@ -1,7 +1,6 @@
 """Brokerkit checks records itself with `validate --server` (test: true) and saves nothing;
 its reasons match what our own validation says before any request."""
 import csv
-import os
 import subprocess
 
 import pytest
