@@ -30,7 +30,7 @@ def cmd_run(args: argparse.Namespace, mode: str) -> int:
     sink = FailureSink(report_paths(job, mode)[1]) if mode == "validate" else None
     engine = Engine(job, mode=mode, progress=_progress(args), since=getattr(args, "since", None),
                     accept_mapping_change=getattr(args, "accept_mapping_change", False),
-                    stop_at_quota=getattr(args, "stop_at_quota", False), sink=sink,
+                    sink=sink,
                     server=getattr(args, "server", False))
     try:
         outcome = anyio.run(engine.run)
@@ -177,8 +177,6 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--since", help="only records changed since this date/time (a delta run, where the source supports it)")
     r.add_argument("--accept-mapping-change", action="store_true",
                    help="go on although the mapping changed since the checkpoint was written")
-    r.add_argument("--stop-at-quota", action="store_true",
-                   help="exit cleanly (resumable) when a daily quota runs out, instead of waiting")
     v = job_cmd("validate", "dry run: read, map and validate every record; write nothing")
     v.add_argument("--max-invalid", type=int, default=None,
                    help="exit 0 when at most N records are invalid (default: any invalid record exits 1)")

@@ -102,7 +102,7 @@ class _Pages:
 class Engine:
     def __init__(self, job, *, mode: str = "run", source=None, target=None,
                  progress: bool | None = None, since: str | None = None,
-                 accept_mapping_change: bool = False, stop_at_quota: bool = False,
+                 accept_mapping_change: bool = False,
                  out: Callable[[str], None] | None = None,
                  sink: Callable[[str, str, str, str, str], None] | None = None,
                  stop_after: int | None = None, server: bool = False):
@@ -126,7 +126,6 @@ class Engine:
             self.target = job.connector("target")
         self.progress = progress
         self.accept_mapping_change = accept_mapping_change
-        self.stop_at_quota = stop_at_quota
         self.ckpt: Checkpoint | None = None
         self.out = out or (lambda s: print(s, file=sys.stderr))
         self.sink = sink  # (stream, source_id, field, rule, message) for each failure, as it happens
