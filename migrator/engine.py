@@ -388,7 +388,8 @@ class Engine:
 
     def _postfix(self, bar, result: StreamResult) -> None:
         c = result.counts
-        bar.set_postfix_str(f"written {c['done']} failed {c['failed']} skipped {c['skipped']}", refresh=False)
+        bar.set_postfix_str(f"read {c['read']} written {c['done']} failed {c['failed']} skipped {c['skipped']}",
+                            refresh=False)
 
     # ---- writers --------------------------------------------------------------------
     async def _writer(self, sm, receive: MemoryObjectReceiveStream[Item], pages: _Pages,
