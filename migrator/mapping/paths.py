@@ -265,32 +265,28 @@ def _build_projection(node: dict, children: list) -> Getter:
 
     def projection(value: Any) -> Any:
         base = base_of(value)
-        if not isinstance(base, list):
-            return None
-        out = []
-        for element in base:
-            current = each(element)
-            if current is not None:
-                out.append(current)
-        return out
+        return _project(base, each) if isinstance(base, list) else None
     return projection
+
+
+def _project(elements: Any, each: Getter) -> list:
+    """JMESPath projection: ``each`` of every element, nulls dropped."""
+    out = []
+    for element in elements:
+        current = each(element)
+        if current is not None:
+            out.append(current)
+    return out
 
 
 def _build_value_projection(node: dict, children: list) -> Getter:
     base_of, each = _compile_node(children[0]), _compile_node(children[1])
 
     def projection(value: Any) -> Any:
-        base = base_of(value)
         try:
-            base = base.values()
+            return _project(base_of(value).values(), each)
         except AttributeError:
             return None
-        out = []
-        for element in base:
-            current = each(element)
-            if current is not None:
-                out.append(current)
-        return out
     return projection
 
 

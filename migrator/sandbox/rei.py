@@ -593,7 +593,8 @@ class ReiSim(Simulator):
         phone = self.contacts[cid]["phone"]
         return bool(digits and phone and digits in phone)
 
-    async def _h_create(self, request: web.Request) -> web.Response:
+    async def _checked(self, request: web.Request, verb: str) -> dict[str, Any] | web.Response:
+        """The request's fields, validated, with the doc's either-of rule; or the refusal."""
         body = await self._body(request)
         if isinstance(body, web.Response):
             return body
@@ -601,7 +602,13 @@ class ReiSim(Simulator):
         if errors:
             return json_response(errors, 422)
         if not clean.get("email") and not clean.get("phone"):
-            return json_response({"msg": "Email or Phone are required to create contact"}, 422)
+            return json_response({"msg": f"Email or Phone are required to {verb} contact"}, 422)
+        return clean
+
+    async def _h_create(self, request: web.Request) -> web.Response:
+        clean = await self._checked(request, "create")
+        if isinstance(clean, web.Response):
+            return clean
         target = None
         if not self.allow_duplicates:
             for field in self.match_order:
@@ -648,14 +655,9 @@ class ReiSim(Simulator):
         contact = self._contact_or_404(request)
         if contact is None:
             return json_response(NOT_FOUND, 404)
-        body = await self._body(request)
-        if isinstance(body, web.Response):
-            return body
-        clean, errors = self._validate(body)
-        if errors:
-            return json_response(errors, 422)
-        if not clean.get("email") and not clean.get("phone"):
-            return json_response({"msg": "Email or Phone are required to update contact"}, 422)
+        clean = await self._checked(request, "update")
+        if isinstance(clean, web.Response):
+            return clean
         if not self.allow_duplicates:
             for field in self.match_order:
                 others = [o for o in self._owners(field, clean.get(field)) if o != contact["id"]]

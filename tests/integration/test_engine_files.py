@@ -12,6 +12,17 @@ from migrator.job import load_job
 from tests.conftest import contacts_rows, file_job, run_cli, write_csv
 
 
+PHONE_MAPPING = """\
+source: csv
+target: jsonl
+streams:
+  contacts:
+    fields:
+      email: {path: Email, transform: [strip, lower]}
+      phone: {path: Phone, transform: [phone_e164]}
+"""
+
+
 def _out(tmp):
     return [orjson.loads(l) for l in (tmp / "out.jsonl").read_bytes().splitlines()]
 
@@ -71,18 +82,9 @@ def test_stop_and_resume_writes_each_once(tmp):
 
 
 def test_validate_writes_nothing_and_counts_invalid(tmp):
-    mapping = """\
-source: csv
-target: jsonl
-streams:
-  contacts:
-    fields:
-      email: {path: Email, transform: [strip, lower]}
-      phone: {path: Phone, transform: [phone_e164]}
-"""
     rows = contacts_rows(10)
     rows[3]["Phone"] = "555-CALL-NOW"
-    job = file_job(tmp, rows, mapping=mapping)
+    job = file_job(tmp, rows, mapping=PHONE_MAPPING)
     res = run_cli("validate", str(job), "--no-progress")
     assert res.returncode == 1, res.stderr
     assert not (tmp / "out.jsonl").exists() and not (tmp / "ckpt.sqlite").exists()
@@ -92,18 +94,9 @@ streams:
 
 
 def test_retry_only_failed(tmp):
-    mapping = """\
-source: csv
-target: jsonl
-streams:
-  contacts:
-    fields:
-      email: {path: Email, transform: [strip, lower]}
-      phone: {path: Phone, transform: [phone_e164]}
-"""
     rows = contacts_rows(20)
     rows[3]["Phone"] = "bad"
-    job = file_job(tmp, rows, mapping=mapping)
+    job = file_job(tmp, rows, mapping=PHONE_MAPPING)
     assert run_cli("run", str(job)).returncode == 1
     assert len(_out(tmp)) == 19
     rows[3]["Phone"] = "+14155550000"
