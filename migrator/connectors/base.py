@@ -6,6 +6,7 @@ streams it reads, schemas it accepts — and keeps its vendor quirks in its own 
 """
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, AsyncIterator, ClassVar, Mapping
@@ -156,3 +157,31 @@ class Connector:
     async def write(self, stream: str, record: dict[str, Any], *, source_id: str,
                     target_id: str | None = None) -> WriteResult:
         raise JobError(f"{self.system} cannot be written to")
+
+    # ---- the plan (issue 10): requests a run will spend, by kind ------------------------
+    def plan_reads(self, stream: str, total: int | None) -> dict[str, int]:
+        """Requests reading ``total`` records of ``stream`` costs (pages, detail fan-out)."""
+        return {}
+
+    async def write_planner(self, stream: str, sm: Any) -> "WritePlanner":
+        """A counter fed every valid mapped record of ``stream`` before the run."""
+        return WritePlanner()
+
+
+class WritePlanner:
+    """What writing one stream's records will cost a target, by request kind.
+
+    ``add`` sees each valid mapped record (in source order) so a connector can count
+    exactly: children such as notes and tags, duplicates its dedup will merge. ``dedup``
+    says which way the target dedups and why (shown in the plan).
+    """
+
+    def __init__(self, dedup: str = "") -> None:
+        self.counts: Counter[str] = Counter()
+        self.dedup = dedup
+
+    def add(self, record: dict[str, Any]) -> None:
+        self.counts["create"] += 1
+
+    def requests(self) -> dict[str, int]:
+        return dict(self.counts)
