@@ -90,13 +90,21 @@ class RateLimited(Retryable):
 
 
 class QuotaExhausted(Retryable):
-    """A daily quota is spent; wait until ``reset_at`` (epoch seconds) or stop cleanly."""
+    """A daily quota is spent; wait until ``reset_at`` (epoch seconds) or stop cleanly.
+
+    The HTTP client waits for the quota itself and retries the refused request. It lets
+    the error out, with ``stop`` set, only when the run is to end instead — asked to
+    (``--stop-at-quota``), a wait longer than ``max_quota_wait``, or Ctrl-C during the
+    wait — and the engine then stops cleanly: never a record failure, always resumable.
+    """
 
     cause = "quota"
 
-    def __init__(self, message: str = "daily quota exhausted", *, reset_at: float | None = None):
+    def __init__(self, message: str = "daily quota exhausted", *, reset_at: float | None = None,
+                 stop: bool = False):
         super().__init__(message)
         self.reset_at = reset_at
+        self.stop = stop
 
 
 class TokenExpired(Retryable):

@@ -10,6 +10,8 @@ reports: reports/
 concurrency: 8
 on_uncertain: retry        # or skip
 on_merge: update           # or skip, fail
+stop_at_quota: false       # true: a spent daily quota ends the run (resumable) instead of waiting
+max_quota_wait: 12h        # wait at most this long for a spent quota (default: as long as it takes)
 ```
 
 Secrets come from the environment. Every error names the file and line.
@@ -33,8 +35,11 @@ from .registry import connector_class
 from .yamlutil import load_yaml
 
 JOB_KEYS = {"name", "source", "target", "mapping", "checkpoint", "reports", "concurrency",
-            "on_uncertain", "on_merge", "allow_insecure_http", "max_attempts"}
+            "on_uncertain", "on_merge", "allow_insecure_http", "max_attempts",
+            "stop_at_quota", "max_quota_wait"}
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+_SPAN = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*")
+_UNIT = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
 @dataclass
@@ -60,6 +65,8 @@ class Job:
     on_merge: str = "update"
     allow_insecure_http: bool = False
     env_used: list[str] = field(default_factory=list)
+    stop_at_quota: bool = False             # `run --stop-at-quota`: stop at a spent quota, don't wait
+    max_quota_wait: float | None = None     # seconds; a longer quota wait stops the run instead
 
     @property
     def job_id(self) -> str:
@@ -76,7 +83,8 @@ class Job:
         cfg = self.source if role == "source" else self.target
         ctx = Context(job_dir=self.path.parent, role=role, concurrency=self.concurrency,
                       allow_insecure_http=self.allow_insecure_http, origins=cfg.origins,
-                      since=since, where=cfg.where)
+                      since=since, where=cfg.where, stop_at_quota=self.stop_at_quota,
+                      max_quota_wait=self.max_quota_wait, on_merge=self.on_merge)
         return cfg.cls(cfg.settings, ctx)
 
 
@@ -200,7 +208,28 @@ def load_job(path: str | Path, env: dict[str, str] | None = None, *, strict_env:
                on_uncertain=choice("on_uncertain", ("retry", "skip"), "retry"),
                on_merge=choice("on_merge", ("update", "skip", "fail"), "update"),
                allow_insecure_http=bool(doc.get("allow_insecure_http", False)),
-               env_used=used)
+               env_used=used,
+               stop_at_quota=_flag(doc, "stop_at_quota", filename),
+               max_quota_wait=_seconds(doc, "max_quota_wait", filename))
+
+
+def _flag(doc: Any, key: str, filename: str) -> bool:
+    value = doc.get(key, False)
+    if not isinstance(value, bool):
+        raise JobError(f"{filename}:{doc.line_of(key)}: {key} must be true or false, not {value!r}")
+    return value
+
+
+def _seconds(doc: Any, key: str, filename: str) -> float | None:
+    """A duration: seconds as a number, or with a unit (``90s``, ``30m``, ``12h``, ``2d``)."""
+    value = doc.get(key)
+    if value is None:
+        return None
+    m = _SPAN.fullmatch(str(value)) if not isinstance(value, bool) else None
+    if m is None:
+        raise JobError(f"{filename}:{doc.line_of(key)}: {key} must be a duration such as 3600, 30m or 12h, "
+                       f"not {value!r}")
+    return float(m.group(1)) * _UNIT[m.group(2)]
 
 
 __all__ = ["Job", "SystemConfig", "load_job", "UserError"]

@@ -10,7 +10,7 @@ from typing import Any, AsyncIterator
 import aiohttp
 import pytest
 
-from migrator.sandbox.base import Faults
+from migrator.sandbox.base import DailyQuota, Faults
 from migrator.sandbox.rei import ReiSim
 from migrator.sandbox.server import Sandbox
 
@@ -414,6 +414,30 @@ async def test_daily_quota_refuses_until_the_day_turns() -> None:
         await asyncio.sleep(1.02 - time.time() % 1.0)
         status, _, headers = await c.call("GET", "/v1/contacts/")
         assert status == 200 and headers["X-RateLimit-Daily-Remaining"] == "2"
+
+
+def test_daily_quota_is_per_key_and_refusals_do_not_spend_it() -> None:
+    now = [250.0]
+    q = DailyQuota(2, day=100.0, clock=lambda: now[0])
+    assert [q.take("a"), q.take("a"), q.take("a"), q.take("a")] == [True, True, False, False]
+    assert q.remaining("a") == 0 and q.refused == 2
+    assert q.take("b") and q.remaining("b") == 1, "each key has its own budget"
+    assert q.resets_at() == 300.0
+    now[0] = 300.0
+    assert q.remaining("a") == 2 and q.take("a") and q.remaining("a") == 1
+
+
+async def test_a_quota_refusal_says_when_the_day_turns_with_every_header() -> None:
+    async with serve(contacts=3, limit=(50, 10.0), daily_quota=1, day_seconds=100.0) as c:
+        status, _, headers = await c.call("GET", "/v1/contacts/")
+        assert status == 200 and headers["X-RateLimit-Daily-Remaining"] == "0"
+        status, body, headers = await c.call("GET", "/v1/contacts/")
+        turns = c.sim.quota.resets_at() - time.time()
+        assert status == 429 and body == {"msg": "Too many requests, please try again later."}
+        assert 1 <= int(headers["Retry-After"]) and abs(int(headers["Retry-After"]) - turns) <= 1
+        assert headers["X-RateLimit-Limit-Daily"] == "1" and headers["X-RateLimit-Daily-Remaining"] == "0"
+        assert headers["X-RateLimit-Max"] == "50" and headers["X-RateLimit-Interval-Milliseconds"] == "10000"
+        assert c.sim.quota.refused == 1 and c.sim.stats.rate_limited == 1
 
 
 async def test_fault_latency_and_error_rate() -> None:

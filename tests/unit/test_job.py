@@ -71,3 +71,49 @@ def test_job_id_ignores_secrets_and_limits(tmp):
     text = p.read_text().replace("{system: jsonl, path: out.jsonl}", "{system: jsonl, path: out.jsonl, timeout: 5}")
     p.write_text(text)
     assert load_job(p).job_id == a
+
+
+QUOTA_JOB = "source: {system: csv, path: in.csv}\ntarget: {system: rei, api_key: k}\nmapping: mapping.yaml\n"
+REI_MAPPING = "source: csv\ntarget: rei\nstreams:\n  contacts:\n    fields:\n      email: Email\n"
+
+
+@pytest.mark.parametrize("extra,pattern", [
+    ("stop_at_quota: yes\n", r"job.yaml:4: stop_at_quota must be true or false, not 'yes'"),
+    ("stop_at_quota: 1\n", r"job.yaml:4: stop_at_quota must be true or false, not 1"),
+    ("max_quota_wait: soon\n", r"job.yaml:4: max_quota_wait must be a duration such as 3600, 30m or 12h, not 'soon'"),
+    ("max_quota_wait: -5\n", r"job.yaml:4: max_quota_wait must be a duration"),
+    ("max_quota_wait: true\n", r"job.yaml:4: max_quota_wait must be a duration"),
+    ("stop_at_quta: true\n", r"job.yaml:4: unknown job key 'stop_at_quta' \(did you mean 'stop_at_quota'\?\)"),
+])
+def test_quota_keys_are_checked_with_file_and_line(tmp, extra, pattern):
+    p = _job(tmp, QUOTA_JOB + extra, REI_MAPPING)
+    with pytest.raises(JobError, match=pattern):
+        load_job(p, env={})
+
+
+@pytest.mark.parametrize("extra,stop,wait", [
+    ("", False, None),
+    ("stop_at_quota: true\n", True, None),
+    ("max_quota_wait: 90\n", False, 90.0),
+    ("max_quota_wait: 30m\n", False, 1800.0),
+    ("max_quota_wait: 12h\nstop_at_quota: false\n", False, 43200.0),
+    ("max_quota_wait: 1.5d\n", False, 129600.0),
+])
+def test_quota_keys_reach_the_targets_http_client(tmp, extra, stop, wait):
+    job = load_job(_job(tmp, QUOTA_JOB + extra, REI_MAPPING), env={})
+    assert (job.stop_at_quota, job.max_quota_wait) == (stop, wait)
+    http = job.connector("target").http
+    assert (http.stop_at_quota, http.max_quota_wait) == (stop, wait)
+    assert job.connector("target").daily_quota == 200_000
+
+
+def test_quota_keys_do_not_change_the_checkpoints_identity(tmp):
+    a = load_job(_job(tmp, QUOTA_JOB, REI_MAPPING), env={}).job_id
+    b = load_job(_job(tmp, QUOTA_JOB + "stop_at_quota: true\nmax_quota_wait: 1h\n", REI_MAPPING), env={}).job_id
+    assert a == b, "stopping at the quota and resuming without the flag is the same job"
+
+
+def test_reis_daily_quota_is_overridable_per_job(tmp):
+    job = load_job(_job(tmp, QUOTA_JOB.replace("api_key: k}", "api_key: k, daily_quota: 50000}"), REI_MAPPING),
+                   env={})
+    assert job.connector("target").daily_quota == 50_000

@@ -3,6 +3,7 @@ import time
 
 import anyio
 
+from migrator.errors import QuotaExhausted
 from migrator.limits import Limiter, RateLimit
 from migrator.sandbox.base import SlidingWindow
 
@@ -109,3 +110,75 @@ def test_a_burst_of_429s_eases_the_rate_once():
     for _ in range(5):                 # five requests in flight all come back 429
         lim.on_rate_limited(1.0)
     assert lim.limit == RateLimit(80, 1.0)
+
+
+# ---- a spent daily quota: one hold for every caller ------------------------------------
+async def test_a_hold_keeps_every_caller_waiting_until_its_wall_clock_end():
+    lim = Limiter(RateLimit(100, 1.0))
+    until = time.time() + 0.4
+    assert lim.hold(until, "quota spent")
+    assert lim.held_until == until
+    stamps: list[float] = []
+
+    async def one() -> None:
+        await lim.acquire()
+        stamps.append(time.time())
+
+    async with anyio.create_task_group() as tg:
+        for _ in range(6):
+            tg.start_soon(one)
+    assert len(stamps) == 6 and min(stamps) >= until
+    assert lim.held_until is None and lim.waited_quota > 0
+
+
+def test_concurrent_refusals_of_one_quota_start_one_hold():
+    wall = [1000.0]
+    lim = Limiter(RateLimit(100, 1.0), wall=lambda: wall[0])
+    assert lim.hold(1060.0, "spent")            # the first refusal starts the wait: announce it
+    assert not lim.hold(1060.4, "spent")        # the other writers' refusals join it
+    assert not lim.hold(1030.0, "spent")        # an earlier end never shortens it
+    assert lim.held_until == 1060.4
+    assert lim.hold(1200.0, "spent")            # a much later end is news
+    wall[0] = 1201.0
+    assert lim.held_until is None
+    assert lim.hold(1300.0, "spent")            # refused again after the hold: a new wait
+
+
+async def test_a_stopping_run_leaves_the_hold_at_once_with_the_reason():
+    lim = Limiter(RateLimit(100, 1.0))
+    stopping = [False]
+    lim.stopping = lambda: stopping[0]
+    lim.hold(time.time() + 3600, "REI Software: quota spent; stopped while waiting for it")
+    raised: list[QuotaExhausted] = []
+
+    async def one() -> None:
+        try:
+            await lim.acquire()
+        except QuotaExhausted as e:
+            raised.append(e)
+
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+            for _ in range(4):
+                tg.start_soon(one)
+            await anyio.sleep(0.3)
+            assert not raised, "they wait while the run goes on"
+            stopping[0] = True
+    assert len(raised) == 4 and all(e.stop for e in raised)
+    assert str(raised[0]) == "REI Software: quota spent; stopped while waiting for it"
+    assert lim.sent == 0
+
+
+async def test_a_stop_hold_refuses_at_once_and_ends_with_the_hold():
+    wall = [1000.0]
+    lim = Limiter(None, wall=lambda: wall[0])
+    lim.hold(1050.0, "stopped at the quota", stop=True)
+    with anyio.fail_after(1):
+        try:
+            await lim.acquire()
+            raise AssertionError("acquire went through a stop hold")
+        except QuotaExhausted as e:
+            assert e.stop and e.reset_at == 1050.0
+    wall[0] = 1051.0
+    await lim.acquire()
+    assert lim.sent == 1
