@@ -16,6 +16,8 @@ import os
 import sqlite3
 import time
 from dataclasses import dataclass
+from itertools import groupby
+from operator import itemgetter
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -171,9 +173,9 @@ class Checkpoint:
                     "ON CONFLICT (stream) DO UPDATE SET cursor=excluded.cursor, finished=excluded.finished, "
                     "pages=cursors.pages+1", (stream, orjson.dumps(cursor).decode(), int(finished)))
 
-    def remember_keys(self, stream: str, pairs: Iterable[tuple[str, str]]) -> None:
-        for key, target_id in pairs:
-            self._queue("INSERT OR REPLACE INTO target_keys VALUES (?, ?, ?)", (stream, key, target_id))
+    def key_index(self, stream: str) -> "KeyIndex":
+        """The target's natural keys → target ids for ``stream`` (a target stream)."""
+        return KeyIndex(self, stream)
 
     def reset_stream(self, stream: str) -> None:
         self._queue("DELETE FROM cursors WHERE stream=?", (stream,))
@@ -204,8 +206,9 @@ class Checkpoint:
         conn = self._conn
         conn.execute("BEGIN IMMEDIATE")
         try:
-            for sql, args in ops:
-                conn.execute(sql, args)
+            # Runs of one statement (a page's pending marks, its done marks) go as one executemany.
+            for sql, group in groupby(ops, key=itemgetter(0)):
+                conn.executemany(sql, [args for _, args in group])
             crashpoints.reached("commit")
             conn.execute("COMMIT")
         except BaseException:
@@ -257,15 +260,75 @@ class Checkpoint:
             return row[0] if row else None
         return await self._read(q)
 
-    async def known_key(self, stream: str, key: str) -> str | None:
-        def q() -> str | None:
-            row = self._conn.execute("SELECT target_id FROM target_keys WHERE stream=? AND key=?",
-                                     (stream, key)).fetchone()
-            return row[0] if row else None
+    async def known_keys(self, stream: str, keys: list[str]) -> dict[str, str]:
+        def q() -> dict[str, str]:
+            out: dict[str, str] = {}
+            for chunk in _chunks(keys, 500):
+                marks = ",".join("?" * len(chunk))
+                out.update(self._conn.execute(
+                    f"SELECT key, target_id FROM target_keys WHERE stream=? AND key IN ({marks})",
+                    (stream, *chunk)))
+            return out
         return await self._read(q)
 
     async def query(self, sql: str, args: tuple = ()) -> list[tuple]:
         return await self._read(lambda: self._conn.execute(sql, args).fetchall())
+
+
+class KeyIndex:
+    """A target stream's natural keys (``email=ann@example.com``) → target ids, kept in
+    the ``target_keys`` table so that memory stays flat however large the target is.
+
+    Keys are queued like every other checkpoint write and become durable with the next
+    commit; until then a small overlay answers for them, so a record written a moment ago
+    is matched by the next one. ``add`` keeps the first target id a key was given (a
+    target holding two records with one e-mail matches the first read, as its server
+    does); add only keys ``get`` did not find.
+    """
+
+    def __init__(self, ckpt: Checkpoint, stream: str):
+        self.ckpt, self.stream = ckpt, stream
+        self._recent: dict[str, tuple[str, int]] = {}   # key -> (target id, queue position)
+
+    async def reset(self) -> None:
+        """Forget the keys of an earlier run: the target may have changed since."""
+        self.ckpt._queue("DELETE FROM target_keys WHERE stream=?", (self.stream,))
+        self._recent.clear()
+        await self.ckpt.commit()
+
+    def add(self, pairs: Iterable[tuple[str, str]], *, durable: bool = False) -> None:
+        """Queue ``(key, target_id)`` pairs. ``durable``: the caller commits before any
+        ``get`` (a prefetch, page by page), so no overlay is kept."""
+        ckpt = self.ckpt
+        for key, target_id in pairs:
+            ckpt._queue("INSERT OR IGNORE INTO target_keys VALUES (?, ?, ?)", (self.stream, key, target_id))
+            if not durable and key not in self._recent:
+                self._recent[key] = (target_id, ckpt._queued)
+
+    async def get(self, keys: list[str]) -> dict[str, str]:
+        """The target ids of those ``keys`` that are known."""
+        self._trim()
+        out = {k: self._recent[k][0] for k in keys if k in self._recent}
+        rest = [k for k in keys if k not in out]
+        if rest:
+            out.update(await self.ckpt.known_keys(self.stream, rest))
+        return out
+
+    async def flush(self) -> None:
+        await self.ckpt.commit()
+
+    def _trim(self) -> None:
+        durable = self.ckpt._durable
+        recent = self._recent
+        while recent:  # queue positions grow with insertion order
+            key = next(iter(recent))
+            if recent[key][1] > durable:
+                return
+            del recent[key]
+
+    async def count(self) -> int:
+        rows = await self.ckpt.query("SELECT count(*) FROM target_keys WHERE stream=?", (self.stream,))
+        return int(rows[0][0])
 
 
 def read_only(path: str | Path) -> sqlite3.Connection:

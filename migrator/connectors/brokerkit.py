@@ -24,7 +24,7 @@ from ..http import Response, StaticHeaderAuth, error_text
 from ..limits import RateLimit
 from ..protocols import Page, StreamInfo, WriteResult
 from ..schema import AnyOf, Field, StreamSchema
-from .base import Connector, Context, Setting
+from .base import Connector, Context, Setting, WritePlanner
 
 LEADS_PATH = "/v2/leads"
 NO_READS = ("brokerkit has no read API: export the leads as CSV from Brokerkit's UI and read them "
@@ -112,6 +112,7 @@ class Brokerkit(Connector):
         if self.product not in (None, "retention"):
             raise JobError(f"{where}brokerkit product must be \"retention\" or left out, not {self.product!r}")
         self.test_mode = _flag(self.setting("test_mode"), f"{where}brokerkit test_mode")
+        self.on_merge: str = getattr(ctx, "on_merge", "update")   # the engine sets the job's
         key = str(self.setting("api_key"))
         self.make_http(auth=StaticHeaderAuth({"Authorization": f"Token token={key}"}, "BROKERKIT_API_KEY"),
                        classify=_classify, headers={"Content-Type": "application/json"})
@@ -127,7 +128,19 @@ class Brokerkit(Connector):
     def pages(self, stream: str, cursor: Any) -> AsyncIterator[Page]:
         raise JobError(NO_READS)
 
+    # ---- the plan -----------------------------------------------------------------
+    async def write_planner(self, stream: str, sm: Any) -> WritePlanner:
+        return _UpsertPlanner()
+
     # ---- target -----------------------------------------------------------------
+    async def prepare(self, streams: list[Any]) -> None:
+        """The server upserts before anyone can ask: a lead that matches an earlier one
+        always updates it, so ``on_merge`` skip or fail cannot be honoured."""
+        if self.on_merge != "update":
+            raise JobError(f"brokerkit upserts leads on email, then agent_id, on its own side: a lead that "
+                           f"matches an earlier one always updates it, so on_merge must be update "
+                           f"(not {self.on_merge}); every such merge is listed in the report")
+
     async def write(self, stream: str, record: dict[str, Any], *, source_id: str,
                     target_id: str | None = None) -> WriteResult:
         """Create or update one lead.
@@ -165,6 +178,28 @@ class Brokerkit(Connector):
             return WriteResult(target_id=target_id, action="created", requests=requests)
         return WriteResult(target_id=target_id, action="matched", matched_key=_matched_key(record),
                            requests=requests)
+
+
+class _UpsertPlanner(WritePlanner):
+    """One POST per lead, whatever happens on the server: it upserts on e-mail (then
+    agent_id), so a lead sharing a key with an earlier one updates that lead."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._keys: set[str] = set()
+        self.repeats = 0
+
+    def add(self, record: dict[str, Any]) -> None:
+        self.counts["create"] += 1
+        email = str(record.get("email") or "").strip().casefold()
+        key = f"email:{email}" if email else (f"agent_id:{record['agent_id']}" if record.get("agent_id") else None)
+        if key is not None:
+            if key in self._keys:
+                self.repeats += 1
+            self._keys.add(key)
+        self.dedup = ("Brokerkit upserts on e-mail, then agent_id, so no lookup is needed; "
+                      f"{self.repeats} leads share a key with an earlier one and will update it "
+                      "(reported as merges)")
 
 
 def _flag(value: Any, what: str) -> bool:
@@ -206,7 +241,7 @@ def _classify(resp: Response) -> Exception | None:
 def _field_errors(resp: Response) -> RecordError:
     """``{"email": ["is invalid"], "phone": ["is an invalid number"]}`` -> one reason."""
     try:
-        body = orjson.loads(resp.body) if resp.body else None
+        body = resp.parsed()
     except orjson.JSONDecodeError:
         body = None
     if isinstance(body, dict) and isinstance(body.get("errors"), dict):

@@ -9,15 +9,22 @@ What shapes this module:
 - Custom fields are keyed by opaque ids on the wire; people name them. Reads add
   ``customFields`` by name, writes accept ``custom.<name>`` and resolve it once per run.
 - A create is really "create or update": the location merges a contact with a known
-  e-mail (else phone) into the existing one and answers with *its* id. The engine sees
-  the merge in its id map, so ``write`` reports what it asked for.
+  e-mail (else phone) into the existing one and answers with *its* id. With ``match_on``
+  the connector knows beforehand: it reads the location's contacts once (``dedup.py``
+  says when that beats a lookup per record), so a record that matches one is reported as
+  a merge and ``on_merge`` decides — ``update`` sends the same create and lets the
+  location merge (one request, tags merged), ``skip`` sends nothing, ``fail`` fails it.
+  A location that allows duplicates answers a new id instead: that stray is deleted, the
+  record is written onto the match with PUT, and later merges go that way.
 - Every response carries ``X-RateLimit-*``. The headers may lower the limiter (never
   raise it above the configured limit), an exhausted window pauses it, and a 429 with
   the daily budget spent is a quota to wait for, not a burst to retry.
 """
 from __future__ import annotations
 
+import math
 import time
+from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any, AsyncIterator, Mapping
 from urllib.parse import quote
@@ -30,13 +37,17 @@ from ..http import Response, StaticHeaderAuth, error_text, retry_after_seconds
 from ..limits import RateLimit
 from ..protocols import Page, Record, StreamInfo, WriteResult
 from ..schema import AnyOf, Field, StreamSchema
-from .base import Connector, Context, Setting
+from .base import Connector, Context, Quota, Setting, WritePlanner
+from .dedup import (ON_MERGE, Choice, KeyLocks, KeyStore, MemoryKeys, PlanState, choose, keys_of,
+                    merge_refused, normalize, shown_key)
 
 API_KEY_ENV = "REI_API_KEY"
 MAX_PAGE = 100
 CUSTOM = "custom."
 CONTACTS = "/v1/contacts/"
 CUSTOM_FIELDS = "/v1/custom-fields/"
+DEDUP_FIELDS = ("email", "phone")   # what the location merges a create on, in its order
+PLAN_READ_LIMIT = 1000   # a plan reads the location's contacts only when that costs no more
 
 
 class CursorLoop(UserError):
@@ -76,6 +87,7 @@ class Rei(Connector):
     source_streams = ("contacts",)
     notes = ("cursor paging; a create with a known e-mail/phone updates that contact; "
              "100 requests / 10 s and 200,000 / day per key")
+    sequential_reads = ("page",)  # each page's cursor comes from the page before
 
     def __init__(self, settings: Mapping[str, Any], ctx: Context):
         super().__init__(settings, ctx)
@@ -86,6 +98,15 @@ class Rei(Connector):
         self._first_page: dict[str, Any] | None = None
         self._fields: list[dict[str, Any]] | None = None
         self._field_ids: dict[str, str] = {}
+        self.checkpoint: Any = None      # the run's checkpoint (the engine sets it): the key index lives there
+        self.on_merge: str = getattr(ctx, "on_merge", "update")
+        # Records each target stream will be sent, when known before the run (the plan's
+        # count): decides index or lookups as the plan did. Unknown: the index.
+        self.expected_records: dict[str, int] = {}
+        self._dedup: dict[str, _Dedup] = {}
+        self._plans: dict[str, PlanState] = {}
+        self._locks = KeyLocks()
+        self._server_merges = True       # False once the location is seen to allow duplicates
         auth = StaticHeaderAuth({"Authorization": f"Bearer {self.setting('api_key')}"}, API_KEY_ENV)
         self.make_http(auth=auth, classify=self._classify, observe=self._observe,
                        headers={"Accept": "application/json"})
@@ -135,7 +156,9 @@ class Rei(Connector):
             # A sliding window frees its next slot about one slot's share of the interval
             # later. A client paced at the limit is told "0" after every request, so a
             # pause of the whole interval would cut it to one request per interval; the
-            # limiter's own log keeps the window either way.
+            # limiter's own log keeps the window either way. (Pausing from the moment the
+            # request was sent instead, which costs paced sends nothing, drew 429s on a
+            # loaded machine: the pause doubles as slack for the server's arrival jitter.)
             self.http.limiter.pause(window.per / window.requests)
 
     def _classify(self, resp: Response) -> Exception | None:
@@ -161,7 +184,7 @@ class Rei(Connector):
     def _refusal(resp: Response) -> RecordError:
         """``{"msg": …}`` or one ``{"field": {"message", "rule"}}`` per failing field."""
         try:
-            body = orjson.loads(resp.body) if resp.body else None
+            body = resp.parsed()
         except orjson.JSONDecodeError:
             body = None
         if isinstance(body, dict):
@@ -214,12 +237,13 @@ class Rei(Connector):
         if stream != "contacts":
             raise JobError(f"{self.ctx.where}: rei has no stream '{stream}'; it has contacts")
 
-    async def _page(self, cursor: dict[str, Any] | None) -> dict[str, Any]:
-        params: dict[str, Any] = {"limit": self.page_size, "sortBy": "date_added", "order": "asc"}
+    async def _page(self, cursor: dict[str, Any] | None, *, kind: str = "page",
+                    limit: int | None = None) -> dict[str, Any]:
+        params: dict[str, Any] = {"limit": limit or self.page_size, "sortBy": "date_added", "order": "asc"}
         if cursor:
             params["startAfter"] = str(cursor["startAfter"])
             params["startAfterId"] = str(cursor["startAfterId"])
-        resp = await self.http.request("GET", CONTACTS, params=params, kind="page")
+        resp = await self.http.request("GET", CONTACTS, params=params, kind=kind)
         body = resp.json()
         return body if isinstance(body, dict) else {}
 
@@ -277,23 +301,117 @@ class Rei(Connector):
         contact["customFields"] = {names.get(k, k): v for k, v in pairs if k is not None}
         return contact
 
+    # ---- the plan ---------------------------------------------------------------------
+    def plan_reads(self, stream: str, total: int | None) -> dict[str, int]:
+        """A page per ``page_size`` contacts, and one more when the last is full: only a
+        short page ends the cursor. ``info`` reads the first page, which ``pages`` reuses."""
+        if total is None:
+            return {"page": 1}
+        return {"page": total // self.page_size + 1}
+
+    def plan_pages(self, stream: str, total: int | None) -> int:
+        return max(1, -(-(total or 0) // self.page_size))
+
+    def plan_setup(self, role: str, streams: list[str]) -> dict[str, int]:
+        """The custom-field list, once per run: reads name the fields, writes resolve them."""
+        return {"meta": 1}
+
+    async def quota(self, probe: bool = False) -> Quota | None:
+        """The daily quota the server announces (a ``daily_quota`` set in the job may lower
+        it: a key shared with other tools) and what ``X-RateLimit-Daily-Remaining`` last
+        said; the probe is the custom-field list, which the run reads anyway and keeps."""
+        if probe and self.daily_remaining is None:
+            await self._custom_fields()
+        limit = self.daily_limit or self.daily_quota
+        if self.daily_limit and self.settings.get("daily_quota") not in (None, ""):
+            limit = min(limit, self.daily_quota)
+        return Quota(limit, self.daily_remaining)
+
     # ---- target ---------------------------------------------------------------------
     async def prepare(self, streams: list[Any]) -> None:
-        """Resolve every ``custom.<name>`` the mappings use (and prove the key works)."""
+        """Resolve every ``custom.<name>`` the mappings use (and prove the key works); for a
+        stream with ``match_on``, choose how to dedup and, for the index, read it."""
         wanted: list[str] = []
+        matched = False
         for sm in streams:
             if getattr(sm, "target_stream", None) != "contacts":
                 continue
             wanted += [f[len(CUSTOM):] for f in getattr(sm, "fields", {}) if f.startswith(CUSTOM)]
+            matched = matched or bool(getattr(sm, "match_on", ()))
         self._field_ids.update(await self._resolve(list(dict.fromkeys(wanted))))
+        if self.on_merge not in ON_MERGE:
+            raise JobError(f"on_merge must be one of {', '.join(ON_MERGE)}, not {self.on_merge!r}")
+        if matched and "contacts" not in self._dedup:
+            self._dedup["contacts"] = await self._start_dedup("contacts", streams)
+
+    @staticmethod
+    def _key_fields(streams: list[Any]) -> tuple[str, ...]:
+        """The location merges on e-mail, then phone, whatever ``match_on`` says; other
+        ``match_on`` fields are matched too, after those."""
+        extra = [f for sm in streams if getattr(sm, "target_stream", None) == "contacts"
+                 for f in getattr(sm, "match_on", ()) if f not in DEDUP_FIELDS]
+        return DEDUP_FIELDS + tuple(dict.fromkeys(extra))
+
+    async def _probe(self) -> tuple[dict[str, Any], int]:
+        """The first page of the location's contacts (kept: the index starts with it) and
+        how many it holds."""
+        first = await self._page(None, kind="index", limit=MAX_PAGE)
+        total = (first.get("meta") or {}).get("total")
+        if not isinstance(total, int):
+            total = len(first.get("contacts") or [])
+        return first, total
+
+    def _choose(self, existing: int, records: int | None) -> Choice:
+        return choose(existing=existing, pages=max(1, math.ceil(existing / MAX_PAGE)), probes=1,
+                      records=records, per_record="lookup", vendor="REI Software")
+
+    async def _start_dedup(self, stream: str, streams: list[Any]) -> "_Dedup":
+        fields = self._key_fields(streams)
+        first, existing = await self._probe()
+        choice = self._choose(existing, self.expected_records.get(stream))
+        if not choice.indexed:
+            return _Dedup(choice, fields, None)
+        store: KeyStore = self.checkpoint.key_index(stream) if self.checkpoint is not None else MemoryKeys()
+        await store.reset()
+        await self._read_index(first, fields, store)
+        return _Dedup(choice, fields, store)
+
+    async def _read_index(self, first: dict[str, Any], fields: tuple[str, ...], store: KeyStore) -> int:
+        """Every contact's keys into ``store``, page by page (oldest first, as the location
+        picks the oldest of two contacts sharing an e-mail). Returns the requests spent
+        after ``first``."""
+        body, spent = first, 0
+        seen: set[tuple[str, str]] = set()
+        while True:
+            pairs = [(key, str(c["id"])) for c in body.get("contacts") or [] if isinstance(c, dict) and c.get("id")
+                     for _, key in keys_of(c, fields)]
+            store.add(pairs, durable=True)
+            await store.flush()
+            meta = body.get("meta") or {}
+            after, after_id = meta.get("startAfter"), meta.get("startAfterId")
+            if after is None or after_id is None or not body.get("contacts"):
+                return spent
+            cursor = (str(after), str(after_id))
+            if cursor in seen:
+                raise CursorLoop(f"REI Software handed out the paging cursor startAfter={after}, "
+                                 f"startAfterId={after_id} twice while its contacts were read for dedup")
+            seen.add(cursor)
+            body = await self._page({"startAfter": after, "startAfterId": after_id}, kind="index", limit=MAX_PAGE)
+            spent += 1
 
     def can_lookup(self, stream: str) -> bool:
         return stream == "contacts"
 
     async def lookup(self, stream: str, record: Mapping[str, Any], source_id: str) -> str | None:
         """Email first, then phone, as the doc's lookup does. A refused key finds nothing."""
-        params = {k: str(record[k]) for k in ("email", "phone") if record.get(k)}
-        if stream != "contacts" or not params:
+        if stream != "contacts":
+            return None
+        found = await self._lookup_contact(record)
+        return str(found["id"]) if found else None
+
+    async def _lookup_contact(self, record: Mapping[str, Any]) -> dict[str, Any] | None:
+        params = {k: str(record[k]) for k in DEDUP_FIELDS if record.get(k)}
+        if not params:
             return None
         try:
             resp = await self.http.request("GET", CONTACTS + "lookup", params=params, kind="lookup")
@@ -302,7 +420,7 @@ class Rei(Connector):
                 return None
             raise
         found = (resp.json() or {}).get("contacts") or []
-        return str(found[0]["id"]) if found and found[0].get("id") else None
+        return found[0] if found and isinstance(found[0], dict) and found[0].get("id") else None
 
     async def _body(self, record: Mapping[str, Any]) -> dict[str, Any]:
         body: dict[str, Any] = {}
@@ -325,14 +443,79 @@ class Rei(Connector):
                     target_id: str | None = None) -> WriteResult:
         self._check_stream(stream)
         body = await self._body(record)
-        if target_id is None:
-            resp = await self.http.request("POST", CONTACTS, json=body, kind="create", write=True)
-            contact = (resp.json() or {}).get("contact") or {}
-            if not contact.get("id"):
-                raise RecordError("REI Software answered the create without a contact id",
-                                  status=resp.status)
+        if target_id is not None:
+            return await self._put(str(target_id), body, action="updated")
+        dedup = self._dedup.get(stream)
+        keys = keys_of(record, dedup.fields) if dedup is not None else []
+        if not keys:
+            contact = await self._create(body)
             return WriteResult(target_id=str(contact["id"]), action="created", requests={"create": 1})
+        assert dedup is not None
+        async with self._locks.hold(k for _, k in keys):
+            if dedup.index is not None:
+                found = await dedup.index.get([k for _, k in keys])
+                hit = next(((name, found[k]) for name, k in keys if k in found), None)
+                requests = {}
+            else:
+                found = {}
+                contact = await self._lookup_contact(record)
+                hit = (self._matched_field(record, contact, dedup.fields), str(contact["id"])) if contact else None
+                requests = {"lookup": 1}
+            if hit is None:
+                contact = await self._create(body)
+                new_id = str(contact["id"])
+                if dedup.index is not None:
+                    dedup.index.add((k, new_id) for _, k in keys)
+                return WriteResult(target_id=new_id, action="created", requests={**requests, "create": 1})
+            name, matched = hit
+            if self.on_merge == "skip":
+                return WriteResult(matched, "matched", shown_key(name, record), requests=requests)
+            if self.on_merge == "fail":
+                raise merge_refused("REI Software", name, record, matched)
+            result = await self._merge(matched, body, record, dedup.fields)
+            if dedup.index is not None:
+                dedup.index.add((k, result.target_id) for _, k in keys if k not in found)
+            result.matched_key = shown_key(name, record)
+            result.requests = {**requests, **result.requests}
+            return result
+
+    @staticmethod
+    def _matched_field(record: Mapping[str, Any], contact: Mapping[str, Any], fields: tuple[str, ...]) -> str:
+        for name in fields:
+            mine = normalize(name, record.get(name))
+            if mine is not None and mine == normalize(name, contact.get(name)):
+                return name
+        return fields[0]
+
+    async def _create(self, body: dict[str, Any]) -> dict[str, Any]:
+        resp = await self.http.request("POST", CONTACTS, json=body, kind="create", write=True)
+        contact = (resp.json() or {}).get("contact") or {}
+        if not contact.get("id"):
+            raise RecordError("REI Software answered the create without a contact id", status=resp.status)
+        return contact
+
+    async def _merge(self, matched: str, body: dict[str, Any], record: Mapping[str, Any],
+                     fields: tuple[str, ...]) -> WriteResult:
+        """``on_merge: update``: the location's own create-or-update, one request with the
+        tags merged — unless it turns out to allow duplicates; then PUT and tags."""
+        if not self._server_merges:
+            return await self._put(matched, body, action="updated")
+        contact = await self._create(dict(body))
+        answered = str(contact["id"])
+        if answered == matched:
+            return WriteResult(matched, "updated", requests={"create": 1})
+        if contact.get("dateUpdated") != contact.get("dateAdded"):
+            # Merged into another contact: the location's match order differs from ours.
+            return WriteResult(answered, "updated", requests={"create": 1})
+        # A new contact: this location allows duplicates. Undo it, then update the match.
+        self._server_merges = False
+        await self.http.request("DELETE", CONTACTS + quote(answered, safe=""), kind="delete")
+        put = await self._put(matched, body, action="updated")
+        return WriteResult(matched, "updated", requests={"create": 1, "delete": 1, **put.requests})
+
+    async def _put(self, target_id: str, body: dict[str, Any], *, action: str) -> WriteResult:
         # PUT replaces the contact's tags; the tags endpoint adds to them.
+        body = dict(body)
         tags = body.pop("tags", None)
         path = CONTACTS + quote(str(target_id), safe="")
         await self.http.request("PUT", path, json=body, kind="update")
@@ -340,4 +523,99 @@ class Rei(Connector):
         if tags:
             await self.http.request("POST", path + "/tags/", json={"tags": tags}, kind="tags")
             requests["tags"] = 1
-        return WriteResult(target_id=str(target_id), action="updated", requests=requests)
+        return WriteResult(target_id=str(target_id), action=action, requests=requests)
+
+    # ---- the plan: writes --------------------------------------------------------------
+    async def write_planner(self, stream: str, sm: Any) -> WritePlanner:
+        """What writing ``stream`` costs: a create per record, and with ``match_on`` the
+        location's contacts read once (or a lookup per record, when that is cheaper).
+
+        The plan reads the contacts itself only when matches change the count (``on_merge``
+        skip or fail: a matched record sends nothing) and the read is small; under
+        ``update`` a match costs the same create."""
+        self._check_stream(stream)
+        if not getattr(sm, "match_on", ()):
+            return WritePlanner("REI Software merges a create with a known e-mail, else phone, into that "
+                                "contact; without match_on such merges are not known before the run")
+        state = self._plans.get(stream)
+        if state is None:
+            fields = self._key_fields([sm])
+            first, existing = await self._probe()
+            state = PlanState(self._choose(existing, None), fields, probes=1)
+            pages = max(1, math.ceil(existing / MAX_PAGE))
+            if self.on_merge != "update" and existing and pages <= PLAN_READ_LIMIT:
+                state.existing = MemoryKeys()
+                await self._read_index(first, fields, state.existing)
+            self._plans[stream] = state
+        return _ReiPlanner(self, state)
+
+
+@dataclass
+class _Dedup:
+    """How one target stream dedups this run: the index, or a lookup per record."""
+
+    choice: Choice
+    fields: tuple[str, ...]
+    index: KeyStore | None
+
+
+class _ReiPlanner(WritePlanner):
+    """Counts a run's requests by kind, record by record, as ``Rei.write`` will send them."""
+
+    def __init__(self, rei: Rei, state: PlanState):
+        super().__init__()
+        self.rei, self.state = rei, state
+        self.keyed = 0
+        self.matched = 0
+
+    def add(self, record: dict[str, Any]) -> None:
+        state = self.state
+        state.records += 1
+        keys = keys_of(record, state.fields)
+        if not keys:
+            self.counts["create"] += 1
+            return
+        self.keyed += 1
+        hit = state.match(keys)
+        if hit is None:
+            self.counts["create"] += 1
+            state.remember(keys)
+            return
+        self.matched += 1
+        if self.rei.on_merge == "update":
+            self.counts["create"] += 1
+            state.remember(keys, hit[2])
+
+    def _choice(self) -> Choice:
+        state = self.state
+        return self.rei._choose(state.choice.existing, state.records)
+
+    def requests(self) -> dict[str, int]:
+        out = dict(self.counts)
+        choice = self._choice()
+        if self.state.probe_owner in (None, self):   # one read of the list for the target stream
+            self.state.probe_owner = self
+            out["index"] = choice.pages if choice.indexed else 1
+        if not choice.indexed:
+            out["lookup"] = self.keyed
+        return {k: n for k, n in out.items() if n}
+
+    @property  # type: ignore[override]
+    def dedup(self) -> str:
+        choice = self._choice()
+        way = ("reads REI Software's contacts once and matches e-mail, then phone, locally"
+               if choice.indexed else "looks each record up by e-mail, then phone")
+        if self.state.existing is not None or not choice.existing:
+            matches = f"{self.matched} records match a contact the location holds or an earlier record"
+        elif self.rei.on_merge == "update":
+            matches = (f"{self.matched} records share a key with an earlier record; matches with the "
+                       f"{choice.existing} contacts the location holds cost the same create")
+        else:
+            matches = (f"{self.matched} records share a key with an earlier record; matches with the "
+                       f"{choice.existing} contacts the location holds are not counted (reading them for "
+                       "the plan would cost too much)")
+        return f"{way}: {choice.reason}. {matches}; on_merge: {self.rei.on_merge} (reported as merges)"
+
+    @dedup.setter
+    def dedup(self, value: str) -> None:
+        pass

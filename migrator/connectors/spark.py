@@ -6,10 +6,20 @@ Code 1550 on 429 *or* 503, and a plain 503 is an outage); a session-signed reque
 its path, every query parameter and its body; and a key holds one session at a time, so
 a session is renewed once for every concurrent caller — a second login would end the
 session the other workers are using.
+
+As a target, a create is optimistic: a PrimaryEmail the account already holds is refused
+(409, Code 1055) and resolved by one lookup, rather than a lookup before every create.
+With ``match_on`` the account's contacts (connected and unconnected: the 1055 rule
+covers both) are read once when that is cheaper (``dedup.py``), so a duplicate is known
+before any create and ``on_merge`` decides: ``update`` PUTs the record onto the match,
+``skip`` sends nothing, ``fail`` fails it. A resolved 1055 is a merge like any other.
 """
 from __future__ import annotations
 
 import hashlib
+from collections import Counter
+from contextlib import aclosing
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, AsyncIterator, Iterable, Mapping
 from urllib.parse import urlsplit
@@ -23,11 +33,16 @@ from ..paging import in_order
 from ..limits import RateLimit
 from ..protocols import Page, Record, StreamInfo, WriteResult
 from ..schema import Field, StreamSchema
-from .base import Connector, Context, Setting
+from .base import Connector, Context, Setting, WritePlanner
+from .dedup import (ON_MERGE, Choice, KeyLocks, KeyStore, MemoryKeys, PlanState, choose, keys_of,
+                    merge_refused, shown_key)
 
 PAGE_SIZE = 25
 SESSION_PATH = "/v1/session"
 CONTACTS = "/v1/contacts"
+LISTS = (CONTACTS, CONTACTS + "/unconnected")   # every contact the 1055 rule compares with
+EMAIL = "PrimaryEmail"
+PLAN_READ_LIMIT = 1000   # a plan reads the account's contacts only when that costs no more
 
 _TEXT_300 = (
     "GivenName", "MiddleName", "FamilyName", "SpouseGivenName", "SpouseMiddleName",
@@ -182,6 +197,14 @@ class Spark(Connector):
         self._expand: tuple[str, ...] = ()
         self._first_pages: dict[tuple, _PageData] = {}
         self._login_http: HttpClient | None = None
+        self.checkpoint: Any = None      # the run's checkpoint (the engine sets it): the key index lives there
+        self.on_merge: str = getattr(ctx, "on_merge", "update")
+        # Records each target stream will be sent, when known before the run (the plan's
+        # count): decides index or optimistic creates as the plan did. Unknown: the index.
+        self.expected_records: dict[str, int] = {}
+        self._dedup: dict[str, _Dedup] = {}
+        self._plans: dict[str, PlanState] = {}
+        self._locks = KeyLocks()
         headers = {"X-SparkApi-User-Agent": self.user_agent, "Accept": "application/json"}
         token = self.setting("access_token")
         key, secret = self.setting("api_key"), self.setting("api_secret")
@@ -237,7 +260,7 @@ class Spark(Connector):
         if not resp.body:
             return None
         try:
-            body = orjson.loads(resp.body)
+            body = resp.parsed()
         except orjson.JSONDecodeError:
             if not ok:
                 return None
@@ -347,13 +370,93 @@ class Spark(Connector):
             if rows:
                 yield page(n, rows, p)
 
+    # ---- the plan ---------------------------------------------------------------------
+    def plan_reads(self, stream: str, total: int | None) -> dict[str, int]:
+        """``TotalPages`` pages of 25; an empty account still costs the first page."""
+        return {"page": max(1, -(-(total or 0) // PAGE_SIZE))}
+
+    def plan_pages(self, stream: str, total: int | None) -> int:
+        return max(1, -(-(total or 0) // PAGE_SIZE))
+
+    def plan_setup(self, role: str, streams: list[str]) -> dict[str, int]:
+        """Session auth logs in once per run (an OAuth token needs no call)."""
+        return {"auth": 1} if self.session_auth else {}
+
     # ---- target side ------------------------------------------------------------------
+    async def prepare(self, streams: list[Any]) -> None:
+        """For a stream with ``match_on``: choose how to dedup and, for the index, read it."""
+        if self.on_merge not in ON_MERGE:
+            raise JobError(f"on_merge must be one of {', '.join(ON_MERGE)}, not {self.on_merge!r}")
+        mine = [sm for sm in streams if getattr(sm, "target_stream", None) == "contacts"]
+        if any(getattr(sm, "match_on", ()) for sm in mine) and "contacts" not in self._dedup:
+            self._dedup["contacts"] = await self._start_dedup("contacts", mine)
+
+    @staticmethod
+    def _key_fields(streams: list[Any]) -> tuple[str, ...]:
+        """PrimaryEmail (what 1055 guards), then any other ``match_on`` field."""
+        extra = [f for sm in streams for f in getattr(sm, "match_on", ()) if f != EMAIL]
+        return (EMAIL,) + tuple(dict.fromkeys(extra))
+
+    async def _index_page(self, path: str, page: int) -> _PageData:
+        assert self.http is not None
+        params = {"_pagination": "1", "_limit": str(PAGE_SIZE), "_page": str(page), "_orderby": "Id"}
+        d = _envelope(await self.http.request("GET", path, params=params, kind="index"))
+        results, paging = d.get("Results") or [], d.get("Pagination") or {}
+        if not isinstance(results, list) or not isinstance(paging, dict):
+            raise Retryable("spark: a contacts page without Results or Pagination", cause="garbled")
+        return results, paging
+
+    async def _probe(self) -> tuple[dict[str, _PageData], int, int]:
+        """The first page of each list (kept: the index starts with them), the contacts
+        they hold and the requests reading all of them costs."""
+        firsts = {path: await self._index_page(path, 1) for path in LISTS}
+        existing = sum(int(p.get("TotalRows") or 0) for _, p in firsts.values())
+        pages = sum(max(1, int(p.get("TotalPages") or 0)) for _, p in firsts.values())
+        return firsts, existing, pages
+
+    def _choose(self, existing: int, pages: int, records: int | None) -> Choice:
+        return choose(existing=existing, pages=pages, probes=len(LISTS), records=records,
+                      per_record="optimistic", vendor="Flexmls")
+
+    async def _start_dedup(self, stream: str, streams: list[Any]) -> "_Dedup":
+        fields = self._key_fields(streams)
+        firsts, existing, pages = await self._probe()
+        choice = self._choose(existing, pages, self.expected_records.get(stream))
+        if not choice.indexed:
+            return _Dedup(choice, fields, None)
+        store: KeyStore = self.checkpoint.key_index(stream) if self.checkpoint is not None else MemoryKeys()
+        await store.reset()
+        await self._read_index(firsts, fields, store)
+        return _Dedup(choice, fields, store)
+
+    async def _read_index(self, firsts: dict[str, _PageData], fields: tuple[str, ...], store: KeyStore) -> None:
+        """Every contact's keys into ``store``: the pages after each first one, several at a
+        time, stored in Id (creation) order, so of two contacts sharing an e-mail the older wins."""
+        for path, (rows, paging) in firsts.items():
+            last = int(paging.get("TotalPages") or 0)
+            self._store_rows(rows, fields, store)
+            await store.flush()
+            numbers = iter(range(2, last + 1))
+
+            async def fetch(n: int, path: str = path) -> _PageData:
+                return await self._index_page(path, n)
+
+            async with aclosing(in_order(fetch, lambda: next(numbers, None), self.ctx.concurrency)) as pages:
+                async for _, (rows, _) in pages:
+                    self._store_rows(rows, fields, store)
+                    await store.flush()
+
+    @staticmethod
+    def _store_rows(rows: list[Any], fields: tuple[str, ...], store: KeyStore) -> None:
+        store.add([(key, str(r["Id"])) for r in rows if isinstance(r, dict) and r.get("Id")
+                   for _, key in keys_of(r, fields)], durable=True)
+
     def can_lookup(self, stream: str) -> bool:
         return stream == "contacts"
 
     async def lookup(self, stream: str, record: Mapping[str, Any], source_id: str) -> str | None:
         self._check_stream(stream)
-        email = record.get("PrimaryEmail")
+        email = record.get(EMAIL)
         if not isinstance(email, str) or not email.strip():
             return None
         return await self._find_by_email(email.strip())
@@ -372,29 +475,160 @@ class Spark(Connector):
     async def write(self, stream: str, record: dict[str, Any], *, source_id: str,
                     target_id: str | None = None) -> WriteResult:
         self._check_stream(stream)
-        assert self.http is not None
         body = {"D": _payload(record)}
         if target_id:
-            # A PUT carrying a Note adds a note: not safe to repeat blindly.
-            await self.http.request("PUT", f"{CONTACTS}/{target_id}", json=body, kind="update",
-                                    write="Note" in body["D"])
-            return WriteResult(str(target_id), "updated", requests={"update": 1})
+            return await self._put(str(target_id), body)
+        dedup = self._dedup.get(stream)
+        keys = keys_of(record, dedup.fields if dedup is not None else (EMAIL,))
+        async with self._locks.hold(k for _, k in keys):
+            found: dict[str, str] = {}
+            if dedup is not None and dedup.index is not None and keys:
+                found = await dedup.index.get([k for _, k in keys])
+                hit = next(((name, found[k]) for name, k in keys if k in found), None)
+                if hit is not None:
+                    result = await self._merged(hit[1], hit[0], record, body)
+                    self._remember(dedup, keys, found, result)
+                    return result
+            result = await self._create(record, body)
+            if dedup is not None:
+                self._remember(dedup, keys, found, result)
+            return result
+
+    @staticmethod
+    def _remember(dedup: "_Dedup", keys: list[tuple[str, str]], found: dict[str, str],
+                  result: WriteResult) -> None:
+        if dedup.index is not None and result.action in ("created", "updated"):
+            dedup.index.add((k, result.target_id) for _, k in keys if k not in found)
+
+    async def _create(self, record: Mapping[str, Any], body: dict[str, Any]) -> WriteResult:
+        """POST; a 1055 (the e-mail is taken) is resolved by one lookup, then is a merge."""
+        assert self.http is not None
         try:
             resp = await self.http.request("POST", CONTACTS, json=body, kind="create", write=True)
         except SparkRefused as e:
-            email = record.get("PrimaryEmail")
+            email = record.get(EMAIL)
             if e.code != 1055 or not isinstance(email, str) or not email.strip():
                 raise
             found = await self._find_by_email(email.strip())
             if found is None:
                 raise
-            return WriteResult(found, "matched", matched_key=f"PrimaryEmail={email.strip()}",
-                               requests={"create": 1, "lookup": 1})
+            result = await self._merged(found, EMAIL, record, body)
+            result.requests = {"create": 1, "lookup": 1, **result.requests}
+            return result
         try:
             new_id = _envelope(resp)["Results"][0]["Id"]
         except (KeyError, IndexError, TypeError):
             raise UncertainWrite("spark: the create answered without D.Results[0].Id") from None
         return WriteResult(str(new_id), "created", requests={"create": 1})
+
+    async def _merged(self, matched: str, name: str, record: Mapping[str, Any],
+                      body: dict[str, Any]) -> WriteResult:
+        """The record matches contact ``matched`` by ``name``: ``on_merge`` decides."""
+        key = shown_key(name, record)
+        if self.on_merge == "skip":
+            return WriteResult(matched, "matched", key)
+        if self.on_merge == "fail":
+            raise merge_refused("Flexmls", name, record, matched)
+        result = await self._put(matched, body)
+        result.matched_key = key
+        return result
+
+    async def _put(self, target_id: str, body: dict[str, Any]) -> WriteResult:
+        assert self.http is not None
+        # A PUT carrying a Note adds a note: not safe to repeat blindly.
+        await self.http.request("PUT", f"{CONTACTS}/{target_id}", json=body, kind="update",
+                                write="Note" in body["D"])
+        return WriteResult(str(target_id), "updated", requests={"update": 1})
+
+    # ---- the plan: writes --------------------------------------------------------------
+    async def write_planner(self, stream: str, sm: Any) -> WritePlanner:
+        """What writing ``stream`` costs: a create per record; a record that matches a
+        contact the account holds (or an earlier record) costs what ``on_merge`` makes it
+        — found in the index, or by a refused create and its lookup. The plan reads the
+        account's contacts itself when that read is small, to count those matches."""
+        self._check_stream(stream)
+        state = self._plans.get(stream)
+        if state is None:
+            fields = self._key_fields([sm])
+            firsts, existing, pages = await self._probe()
+            state = PlanState(self._choose(existing, pages, None), fields, probes=len(LISTS))
+            if existing and pages <= PLAN_READ_LIMIT:
+                state.existing = MemoryKeys()
+                await self._read_index(firsts, fields, state.existing)
+            self._plans[stream] = state
+        return _SparkPlanner(self, state, bool(getattr(sm, "match_on", ())))
+
+
+@dataclass
+class _Dedup:
+    """How one target stream dedups this run: the index, or optimistic creates."""
+
+    choice: Choice
+    fields: tuple[str, ...]
+    index: KeyStore | None
+
+
+class _SparkPlanner(WritePlanner):
+    """Counts a run's requests by kind, record by record, as ``Spark.write`` will send them
+    — both ways, since which way the run goes is known only when every record is counted:
+    with the index a match costs what ``on_merge`` makes it; without, a match by e-mail
+    first costs its refused create and a lookup."""
+
+    def __init__(self, spark: Spark, state: PlanState, matching: bool):
+        super().__init__()
+        self.spark, self.state, self.matching = spark, state, matching
+        self.optimistic: Counter[str] = Counter()
+        self.matched = 0
+
+    def _choice(self) -> Choice:
+        state = self.state
+        if not self.matching:
+            return Choice("optimistic", state.choice.existing, state.choice.pages, state.records,
+                          "no match_on, so every record is created; a duplicate e-mail is refused "
+                          "(Code 1055) and resolved by one lookup")
+        return self.spark._choose(state.choice.existing, state.choice.pages, state.records)
+
+    def add(self, record: dict[str, Any]) -> None:
+        state, on_merge = self.state, self.spark.on_merge
+        state.records += 1
+        keys = keys_of(record, state.fields if self.matching else (EMAIL,))
+        hit = state.match(keys)
+        if hit is None:
+            self.counts["create"] += 1
+            self.optimistic["create"] += 1
+            state.remember(keys)
+            return
+        self.matched += 1
+        merged = Counter({"update": 1}) if on_merge == "update" else Counter()
+        self.counts.update(merged)
+        self.optimistic.update(merged + Counter({"create": 1, "lookup": 1}) if hit[0] == EMAIL
+                               else Counter({"create": 1}))
+        if on_merge == "update":
+            state.remember(keys, hit[2])
+
+    def requests(self) -> dict[str, int]:
+        choice = self._choice()
+        out = Counter(self.counts if choice.indexed else self.optimistic)
+        if self.matching and self.state.probe_owner in (None, self):
+            self.state.probe_owner = self
+            out["index"] = choice.pages if choice.indexed else self.state.probes
+        return {k: n for k, n in out.items() if n}
+
+    @property  # type: ignore[override]
+    def dedup(self) -> str:
+        choice = self._choice()
+        way = ("reads the account's contacts once and matches PrimaryEmail locally" if choice.indexed
+               else "creates optimistically; a duplicate e-mail (Code 1055) costs one lookup")
+        counted = (f"{self.matched} records match a contact the account holds or an earlier record"
+                   if self.state.existing is not None or not choice.existing else
+                   f"{self.matched} records share an e-mail with an earlier record; matches with the "
+                   f"{choice.existing} contacts the account holds are not counted (reading them for the plan "
+                   "would cost too much)")
+        return f"{way}: {choice.reason}. {counted}; on_merge: {self.spark.on_merge} (reported as merges)"
+
+    @dedup.setter
+    def dedup(self, value: str) -> None:
+        pass
 
 
 def _envelope(resp: Response) -> dict[str, Any]:

@@ -2,6 +2,8 @@
 reads, writes, merges, lookups and rate-limit headers against the simulator over HTTP."""
 from __future__ import annotations
 
+import math
+from collections import Counter
 import re
 import time
 from contextlib import asynccontextmanager
@@ -18,7 +20,8 @@ from migrator.errors import AuthError, JobError, MappingError, QuotaExhausted, R
 from migrator.http import Request, Response
 from migrator.limits import RateLimit
 from migrator.sandbox.server import Sandbox, make
-from tests.aioresp import aioresponses
+from tests.aioresp import _Response, aioresponses
+from aioresponses import CallbackResult
 
 BASE = "https://rest.reisoftware.com"
 KEY = "doc-location-key-123"
@@ -42,9 +45,9 @@ CUSTOM_FIELDS = {"customFields": [
 LIST_URL = re.compile(r"^https://rest\.reisoftware\.com/v1/contacts/\?.*$")
 
 
-def connector(base_url: str = BASE, key: str = KEY, **settings: Any) -> Rei:
+def connector(base_url: str = BASE, key: str = KEY, ctx: Context | None = None, **settings: Any) -> Rei:
     return Rei({"system": "rei", "api_key": key, "base_url": base_url, **settings},
-               Context(role="target", concurrency=8))
+               ctx or Context(role="target", concurrency=8))
 
 
 def sent(m: aioresponses, method: str, path: str) -> list[tuple[Any, Any]]:
@@ -255,19 +258,143 @@ def test_a_429_with_the_daily_quota_spent_is_quota_exhausted() -> None:
     assert burst.retry_after == 2
 
 
-async def test_quota_exhausted_is_raised_at_once_not_retried() -> None:
-    c = connector()
+async def test_with_stop_at_quota_a_spent_quota_is_raised_at_once_not_retried() -> None:
+    c = connector(ctx=Context(role="target", concurrency=8, stop_at_quota=True))
     await c.open()
     try:
         with aioresponses() as m:
             m.get(f"{BASE}/v1/custom-fields/", status=429, payload={"msg": "Too many requests, please try again later."},
                   headers={"Retry-After": "50", "X-RateLimit-Daily-Remaining": "0"}, repeat=True)
-            with pytest.raises(QuotaExhausted):
+            with pytest.raises(QuotaExhausted) as e:
                 await c.prepare([])
-        assert len(sent(m, "GET", "/v1/custom-fields/")) == 1
+            with pytest.raises(QuotaExhausted):    # nothing more is sent into the spent quota
+                await c.info("contacts")
+        assert len(sent(m, "GET", "/v1/custom-fields/")) == 1 and len(m.requests) == 1
         assert c.daily_remaining == 0
+        assert e.value.stop and "stopped at the quota, as asked; it returns at" in str(e.value)
     finally:
         await c.close()
+
+
+SPENT = {"Retry-After": "1", "X-RateLimit-Daily-Remaining": "0", "X-RateLimit-Limit-Daily": "200000"}
+TOO_MANY = {"msg": "Too many requests, please try again later."}
+LOOKUP_URL = re.compile(r"^https://rest\.reisoftware\.com/v1/contacts/lookup\?.*$")
+
+
+async def test_a_spent_quota_holds_every_request_once_then_each_goes_through() -> None:
+    c = connector(rate_limit="off")
+    notices: list[str] = []
+    c.watch_waits(notices.append)
+    returns = time.time() + 1.0
+    refused: list[float] = []
+    served: list[float] = []
+
+    async def server(url: Any, **kw: Any) -> CallbackResult:
+        """Spent until ``returns``, as the platform would be; slow enough that all four
+        requests are in flight when the first refusal comes back."""
+        now = time.time()
+        await anyio.sleep(0.05)
+        if now < returns:
+            refused.append(now)
+            return CallbackResult(status=429, payload=TOO_MANY, response_class=_Response,
+                                  headers={**SPENT, "Retry-After": str(math.ceil(returns - now))})
+        served.append(now)
+        return CallbackResult(payload={"contacts": [{"id": "c1"}]}, response_class=_Response)
+
+    await c.open()
+    try:
+        with aioresponses() as m:
+            m.get(LOOKUP_URL, callback=server, repeat=True)
+            found: list[str | None] = []
+
+            async def one(i: int) -> None:
+                found.append(await c.lookup("contacts", {"email": f"p{i}@example.com"}, str(i)))
+
+            async with anyio.create_task_group() as tg:
+                for i in range(4):
+                    tg.start_soon(one, i)
+    finally:
+        await c.close()
+    assert found == ["c1"] * 4, "every refused request went through after the wait"
+    assert len(refused) == 4 and len(served) == 4, "each refused once, then sent again once the quota returned"
+    assert len(notices) == 1, "the writers' refusals of one spent quota are one wait, told once"
+    assert re.fullmatch(r"REI Software: the daily request quota of REI_API_KEY is spent; waiting until "
+                        r"\d\d:\d\d:\d\d UTC \(in 1s\) — Ctrl-C stops, and running the same command again "
+                        r"resumes", notices[0]), notices[0]
+    assert c.http.stats.retries["quota"] == 4
+    assert KEY not in notices[0]
+
+
+async def test_a_quota_that_does_not_say_when_it_returns_is_retried_with_a_bounded_backoff() -> None:
+    c = connector()
+    notices: list[str] = []
+    c.watch_waits(notices.append)
+    c.http.quota_backoff, c.http.quota_backoff_cap = 0.2, 0.3
+    unknown = {"X-RateLimit-Daily-Remaining": "0"}
+    await c.open()
+    try:
+        with aioresponses() as m:
+            for _ in range(3):
+                m.get(LOOKUP_URL, status=429, payload=TOO_MANY, headers=unknown)
+            m.get(LOOKUP_URL, payload={"contacts": [{"id": "c9"}]})
+            t0 = time.monotonic()
+            assert await c.lookup("contacts", {"email": "a@example.com"}, "a") == "c9"
+            waited = time.monotonic() - t0
+    finally:
+        await c.close()
+    assert len(notices) == 3 and all("does not say when it returns; trying again at" in n for n in notices)
+    assert waited >= 0.2 + 0.3 + 0.3 - 0.05, "0.2 s, then doubled but capped at 0.3 s"
+
+
+async def test_a_quota_wait_longer_than_max_quota_wait_stops_instead() -> None:
+    c = connector(ctx=Context(role="target", concurrency=8, max_quota_wait=600))
+    notices: list[str] = []
+    c.watch_waits(notices.append)
+    await c.open()
+    try:
+        with aioresponses() as m:
+            m.get(LOOKUP_URL, status=429, payload=TOO_MANY, headers={**SPENT, "Retry-After": "7200"}, repeat=True)
+            with anyio.fail_after(5), pytest.raises(QuotaExhausted) as e:
+                await c.lookup("contacts", {"email": "a@example.com"}, "a")
+        assert len(m.requests) == 1
+    finally:
+        await c.close()
+    assert e.value.stop and not notices
+    assert re.search(r"it returns at .* \(in 2h\), a longer wait than max_quota_wait \(10m\) allows; stopped$",
+                     str(e.value)), str(e.value)
+
+
+async def test_ctrl_c_during_a_quota_wait_stops_it_promptly() -> None:
+    c = connector()
+    notices: list[str] = []
+    stopping = [False]
+    c.watch_waits(notices.append, lambda: stopping[0])
+    await c.open()
+    try:
+        with aioresponses() as m:
+            m.get(LOOKUP_URL, status=429, payload=TOO_MANY, headers={**SPENT, "Retry-After": "3600"}, repeat=True)
+            with anyio.fail_after(5):
+                async with anyio.create_task_group() as tg:
+                    errors: list[QuotaExhausted] = []
+
+                    async def one() -> None:
+                        try:
+                            await c.lookup("contacts", {"email": "a@example.com"}, "a")
+                        except QuotaExhausted as e:
+                            errors.append(e)
+
+                    tg.start_soon(one)
+                    while not notices:
+                        await anyio.sleep(0.01)
+                    await anyio.sleep(0.3)
+                    assert not errors, "it waits"
+                    stopping[0] = True
+        assert len(m.requests) == 1
+    finally:
+        await c.close()
+    assert "waiting until" in notices[0] and "(in 1h)" in notices[0]
+    assert len(errors) == 1 and errors[0].stop
+    assert "quota of REI_API_KEY is spent; stopped while waiting for it; it returns at" in str(errors[0])
 
 
 async def test_401_names_the_variable_never_the_key() -> None:
@@ -417,3 +544,107 @@ async def test_headers_bring_the_rate_down_to_a_stricter_server() -> None:
         assert sim.stats.rate_limited <= 1 and c.http.stats.retries["rate_limited"] == sim.stats.rate_limited
         assert sim.window.max_in_window <= 10
         assert c.daily_remaining == 200_000 - 40, "429s from the burst window do not spend the quota"
+
+
+async def test_the_simulators_spent_quota_is_waited_for_until_its_day_turns() -> None:
+    async with simulated(contacts=3, seed=1, limit=False, daily_quota=2, day_seconds=1.0) as (sim, c):
+        notices: list[str] = []
+        c.watch_waits(notices.append)
+        for i in range(5):  # five requests, two a day: at least one refusal, whatever the start
+            assert await c.lookup("contacts", {"email": f"nobody{i}@example.com"}, str(i)) is None
+        assert sim.quota.refused >= 1
+        assert c.http.stats.retries["quota"] == sim.quota.refused
+        assert len(notices) == sim.quota.refused, "one refusal at a time: each is one wait"
+        assert sim.stats.requests["GET /v1/contacts/lookup"] == 5 + sim.quota.refused
+
+
+# ---- dedup: the key index, on_merge and the write planner ------------------------------
+
+def matching(*fields: str) -> SimpleNamespace:
+    return SimpleNamespace(target_stream="contacts", fields={}, match_on=fields or ("email", "phone"))
+
+
+def planner_records(seeded: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Two records that match seeded contacts (by e-mail, by phone alone), two new ones and
+    two that repeat a key of an earlier record (its e-mail; its phone)."""
+    by_phone = next(c for c in seeded[1:] if c["phone"] and c["email"])
+    return [{"email": seeded[0]["email"].upper(), "firstName": "Seeded"},
+            {"phone": by_phone["phone"], "firstName": "ByPhone"},
+            {"email": "new1@example.com", "tags": ["a"]},
+            {"email": "NEW1@example.com", "tags": ["b"]},
+            {"email": "new2@example.com", "phone": "+14155550100"},
+            {"email": "new3@example.com", "phone": "+1 (415) 555-0100"}]
+
+
+@pytest.mark.parametrize(("on_merge", "planned"), [
+    ("update", {"index": 2, "create": 6}),
+    ("skip", {"index": 2, "create": 2}),
+    ("fail", {"index": 2, "create": 2}),
+])
+async def test_write_planner_counts_what_writing_sends_under_each_on_merge(on_merge, planned) -> None:
+    async with simulated(contacts=150, seed=3) as (sim, c):
+        c.on_merge = on_merge
+        records = planner_records(list(sim.contacts.values()))
+        planner = await c.write_planner("contacts", matching())
+        for r in records:
+            planner.add(r)
+        counts = planner.requests()
+        plan_reads = dict(c.http.stats.requests)
+        run = connector(sim.base_url, sim.credentials()["REI_API_KEY"])
+        run.on_merge = on_merge
+        try:
+            await run.prepare([matching()])
+            results: list[Any] = []
+            for i, r in enumerate(records):
+                try:
+                    results.append(await run.write("contacts", r, source_id=str(i)))
+                except RecordError as e:
+                    results.append(e)
+            sent = dict(run.http.stats.requests)
+        finally:
+            await run.close()
+        held = len(sim.contacts)
+    assert counts == planned
+    assert sent == {**planned, "meta": 1}, "the plan is what the run sends (meta: plan_setup's)"
+    # Under update the plan needs no read beyond the probe: a match costs the same create.
+    assert plan_reads == ({"index": 1} if on_merge == "update" else {"index": 2})
+    assert "reads REI Software's contacts once" in planner.dedup and "150 contacts" in planner.dedup
+    assert held == 152
+    matched = [results[i] for i in (0, 1, 3, 5)]
+    if on_merge == "fail":
+        assert all(isinstance(e, RecordError) and e.rule == "merge" for e in matched)
+        assert matched[0].field == "email" and matched[1].field == "phone"
+        return
+    action = "updated" if on_merge == "update" else "matched"
+    assert [r.action for r in matched] == [action] * 4
+    assert [r.matched_key.split("=")[0] for r in matched] == ["email", "phone", "email", "phone"]
+    assert matched[2].target_id == results[2].target_id and matched[3].target_id == results[4].target_id
+    assert (results[2].action, results[4].action) == ("created", "created")
+
+
+async def test_a_match_is_updated_by_the_locations_own_create_or_update() -> None:
+    async with simulated(contacts=3, seed=1) as (sim, c):
+        ann = next(iter(sim.contacts.values()))
+        await c.prepare([matching("email")])
+        res = await c.write("contacts", {"email": ann["email"], "firstName": "Annie", "tags": ["vip"]},
+                            source_id="x")
+        stored = sim.contacts[ann["id"]]
+    assert (res.target_id, res.action, res.requests) == (ann["id"], "updated", {"create": 1})
+    assert res.matched_key == f"email={ann['email']}"
+    assert stored["firstName"] == "Annie" and "vip" in stored["tags"] and sim.merged_writes == 1
+
+
+async def test_records_sharing_a_key_wait_for_each_other_so_one_contact_is_created() -> None:
+    async with simulated(contacts=0, seed=1) as (sim, c):
+        await c.prepare([matching()])
+        results: list[Any] = [None] * 8
+
+        async def write(i: int) -> None:
+            results[i] = await c.write("contacts", {"email": "same@example.com", "firstName": f"N{i}"},
+                                       source_id=str(i))
+        async with anyio.create_task_group() as tg:
+            for i in range(8):
+                tg.start_soon(write, i)
+    assert len(sim.contacts) == 1 and sim.merged_writes == 7
+    assert Counter(r.action for r in results) == {"created": 1, "updated": 7}
+    assert len({r.target_id for r in results}) == 1 and len(c._locks) == 0

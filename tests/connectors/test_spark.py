@@ -161,21 +161,38 @@ async def test_update_puts_to_the_contact() -> None:
     assert (result.target_id, result.action) == (NEW_ID, "updated")
 
 
-async def test_duplicate_email_is_one_lookup_then_matched() -> None:
+@pytest.mark.parametrize("on_merge", ["update", "skip", "fail"])
+async def test_duplicate_email_is_one_lookup_then_on_merge_decides(on_merge: str) -> None:
     c = bearer()
+    c.on_merge = on_merge
+    found = "201010122342756895000000"
+    record = {"DisplayName": "Some Person", "PrimaryEmail": "Test@Test.com"}
     with aioresponses() as m:
         m.post(f"{BASE}/v1/contacts", status=409,
                payload=failure(1055, "A contact with PrimaryEmail test@test.com already exists."))
         m.get(ANY_CONTACTS, payload=DOC_LIST)
-        result = await c.write("contacts", {"DisplayName": "Some Person", "PrimaryEmail": "Test@Test.com"},
-                               source_id="s1")
+        m.put(f"{BASE}/v1/contacts/{found}", payload={"D": {"Success": True}})
+        if on_merge == "fail":
+            with pytest.raises(RecordError) as e:
+                await c.write("contacts", record, source_id="s1")
+        else:
+            result = await c.write("contacts", record, source_id="s1")
         await c.close()
     assert len(calls(m, "POST")) == 1
     [(_, url, _)] = calls(m, "GET")
     assert query(url)["_filter"] == "PrimaryEmail Eq 'Test@Test.com'"
-    assert result.action == "matched" and result.target_id == "201010122342756895000000"
-    assert result.matched_key == "PrimaryEmail=Test@Test.com"
-    assert result.requests == {"create": 1, "lookup": 1}
+    puts = calls(m, "PUT")
+    if on_merge == "fail":
+        assert (e.value.rule, e.value.field) == ("merge", "PrimaryEmail") and not puts
+        assert found in e.value.reason and "PrimaryEmail=Test@Test.com" in e.value.reason
+        return
+    assert result.target_id == found and result.matched_key == "PrimaryEmail=Test@Test.com"
+    if on_merge == "update":
+        [(_, _, kwargs)] = puts
+        assert orjson.loads(kwargs["data"]) == {"D": record}
+        assert result.action == "updated" and result.requests == {"create": 1, "lookup": 1, "update": 1}
+    else:
+        assert not puts and result.action == "matched" and result.requests == {"create": 1, "lookup": 1}
 
 
 async def test_duplicate_that_lookup_cannot_find_stays_a_refusal() -> None:
@@ -394,6 +411,7 @@ async def test_resumes_after_the_cursor_and_expands_notes() -> None:
 
 async def test_write_create_duplicate_and_schema_refusal() -> None:
     async with sandbox(3) as (sim, c):
+        c.on_merge = "skip"   # the duplicate is settled on the first contact, which keeps its name
         schema = c.schema("contacts")
         record = {"DisplayName": "Dana Whitfield", "PrimaryEmail": "dana+home@example.com",
                   "Tags": ["Buyer"], "Note": "Met at the open house.", "Settings.ReverseProspecting": True}
@@ -477,3 +495,76 @@ async def test_wrong_secret_is_auth_error_naming_the_variables() -> None:
         await c.close()
     assert "SPARK_API_KEY" in str(e.value) and "SPARK_API_SECRET" in str(e.value)
     assert "not-the-secret" not in str(e.value) and sim.sessions_opened == 0
+
+
+# ---- dedup: the key index, on_merge and the write planner ------------------------------
+
+def matching() -> Any:
+    return type("SM", (), {"target_stream": "contacts", "match_on": ("PrimaryEmail",), "fields": {}})()
+
+
+async def plan_then_write(sim: Any, c: Spark, records: list[dict[str, Any]],
+                          on_merge: str) -> tuple[dict[str, int], dict[str, int], list[Any], str]:
+    """The planner's counts for ``records``, then what a fresh connector sends writing them."""
+    c.on_merge = on_merge
+    planner = await c.write_planner("contacts", matching())
+    for r in records:
+        planner.add(r)
+    counts = planner.requests()
+    run = Spark({"system": "spark", "base_url": sim.base_url, "rate_limit": "off",
+                 "access_token": sim.credentials()["SPARK_ACCESS_TOKEN"]}, Context(role="target"))
+    run.on_merge = on_merge
+    run.expected_records = {"contacts": len(records)}   # the plan's count, which decides as the plan did
+    results: list[Any] = []
+    try:
+        await run.prepare([matching()])
+        for i, r in enumerate(records):
+            try:
+                results.append(await run.write("contacts", r, source_id=str(i)))
+            except RecordError as e:
+                results.append(e)
+        sent = dict(run.http.stats.requests)
+    finally:
+        await run.close()
+    return counts, sent, results, planner.dedup
+
+
+@pytest.mark.parametrize(("on_merge", "planned"), [
+    ("update", {"index": 4, "create": 2, "update": 2}),
+    ("skip", {"index": 4, "create": 2}),
+    ("fail", {"index": 4, "create": 2}),
+])
+async def test_write_planner_counts_what_writing_sends_under_each_on_merge(on_merge, planned) -> None:
+    async with sandbox(60, auth="bearer") as (sim, c):
+        seeded = sim.inspect_records("contacts")[0]
+        records = [{"DisplayName": "Seeded", "PrimaryEmail": seeded["PrimaryEmail"].upper()},
+                   {"DisplayName": "New", "PrimaryEmail": "new1@example.com", "Note": "first"},
+                   {"DisplayName": "Again", "PrimaryEmail": "NEW1@example.com", "Note": "second"},
+                   {"DisplayName": "Other", "PrimaryEmail": "new2@example.com"}]
+        counts, sent, results, dedup = await plan_then_write(sim, c, records, on_merge)
+        stored = {r["Id"]: r for r in sim.inspect_records("contacts")}
+    assert counts == sent == planned   # 60 connected contacts: 3 pages, and 1 of unconnected ones
+    assert "reads the account's contacts once" in dedup and "60 contacts" in dedup
+    assert len(stored) == 62 and sim.duplicates() == {}
+    first = results[1].target_id
+    if on_merge == "fail":
+        assert [(e.rule, e.field) for e in (results[0], results[2])] == [("merge", "PrimaryEmail")] * 2
+        assert seeded["Id"] in results[0].reason and first in results[2].reason
+        return
+    action = "updated" if on_merge == "update" else "matched"
+    assert [(r.action, r.target_id) for r in (results[0], results[2])] == \
+        [(action, seeded["Id"]), (action, first)]
+    assert [n["Note"] for n in stored[first]["Notes"]] == (["first", "second"] if on_merge == "update" else ["first"])
+    assert stored[seeded["Id"]]["DisplayName"] == ("Seeded" if on_merge == "update" else seeded["DisplayName"])
+
+
+async def test_a_large_account_and_few_records_create_optimistically_and_resolve_1055() -> None:
+    async with sandbox(60, auth="bearer") as (sim, c):
+        seeded = sim.inspect_records("contacts")[0]
+        records = [{"DisplayName": "Seeded", "PrimaryEmail": seeded["PrimaryEmail"]}]
+        counts, sent, [result], dedup = await plan_then_write(sim, c, records, "update")
+    # Reading 2 more pages would cost more than the one lookup a refused create needs.
+    assert counts == sent == {"index": 2, "create": 1, "lookup": 1, "update": 1}
+    assert "creates optimistically" in dedup
+    assert (result.action, result.target_id, result.matched_key) == \
+        ("updated", seeded["Id"], f"PrimaryEmail={seeded['PrimaryEmail']}")

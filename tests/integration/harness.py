@@ -5,7 +5,8 @@
         records = pair.target_records()            # what the target simulator now holds
 
 The source simulator is seeded with ``n`` people (dirty data included); the target starts
-empty. CSV sources get an export written from the same seeded people. Simulator rate
+empty, or holding some of the same people (``preseed``: a target the team already uses).
+CSV sources get an export written from the same seeded people. Simulator rate
 limits are off and the job's are high, so tests measure behaviour, not waiting.
 """
 from __future__ import annotations
@@ -56,13 +57,20 @@ class Pair:
                  on_uncertain: str = "retry", mapping: Path | None = None,
                  source_sim: dict[str, Any] | None = None, target_sim: dict[str, Any] | None = None,
                  target_settings: dict[str, Any] | None = None,
-                 source_credentials: dict[str, str] | None = None):
+                 source_credentials: dict[str, str] | None = None, preseed: Any = None,
+                 on_merge: str | None = None):
         self.tmp, self.source, self.target = tmp, source, target
         self.people = people(n, seed, dirt)
         sims = {}
         if source not in CSV_SOURCES:
             sims[source] = make(source, contacts=n, seed=seed, dirt=dirt, **{"limit": None, **(source_sim or {})})
         sims[target] = make(target, contacts=0, seed=seed + 1, faults=faults, **{"limit": None, **(target_sim or {})})
+        # The people the target holds before the run: a list, or every k-th one for a share.
+        self.preseeded = (preseed if isinstance(preseed, list) else
+                          self.people[::max(1, round(1 / preseed))] if preseed else [])
+        if self.preseeded:
+            seed_target(sims[target], self.preseeded)
+        self.on_merge = on_merge
         self.sandbox = Sandbox(sims)
         self.mapping = mapping or mapping_path(source, target)
         self.concurrency = concurrency
@@ -95,7 +103,8 @@ class Pair:
             f"target: {system_block(self.target, self.target_settings)}\n"
             f"mapping: {self.mapping}\n"
             f"checkpoint: ckpt.sqlite\nreports: reports\n"
-            f"concurrency: {self.concurrency}\non_uncertain: {self.on_uncertain}\n")
+            f"concurrency: {self.concurrency}\non_uncertain: {self.on_uncertain}\n"
+            + (f"on_merge: {self.on_merge}\n" if self.on_merge else ""))
 
     async def __aexit__(self, *exc: object) -> None:
         await self.sandbox.stop()
@@ -140,6 +149,13 @@ class ThreadPair(Pair):
 
     def target_count(self) -> int:
         return self.call(lambda: len(self.target_records()))
+
+
+def seed_target(sim: Any, persons: list[Any]) -> None:
+    """Make a target simulator hold ``persons`` as contacts it had before the run."""
+    sim.seed_people = list(persons)
+    sim.seed_properties = []
+    sim.seed_data()
 
 
 def people_by_source_id(pair: Pair) -> dict[str, Any]:
