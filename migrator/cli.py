@@ -26,19 +26,42 @@ def cmd_run(args: argparse.Namespace, mode: str) -> int:
     from .report import FailureSink, finish, report_paths
     import anyio
 
+    from . import plan as planning
+
     job = load_job(args.job)
+    if getattr(args, "stop_at_quota", False):
+        job.stop_at_quota = True
+    if getattr(args, "on_merge", None):
+        job.on_merge = args.on_merge
+    plan_only = mode == "run" and getattr(args, "plan", False)
+    if plan_only:
+        mode = "validate"  # `run --plan`: the validate pass, then the plan; nothing written
+    latency = getattr(args, "latency", None)
+    plan = None
     sink = FailureSink(report_paths(job, mode)[1]) if mode == "validate" else None
     engine = Engine(job, mode=mode, progress=_progress(args), since=getattr(args, "since", None),
                     accept_mapping_change=getattr(args, "accept_mapping_change", False),
                     sink=sink,
                     server=getattr(args, "server", False))
+
+    async def go():
+        if mode == "validate":
+            return await planning.validate_with_plan(engine, latency)
+        if mode == "run":
+            await planning.before_run(job, engine.source, engine.target,
+                                      lambda line: print(line, file=sys.stderr), latency)
+        return await engine.run(), None
+
     try:
-        outcome = anyio.run(engine.run)
+        outcome, plan = anyio.run(go)
     finally:
         if sink is not None:
             sink.close()
-    report, text = finish(job, outcome, mode)
+    report, text = finish(job, outcome, mode, plan)
     print(text, file=sys.stderr)
+    if plan is not None:
+        planning.save_plan(job, plan)
+        print(plan.render(), file=sys.stderr)
     csv_path = report_paths(job, mode)[1]
     if outcome.interrupted or outcome.stopped_reason:
         why = outcome.stopped_reason or "interrupted"
@@ -46,6 +69,8 @@ def cmd_run(args: argparse.Namespace, mode: str) -> int:
               f"Resume with:  migrator run {args.job}", file=sys.stderr)
         return EXIT_INTERRUPTED
     failed = outcome.total("failed")
+    if plan_only:
+        return EXIT_OK
     if mode == "validate":
         invalid = failed
         limit = args.max_invalid
@@ -177,13 +202,26 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--since", help="only records changed since this date/time (a delta run, where the source supports it)")
     r.add_argument("--accept-mapping-change", action="store_true",
                    help="go on although the mapping changed since the checkpoint was written")
+    r.add_argument("--plan", action="store_true",
+                   help="print the plan (records, requests by kind, ETA, daily-quota fit) and exit, "
+                        "writing nothing; it reads and validates the whole source first, as validate does")
     v = job_cmd("validate", "dry run: read, map and validate every record; write nothing")
     v.add_argument("--max-invalid", type=int, default=None,
                    help="exit 0 when at most N records are invalid (default: any invalid record exits 1)")
     v.add_argument("--server", action="store_true",
                    help="also have the target check each valid record in its own dry run, saving nothing "
                         "(Brokerkit: test: true)")
-    job_cmd("retry", "write again only the records that failed")
+    t = job_cmd("retry", "write again only the records that failed")
+    for sp in (r, v):
+        sp.add_argument("--latency", type=float, default=None, metavar="SECONDS",
+                        help="what one request takes, for the plan's ETA (default: each system's typical latency)")
+    for sp in (r, t):
+        sp.add_argument("--stop-at-quota", action="store_true",
+                        help="when a daily request quota is spent, stop (resumable) instead of waiting for it")
+        sp.add_argument("--on-merge", choices=("update", "skip", "fail"), default=None,
+                        help="what a record that matches one already in the target does: update it (the "
+                             "default, as the vendors' own create-or-update), skip it, or fail; overrides "
+                             "the job's on_merge")
     sub.add_parser("status", help="what is done, pending and failed, from the checkpoint").add_argument("job")
     sub.add_parser("connectors", help="the systems this version can read and write")
     f = sub.add_parser("fields", help="what a target accepts: fields, types, limits, rules")
@@ -198,6 +236,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--latency", type=float, default=None, help="seconds every request takes (benchmarks)")
     s.add_argument("--only", action="append", choices=["realvolve", "realeflow", "spark", "rei", "brokerkit"],
                    help="serve only this system (repeatable)")
+    s.add_argument("--limit", action="append", default=None, metavar="VENDOR=REQUESTS/SECONDS",
+                   help="one simulator's rate limit, e.g. rei=50/1 or rei=off (repeatable; benchmarks)")
     d = sub.add_parser("demo", help="a whole migration between two built-in sandbox CRMs")
     d.add_argument("--contacts", type=int, default=2000)
     d.add_argument("--dir", default="migrator-demo", help="where the demo writes its job, checkpoint and reports")

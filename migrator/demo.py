@@ -17,6 +17,7 @@ import anyio
 
 from .engine import Engine
 from .job import load_job
+from .plan import save_plan, validate_with_plan
 from .report import FailureSink, finish, report_paths
 from .resources import mapping_file
 from .sandbox.data import DIRTY
@@ -70,9 +71,12 @@ def demo(args: argparse.Namespace) -> int:
 
             say("1/3  migrator validate — read, map and validate every contact; write nothing")
             sink = FailureSink(report_paths(job, "validate")[1])
-            outcome = await Engine(job, mode="validate", progress=progress, sink=sink).run()
+            outcome, plan = await validate_with_plan(Engine(job, mode="validate", progress=progress, sink=sink))
             sink.close()
-            say(finish(job, outcome, "validate")[1])
+            say(finish(job, outcome, "validate", plan)[1])
+            if plan is not None:
+                save_plan(job, plan)  # the run's report sets these counts beside what it spent
+                say(plan.render())
 
             stop = max(1, n * 2 // 5)
             say(f"2/3  migrator run — interrupted after {stop} contacts, as a Ctrl-C or a crash would")

@@ -31,6 +31,7 @@ from . import crashpoints
 from .checkpoint import Checkpoint
 from .errors import QuotaExhausted, RecordError, Retryable, SourceError, UncertainWrite, UserError
 from .mapping import Ref
+from .plan import feed
 from .protocols import Page, Record
 from .schema import Violation
 
@@ -85,8 +86,8 @@ class _Pages:
         self.open[seq] = [remaining, cursor]
         self._advance()
 
-    def settle(self, seq: int) -> None:
-        self.open[seq][0] -= 1
+    def settle(self, seq: int, n: int = 1) -> None:
+        self.open[seq][0] -= n
         self._advance()
 
     def _advance(self) -> None:
@@ -105,7 +106,8 @@ class Engine:
                  accept_mapping_change: bool = False,
                  out: Callable[[str], None] | None = None,
                  sink: Callable[[str, str, str, str, str], None] | None = None,
-                 stop_after: int | None = None, server: bool = False):
+                 stop_after: int | None = None, server: bool = False,
+                 planners: dict[str, Any] | None = None):
         self.job = job
         self.mode = mode  # run | validate | retry
         dry = job.target.cls.dry_run_setting
@@ -116,6 +118,7 @@ class Engine:
             raise UserError(f"{job.target.where}: {dry} makes {job.target.system} save nothing; it is for "
                             "`migrator validate --server`, not for run or retry")
         self.server = server  # validate: also send each valid record to the target's dry run
+        self.planners = planners  # validate: stream -> the target's WritePlanner (the plan's counts)
         self.source = source if source is not None else job.connector("source", since=since)
         if target is not None:
             self.target = target
@@ -132,6 +135,7 @@ class Engine:
         self.stop_after = stop_after  # behave as if Ctrl-C came after this many writes (demo, tests)
         self._written = 0
         self._cheap_lookup = bool(getattr(self.target, "cheap_lookup", False))
+        self._batched = bool(getattr(self.target, "batch_writes", False))
         self._stopping = False
         self._bars: list[Any] = []
 
@@ -145,9 +149,13 @@ class Engine:
                     self.job.checkpoint, job_id=self.job.job_id, mapping_digest=self.job.mapping.digest,
                     accept_mapping_change=self.accept_mapping_change, mode=self.mode)
             await self.source.open()
+            for c in (self.source, self.target):  # a quota wait is told on the progress line; Ctrl-C ends it
+                if hasattr(c, "watch_waits"):
+                    c.watch_waits(self.out, lambda: self._stopping)
             self.source.use_mapping(list(self.job.mapping.streams.values()))
             if writing:
                 await self.target.open()
+                self.target.checkpoint = self.ckpt  # dedup's key index lives there
                 await self.target.prepare(list(self.job.mapping.streams.values()))
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._watch_signals, tg.cancel_scope)
@@ -162,7 +170,10 @@ class Engine:
             outcome.stopped_reason = str(e)
         except BaseExceptionGroup as group:
             # Task groups wrap what their tasks raise; callers deal in one error.
-            raise _one_error(group) from None
+            error = _one_error(group)
+            if not isinstance(error, QuotaExhausted):
+                raise error from None
+            outcome.stopped_reason = str(error)
         finally:
             with anyio.CancelScope(shield=True):
                 for bar in self._bars:
@@ -211,14 +222,19 @@ class Engine:
                 return
         pages = _Pages(self.ckpt if self.mode == "run" else None, sm.name)
         bar = self._bar(sm.name, info.total)
-        send, receive = anyio.create_memory_object_stream[Item](max(16, self.job.concurrency * 4))
+        writing = self.mode != "validate" or self.server
+        batched = writing and self._batched and self.mode != "validate"
+        send, receive = anyio.create_memory_object_stream[Any](READ_AHEAD if batched else max(16, self.job.concurrency * 4))
         completed_reading = False
         async with anyio.create_task_group() as tg:
-            for _ in range(self.job.concurrency if self.mode != "validate" or self.server else 0):
-                tg.start_soon(self._writer, sm, receive.clone(), pages, result, bar)
+            if batched:
+                tg.start_soon(self._batch_writer, sm, receive.clone(), pages, result, bar)
+            else:
+                for _ in range(self.job.concurrency if writing else 0):
+                    tg.start_soon(self._writer, sm, receive.clone(), pages, result, bar)
             receive.close()
             try:
-                completed_reading = await self._read(sm, schema, cursor, send, pages, result, bar)
+                completed_reading = await self._read(sm, schema, cursor, send, pages, result, bar, batched)
             finally:
                 send.close()
         if self.ckpt is not None:
@@ -234,8 +250,8 @@ class Engine:
         self._bars.append(bar)
         return bar
 
-    async def _read(self, sm, schema, cursor: Any, send: MemoryObjectSendStream[Item],
-                    pages: _Pages, result: StreamResult, bar) -> bool:
+    async def _read(self, sm, schema, cursor: Any, send: MemoryObjectSendStream[Any],
+                    pages: _Pages, result: StreamResult, bar, batched: bool = False) -> bool:
         """Fetch pages in a task of their own, READ_AHEAD pages ahead of the writers, so
         reading and writing overlap; sort each page, then hand its work to the writers."""
         seq = 0
@@ -277,7 +293,12 @@ class Engine:
                     self._postfix(bar, result)
                     for item in items:
                         item.seq = seq
-                        await send.send(item)
+                    if batched:
+                        if items:
+                            await send.send(items)
+                    else:
+                        for item in items:
+                            await send.send(item)
         return not self._stopping
 
     async def _prepare_page(self, sm, schema, page: Page, result: StreamResult,
@@ -334,6 +355,8 @@ class Engine:
                 self._fail(result, sid, msg, problems[0].field, problems[0].rule, problems=problems)
                 continue
             candidates.append((rec, mapped.data, uncertain))
+        if self.mode == "validate" and self.planners:
+            feed(self.planners, stream, [(rec.source_id, data) for rec, data, _ in candidates])
         if self.mode == "validate" and not self.server:
             counts["valid"] += len(candidates)
             return []
@@ -404,6 +427,40 @@ class Engine:
                     pages.settle(item.seq)
                 bar.update(1)
                 self._postfix(bar, result)
+
+    async def _batch_writer(self, sm, receive: MemoryObjectReceiveStream[list[Item]], pages: _Pages,
+                            result: StreamResult, bar) -> None:
+        """Local targets (files): one call per page, not one task hop per record."""
+        async with receive:
+            async for items in receive:
+                if self._stopping:
+                    continue
+                await self._write_page(sm, items, result)
+                if self.mode == "run":
+                    pages.settle(items[0].seq, len(items))
+                bar.update(len(items))
+                self._postfix(bar, result)
+
+    async def _write_page(self, sm, items: list[Item], result: StreamResult) -> None:
+        assert self.ckpt is not None
+        plain: list[Item] = []
+        for item in items:
+            if item.uncertain:  # after a crash: settled one by one, by lookup
+                await self._write_one(sm, item, result)
+            else:
+                plain.append(item)
+        if not plain:
+            return
+        try:
+            results = await self.target.write_batch(sm.target_stream, [(i.source_id, i.data) for i in plain])
+        except RecordError:
+            for item in plain:  # a local target that refuses one record: find which, alone
+                await self._write_one(sm, item, result)
+            return
+        stream = sm.name
+        for item, res in zip(plain, results):
+            crashpoints.reached("written")
+            await self._done(result, stream, item.source_id, res.target_id, res.action, res.matched_key, False)
 
     async def _server_check(self, sm, item: Item, result: StreamResult) -> None:
         """validate --server: the target checks the record in its dry run and saves nothing."""
@@ -478,6 +535,8 @@ class Engine:
         for attempt in range(4):
             try:
                 return await self.target.lookup(tstream, item.data, item.source_id)
+            except QuotaExhausted:
+                raise
             except Retryable:
                 await anyio.sleep(0.5 * 2 ** attempt)
         return None

@@ -5,6 +5,10 @@ Connectors describe requests; this module decides what a response means. The rul
 - every request waits on the system's ``Limiter`` (attempts and retries alike);
 - 429 (or a vendor's equivalent, via ``classify``) pauses every caller until
   ``Retry-After`` has passed, then the request goes again;
+- a spent daily quota (``QuotaExhausted``) holds every caller until it returns, says so
+  through ``on_wait``, then the request goes again — unless the run is to stop at the
+  quota (``stop_at_quota``, a wait beyond ``max_quota_wait``, Ctrl-C during the wait):
+  then ``QuotaExhausted(stop=True)`` goes up and the engine stops cleanly;
 - 5xx, timeouts, resets and garbled bodies of reads retry with capped exponential backoff
   and full jitter;
 - a *write* whose outcome is unknown (connection lost after sending, garbled body) is
@@ -18,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import random
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
@@ -57,13 +62,18 @@ class Response:
     headers: Mapping[str, str]
     body: bytes
     request: Request
+    _parsed: Any = field(default=None, repr=False)  # the body parsed once, shared by classify and the caller
+
+    def parsed(self) -> Any:
+        """The body as JSON, parsed once; raises orjson.JSONDecodeError if it is not JSON."""
+        if self._parsed is None and self.body:
+            self._parsed = (orjson.loads(self.body),)
+        return self._parsed[0] if self._parsed is not None else None
 
     def json(self) -> Any:
         """Parsed body; a garbled body is a transient fault, or uncertain for a write."""
-        if not self.body:
-            return None
         try:
-            return orjson.loads(self.body)
+            return self.parsed()
         except orjson.JSONDecodeError:
             if self.request.write:
                 raise UncertainWrite("the response body was cut short or not JSON") from None
@@ -144,6 +154,30 @@ def check_base_url(system: str, base_url: str, allow_insecure_http: bool = False
 
 Classifier = Callable[[Response], "Exception | None"]
 
+QUOTA_MIN_WAIT = 1.0        # a quota refusal never retries sooner (a Retry-After of 0 must not spin)
+QUOTA_BACKOFF = 60.0        # unknown return time: first wait, doubling…
+QUOTA_BACKOFF_CAP = 900.0   # …up to this
+
+
+def _span(seconds: float) -> str:
+    """``3h 12m``, ``4m 5s``, ``9s``: a wait as a person reads it."""
+    s = max(0, round(seconds))
+    h, rest = divmod(s, 3600)
+    m, sec = divmod(rest, 60)
+    if h:
+        return f"{h}h {m}m" if m else f"{h}h"
+    if m:
+        return f"{m}m {sec}s" if sec else f"{m}m"
+    return f"{sec}s"
+
+
+def _at(when: float, now: float) -> str:
+    """``14:05:10 UTC (in 3h 12m)``; the date too when it is not today's (UTC)."""
+    from datetime import datetime, timezone
+    t = datetime.fromtimestamp(when, timezone.utc)
+    fmt = "%H:%M:%S UTC" if t.date() == datetime.fromtimestamp(now, timezone.utc).date() else "%Y-%m-%d %H:%M:%S UTC"
+    return f"{t.strftime(fmt)} (in {_span(when - now)})"
+
 
 def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
     value = headers.get("Retry-After")
@@ -163,7 +197,7 @@ def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
 def error_text(resp: Response, limit: int = 300) -> str:
     """A short, human message from an error body (first string value found)."""
     try:
-        body = orjson.loads(resp.body) if resp.body else None
+        body = resp.parsed()
     except orjson.JSONDecodeError:
         return resp.body[:limit].decode("utf-8", "replace").strip()
     return _first_message(body)[:limit] if body is not None else ""
@@ -194,7 +228,8 @@ class HttpClient:
                  classify: Classifier | None = None, timeout: float = 30.0,
                  max_attempts: int = 8, backoff_base: float = 0.25, backoff_cap: float = 20.0,
                  allow_insecure_http: bool = False, observe: Callable[[Response], None] | None = None,
-                 connections: int = 64):
+                 connections: int = 64, stop_at_quota: bool = False, max_quota_wait: float | None = None,
+                 on_wait: Callable[[str], None] | None = None):
         self.system = system
         self.base_url = check_base_url(system, base_url, allow_insecure_http)
         self.limiter = Limiter(limit)
@@ -211,6 +246,12 @@ class HttpClient:
         self._session: aiohttp.ClientSession | None = None
         self._any_success = False
         self._rng = random.Random()
+        self.stop_at_quota = stop_at_quota
+        self.max_quota_wait = max_quota_wait   # seconds a spent quota may keep the run waiting
+        self.on_wait = on_wait                 # told, in one line, when a quota wait starts
+        self.quota_backoff, self.quota_backoff_cap = QUOTA_BACKOFF, QUOTA_BACKOFF_CAP
+        self._quota_since: float | None = None  # when this spell of refusals began (wall clock)
+        self._quota_unknown = 0                 # refusals in a row that did not say when it returns
 
     async def open(self) -> None:
         if self._session is None:
@@ -241,6 +282,7 @@ class HttpClient:
                 if error is None:
                     self._any_success = True
                     self.limiter.on_success()
+                    self._quota_since, self._quota_unknown = None, 0
                     return resp
                 raise error
             except TokenExpired:
@@ -255,8 +297,11 @@ class HttpClient:
                 attempt += 1
                 if attempt > self.max_attempts * 6:
                     raise
-            except QuotaExhausted:
-                raise
+            except QuotaExhausted as e:
+                if e.stop:
+                    raise
+                self.stats.retries["quota"] += 1
+                self._quota_refused(e)
             except UncertainWrite:
                 self.stats.retries["uncertain"] += 1
                 raise
@@ -269,6 +314,40 @@ class HttpClient:
 
     def _names(self) -> str:
         return self.auth.names if self.auth else "the credentials"
+
+    def _quota_refused(self, e: QuotaExhausted) -> None:
+        """Hold the whole system until the quota returns, and say so once; or raise
+        ``QuotaExhausted(stop=True)`` when the run is to stop instead. The refused request
+        was not carried out, so sending it again later is safe, writes included."""
+        now = time.time()
+        held = self.limiter.held_until
+        known = e.reset_at is not None
+        if e.reset_at is not None:
+            until = max(e.reset_at, now + QUOTA_MIN_WAIT)
+        elif held is not None:
+            return  # sent before the hold began: it waits with the rest
+        else:
+            until = now + min(self.quota_backoff_cap, self.quota_backoff * 2 ** self._quota_unknown)
+            self._quota_unknown += 1
+        if held is not None and until <= held:
+            return
+        if self._quota_since is None:
+            self._quota_since = now
+        returns = f"it returns at {_at(until, now)}" if known else "the server does not say when it returns"
+        stop = None
+        if self.stop_at_quota:
+            stop = f"{e}; stopped at the quota, as asked; {returns}"
+        elif self.max_quota_wait is not None and until - self._quota_since > self.max_quota_wait:
+            why = f"{returns}, a longer wait than" if known else "it has stayed spent longer than"
+            stop = f"{e}; {why} max_quota_wait ({_span(self.max_quota_wait)}) allows; stopped"
+        if stop is not None:
+            self.limiter.hold(until, stop, stop=True)
+            raise QuotaExhausted(stop, reset_at=e.reset_at, stop=True) from None
+        stopped = f"{e}; stopped while waiting for it; {returns}"
+        if self.limiter.hold(until, stopped) and self.on_wait is not None:
+            wait = (f"waiting until {_at(until, now)}" if known else
+                    f"the server does not say when it returns; trying again at {_at(until, now)}")
+            self.on_wait(f"{e}; {wait} — Ctrl-C stops, and running the same command again resumes")
 
     async def _send(self, req: Request) -> Response:
         if self._session is None:

@@ -57,16 +57,39 @@ def checkpoint_facts(path: Path) -> dict[str, Any]:
     try:
         status = [{"stream": s, "status": st, "count": n} for s, st, n in conn.execute(
             "SELECT stream, status, count(*) FROM records GROUP BY stream, status ORDER BY stream, status")]
-        merges = [{"stream": s, "target_id": t, "source_ids": ids.split("\x1f"), "keys": [k for k in (keys or "").split("\x1f") if k]}
-                  for s, t, ids, keys in conn.execute(
-                      "SELECT stream, target_id, group_concat(source_id, char(31)), group_concat(matched_key, char(31)) "
-                      "FROM records WHERE status='done' GROUP BY stream, target_id HAVING count(*) > 1 LIMIT 10000")]
+        merges = _merges(conn)
+        refused = [{"stream": s, "source_id": i, "field": f, "reason": e} for s, i, f, e in conn.execute(
+            "SELECT stream, source_id, field, error FROM records WHERE status='failed' AND rule='merge' "
+            "ORDER BY stream, source_id LIMIT 10000")]
         uncertain = [{"stream": s, "source_id": i, "status": st, "target_id": t, "note": e}
                      for s, i, st, t, e in conn.execute(
                          "SELECT stream, source_id, status, target_id, error FROM records WHERE uncertain=1 LIMIT 10000")]
-        return {"status": status, "merges": merges, "uncertain": uncertain}
+        return {"status": status, "merges": merges, "merges_refused": refused, "uncertain": uncertain}
     finally:
         conn.close()
+
+
+def _merges(conn: sqlite3.Connection) -> list[dict[str, Any]]:
+    """Target records that took more than one source record, or a source record matched
+    onto a record the target already held (by a natural key: ``matched_key`` is
+    ``field=value``). Each lists its source ids in the order they were settled, what
+    became of each (``created``, ``updated``, ``matched``) and the keys that matched;
+    ``existing`` says the target held the record before this job wrote to it (none of them
+    created it, nor was found again after an interruption)."""
+    rows = conn.execute(
+        "SELECT stream, target_id, group_concat(source_id, char(31)), "
+        "group_concat(coalesce(action, ''), char(31)), group_concat(coalesce(matched_key, ''), char(31)), "
+        "sum(action = 'created' OR coalesce(matched_key, '') LIKE 'lookup after %') "
+        "FROM (SELECT stream, target_id, source_id, action, matched_key FROM records "
+        "      WHERE status='done' AND target_id IS NOT NULL AND target_id != '' ORDER BY updated) "
+        "GROUP BY stream, target_id HAVING count(*) > 1 OR sum(instr(coalesce(matched_key, ''), '=') > 0) > 0 "
+        "ORDER BY stream, target_id LIMIT 10000")
+    out = []
+    for stream, target_id, ids, actions, keys, created in rows:
+        out.append({"stream": stream, "target_id": target_id, "source_ids": ids.split("\x1f"),
+                    "actions": actions.split("\x1f"), "keys": [k for k in keys.split("\x1f") if k],
+                    "existing": not created})
+    return out
 
 
 def write_failures_from_checkpoint(ckpt_path: Path, out: Path) -> int:
@@ -149,8 +172,19 @@ def summary(report: dict[str, Any], json_path: Path | None, csv_path: Path | Non
             out.write(f"    … {len(s['failures']) - 8} more reasons in the report\n")
     merges = report.get("merges") or []
     if merges:
-        out.write(f"  merges: {len(merges)} target records each received more than one source record "
+        several = sum(1 for m in merges if len(m["source_ids"]) > 1)
+        onto = sum(len(m["source_ids"]) for m in merges if m.get("existing"))
+        parts = []
+        if several:
+            parts.append(f"{several} target records each received more than one source record")
+        if onto:
+            parts.append(f"{onto} source records landed on records the target already held")
+        out.write(f"  merges: {len(merges)} — {'; '.join(parts) or 'matched by a natural key'} "
                   f"(listed in the report)\n")
+    refused = report.get("merges_refused") or []
+    if refused:
+        out.write(f"  merges refused: {len(refused)} records match a record already in the target and "
+                  f"failed (on_merge: fail; listed in the report and the failures file)\n")
     uncertain = report.get("uncertain") or []
     if uncertain:
         out.write(f"  uncertain: {len(uncertain)} records may exist twice or not at all in the target "
@@ -160,6 +194,10 @@ def summary(report: dict[str, Any], json_path: Path | None, csv_path: Path | Non
         reqs = ", ".join(f"{k} {v}" for k, v in sorted(tr["requests"].items()))
         retries = ", ".join(f"{k} {v}" for k, v in sorted((tr.get("retries") or {}).items())) or "none"
         out.write(f"  target requests: {reqs}; retries: {retries}\n")
+    if mode == "run":
+        from .plan import comparison_lines
+        for line in comparison_lines(report.get("plan")):
+            out.write(f"  {line}\n")
     if json_path:
         out.write(f"  report:   {json_path}\n")
     if csv_path:
@@ -169,14 +207,21 @@ def summary(report: dict[str, Any], json_path: Path | None, csv_path: Path | Non
 
 
 
-def finish(job, outcome, mode: str) -> tuple[dict[str, Any], str]:
+def finish(job, outcome, mode: str, plan=None) -> tuple[dict[str, Any], str]:
     """After a run: write the JSON report (and, for run/retry, the failures CSV from the
-    checkpoint); return the report and its terminal summary."""
+    checkpoint); return the report and its terminal summary. ``validate`` reports the
+    plan it made; ``run`` sets the stored plan's requests beside its actual ones."""
+    from . import plan as planning
     json_path, csv_path = report_paths(job, mode)
     facts = None
     if mode != "validate":
         write_failures_from_checkpoint(job.checkpoint, csv_path)
         facts = checkpoint_facts(job.checkpoint)
-    report = build_report(job, outcome, facts)
+    section = None
+    if mode == "validate" and plan is not None:
+        section = plan.to_dict()
+    elif mode == "run":
+        section = planning.planned_vs_actual(planning.load_plan(job), outcome)
+    report = build_report(job, outcome, facts, section)
     write_report(json_path, report)
     return report, summary(report, json_path, csv_path)

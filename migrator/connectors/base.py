@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, AsyncIterator, ClassVar, Mapping
+from typing import Any, AsyncIterator, Callable, ClassVar, Mapping
 
 from ..errors import JobError
 from ..http import Auth, HttpClient
@@ -38,6 +38,9 @@ class Context:
     origins: dict[str, str] = field(default_factory=dict)  # setting -> "${VAR}" it came from
     since: str | None = None                # --since: delta runs
     where: str = ""                         # "job.yaml:12" of the block, for messages
+    stop_at_quota: bool = False             # a spent daily quota stops the run instead of waiting
+    max_quota_wait: float | None = None     # seconds a spent quota may keep the run waiting
+    on_merge: str = "update"                # what a record matching an earlier one does
 
 
 COMMON_SETTINGS: dict[str, Setting] = {
@@ -66,6 +69,13 @@ class Connector:
     # A lookup that costs no request (a local file): then a write needs no durable
     # "in flight" mark before it is sent — after a crash every unsettled record is looked up.
     cheap_lookup: ClassVar[bool] = False
+    # Writes that are local and cost no request (a file): the engine hands each page to
+    # ``write_batch`` in one call instead of spreading its records over N writers.
+    batch_writes: ClassVar[bool] = False
+    # For the plan's ETA: what one request typically takes when the run is not told
+    # (``--latency``), and the read kinds that go one after another (a cursor).
+    typical_latency: ClassVar[float] = 0.3
+    sequential_reads: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, settings: Mapping[str, Any], ctx: Context):
         self.settings = dict(settings)
@@ -113,8 +123,16 @@ class Connector:
             self.system, self.settings.get("base_url") or self.default_base_url,
             limit=self.rate_limit(), auth=auth, allow_insecure_http=self.ctx.allow_insecure_http,
             timeout=float(self.setting("timeout") or 30), connections=max(16, self.ctx.concurrency * 2),
-            **kwargs)
+            stop_at_quota=self.ctx.stop_at_quota, max_quota_wait=self.ctx.max_quota_wait, **kwargs)
         return self.http
+
+    def watch_waits(self, notify: Callable[[str], None] | None,
+                    stopping: Callable[[], bool] | None = None) -> None:
+        """Where a long wait (a spent daily quota) is announced — the run's progress
+        line — and what ends it early: ``stopping()`` turning true (Ctrl-C)."""
+        if self.http is not None:
+            self.http.on_wait = notify
+            self.http.limiter.stopping = stopping
 
     # ---- lifecycle ----------------------------------------------------------------
     async def open(self) -> None:
@@ -158,6 +176,10 @@ class Connector:
                     target_id: str | None = None) -> WriteResult:
         raise JobError(f"{self.system} cannot be written to")
 
+    async def write_batch(self, stream: str, batch: list[tuple[str, dict[str, Any]]]) -> list[WriteResult]:
+        """Write ``(source_id, record)`` pairs in order; only for ``batch_writes`` targets."""
+        return [await self.write(stream, record, source_id=sid) for sid, record in batch]
+
     # ---- the plan (issue 10): requests a run will spend, by kind ------------------------
     def plan_reads(self, stream: str, total: int | None) -> dict[str, int]:
         """Requests reading ``total`` records of ``stream`` costs (pages, detail fan-out)."""
@@ -166,6 +188,31 @@ class Connector:
     async def write_planner(self, stream: str, sm: Any) -> "WritePlanner":
         """A counter fed every valid mapped record of ``stream`` before the run."""
         return WritePlanner()
+
+    def plan_pages(self, stream: str, total: int | None) -> int:
+        """How many pages ``total`` records arrive in: the engine's unit of work, so the
+        first page's read is what the writers wait for before they start (the ETA)."""
+        return max(1, total or 0)
+
+    def plan_setup(self, role: str, streams: list[str]) -> dict[str, int]:
+        """Requests spent once per run in ``role`` ("source" or "target") whatever the
+        record count — a login, a list of names, a preflight check — so that they are
+        counted once and not per stream."""
+        return {}
+
+    async def quota(self, probe: bool = False) -> "Quota | None":
+        """The key's daily request quota, if the system has one, with what is left today
+        when known. ``probe`` allows one cheap request the run spends anyway (it is
+        cached) to learn what is left."""
+        return None
+
+
+@dataclass(frozen=True)
+class Quota:
+    """A daily request quota: the key's allowance and, when known, what is left today."""
+
+    limit: int
+    remaining: int | None = None
 
 
 class WritePlanner:

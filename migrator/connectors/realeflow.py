@@ -23,7 +23,7 @@ from ..http import Response, StaticHeaderAuth, error_text
 from ..limits import RateLimit
 from ..protocols import Page, Record, StreamInfo, WriteResult
 from ..schema import Field, StreamSchema
-from .base import Connector, Context, Setting
+from .base import Connector, Context, Setting, WritePlanner
 
 MAX_CUSTOM_FIELDS = 28
 CUSTOM_PREFIX = "custom."
@@ -181,6 +181,21 @@ class Realeflow(Connector):
                 records.append(Record(str(rid), row))
         yield Page(records, cursor=None, total=len(records))
 
+    # ---- the plan -----------------------------------------------------------------
+    def plan_reads(self, stream: str, total: int | None) -> dict[str, int]:
+        """One call per stream: the list endpoints have no paging."""
+        return {"page": 1}
+
+    def plan_pages(self, stream: str, total: int | None) -> int:
+        return 1
+
+    def plan_setup(self, role: str, streams: list[str]) -> dict[str, int]:
+        """A writer checks the account status once before writing."""
+        return {"meta": 1} if role == "target" else {}
+
+    async def write_planner(self, stream: str, sm: Any) -> WritePlanner:
+        return _CreatePlanner(self, stream)
+
     # ---- target -----------------------------------------------------------------
     async def prepare(self, streams: list[Any]) -> None:
         """Unknown custom labels fail before any request; a barred account before any write."""
@@ -271,6 +286,26 @@ class Realeflow(Connector):
         if rid in (None, "", 0):
             raise UncertainWrite(f"realeflow said the {stream} create succeeded but gave no Id")
         return str(rid)
+
+
+class _CreatePlanner(WritePlanner):
+    """One create (or relation) call per record; a record whose body cannot be built
+    (a custom field given twice with different values) fails before any request."""
+
+    def __init__(self, conn: Realeflow, stream: str):
+        super().__init__(dedup="Realeflow has no lookup and does not dedup: every record is created")
+        self.conn, self.stream = conn, stream
+
+    def add(self, record: dict[str, Any]) -> None:
+        if self.stream == "relations":
+            self.counts["relation"] += 1
+            return
+        keys = CONTACT_KEYS if self.stream == "contacts" else PROPERTY_KEYS
+        try:
+            self.conn._fields_body(self.stream, record, keys)
+        except RecordError:
+            return
+        self.counts["create"] += 1
 
 
 def _text(value: Any) -> Any:

@@ -22,9 +22,10 @@ import orjson
 from ..errors import AuthError, ConfigError, JobError, RecordError, Retryable, UncertainWrite
 from ..http import Auth, HttpClient, Request, Response, error_text
 from ..limits import RateLimit
+from ..paging import in_order
 from ..protocols import Page, Record, StreamInfo, WriteResult
 from ..schema import AnyOf, Field, StreamSchema
-from .base import Connector, Context, Setting
+from .base import Connector, Context, Setting, WritePlanner
 
 TOKEN_PATH = "/oauth/token"
 API = "/utility_api/v1"
@@ -37,7 +38,9 @@ UPDATE = f"{API}/contacts/update_contact"
 ADD_NOTE = f"{API}/contacts/add_note"
 PROPERTIES = f"{API}/properties"
 
+LIST_PAGE = 1000              # contacts a list page holds (the doc: "pages are limited to 1000")
 LIST_PAGES_AHEAD = 2          # list pages fetched while the current page's details load
+CHUNK = 50                    # rows handed to the engine at a time, as their details arrive
 DETAIL_KEYS = ("email_addresses", "phone_numbers", "addresses", "tags", "notes")
 TOKEN_MARGIN = 60.0           # renew this long before expiry (a tenth of a shorter life)
 
@@ -244,7 +247,7 @@ class Realvolve(Connector):
                 return e
         else:
             try:
-                body = orjson.loads(resp.body) if resp.body else None
+                body = resp.parsed()
             except orjson.JSONDecodeError:
                 return None
         if not isinstance(body, dict):
@@ -315,21 +318,24 @@ class Realvolve(Connector):
         notes_since = parse_time(since_stamp(self.ctx.since)) if stream == "notes" and self.ctx.since else None
         total = self._totals.get(stream)
         async with aclosing(self._contact_pages(self._listing(stream), after)) as loaded:
-            async for number, rows, details, last in loaded:
+            async for number, part, rows, details, ends, last in loaded:
                 if stream == "contacts":
                     records = [self._contact_record(row, d) for row, d in zip(rows, details)]
                 else:
                     records = [r for row, d in zip(rows, details)
                                for r in self._note_records(row, d, notes_since)]
-                yield Page(records, None if last else {"page": number}, total)
+                # A chunk short of its page's end resumes at that page (its settled records are skipped).
+                cursor = None if last else {"page": number} if ends else {"page": number - 1, "part": part}
+                yield Page(records, cursor, total)
 
     async def _contact_pages(self, listing: tuple[str, str | None], after: int
-                             ) -> AsyncIterator[tuple[int, list[dict], list[Any], bool]]:
-        """Pages in order, each with its contacts' details.
+                             ) -> AsyncIterator[tuple[int, int, list[dict], list[Any], bool, bool]]:
+        """``(page, part, rows, details, page_ends, last)`` in order, CHUNK rows at a time.
 
-        Each page's details and the next list pages load concurrently inside a task group
-        that closes before the page is yielded: no task outlives a suspension, so a reader
-        that stops early leaves nothing running.
+        A page's details (up to 1,000 calls) load through a rolling window of
+        ``ctx.concurrency`` together with the next list pages, and rows are handed on in
+        chunks as their details arrive: the engine starts writing after the first chunk,
+        not after the whole page (at Realvolve's 10 requests/s, 100 s later).
         """
         await self._load_names()
         number = after + 1
@@ -337,35 +343,35 @@ class Realvolve(Connector):
         body = first if first is not None and number == 1 else await self._list_page(listing, number)
         pages, rows = body["pages"], body["data"]
         ahead: dict[int, dict[str, Any]] = {}
-        limiter = anyio.CapacityLimiter(max(1, self.ctx.concurrency))
+        width = max(1, self.ctx.concurrency)
         while rows or number <= pages:
-            wanted = [n for n in range(number + 1, min(pages, number + LIST_PAGES_AHEAD) + 1)
-                      if n not in ahead]
-            details: list[Any] = [None] * len(rows)
-            async with anyio.create_task_group() as tg:
-                todo = iter(range(len(rows)))
-                for _ in range(min(len(rows), limiter.total_tokens)):
-                    tg.start_soon(self._detail_worker, rows, details, todo, limiter)
-                for n in wanted:
-                    tg.start_soon(self._fetch_ahead, listing, n, ahead, limiter)
-            pages = max([pages, *(ahead[n]["pages"] for n in wanted)])
-            yield number, rows, details, number >= pages
+            wanted = [n for n in range(number + 1, min(pages, number + LIST_PAGES_AHEAD) + 1) if n not in ahead]
+            todo = iter([-n for n in wanted] + list(range(len(rows))))  # negative: a list page
+
+            async def load(i: int, rows: list[dict] = rows) -> Any:
+                return await self._list_page(listing, -i) if i < 0 else await self._detail(rows[i].get("id"))
+
+            part, chunk_rows, chunk_details = 0, [], []
+            async with aclosing(in_order(load, lambda: next(todo, None), width)) as loaded:
+                async for i, value in loaded:
+                    if i < 0:
+                        ahead[-i] = value
+                        pages = max(pages, value["pages"])
+                        continue
+                    chunk_rows.append(rows[i])
+                    chunk_details.append(value)
+                    if len(chunk_rows) == CHUNK or i == len(rows) - 1:
+                        part += 1
+                        ends = i == len(rows) - 1
+                        yield number, part, chunk_rows, chunk_details, ends, ends and number >= pages
+                        chunk_rows, chunk_details = [], []
+            if not rows:
+                yield number, 1, [], [], True, number >= pages
             number += 1
             if number > pages:
                 return
             body = ahead.pop(number, None) or await self._list_page(listing, number)
             pages, rows = max(pages, body["pages"]), body["data"]
-
-    async def _fetch_ahead(self, listing: tuple[str, str | None], number: int,
-                           into: dict[int, dict[str, Any]], limiter: anyio.CapacityLimiter) -> None:
-        async with limiter:
-            into[number] = await self._list_page(listing, number)
-
-    async def _detail_worker(self, rows: list[dict], out: list[Any], todo: Any,
-                             limiter: anyio.CapacityLimiter) -> None:
-        for i in todo:
-            async with limiter:
-                out[i] = await self._detail(rows[i].get("id"))
 
     async def _detail(self, contact_id: Any) -> dict[str, Any] | Exception:
         """One contact's details, or the error that fails this contact alone."""
@@ -416,6 +422,41 @@ class Realvolve(Connector):
                 continue
             out.append(Record(str(note.get("id")), {**note, "contact_id": cid}))
         return out
+
+    # ---- the plan -----------------------------------------------------------------------
+    def plan_reads(self, stream: str, total: int | None) -> dict[str, int]:
+        """Contacts: ``info`` reads page 1 (kept) and the last page (for the exact total),
+        then every page after the first is read, and each contact costs a
+        ``contact_detail``. Notes read the same list again, details included: ``total``
+        counts notes, so the contact count comes from the contacts stream when this run
+        read it (else ``total`` stands in for it, an estimate)."""
+        if stream == "properties":
+            return {"page": 1}
+        listed = total or 0
+        if stream == "notes":
+            listed = self._totals.get("contacts") or listed
+        pages = -(-listed // LIST_PAGE)
+        if stream == "contacts":
+            return {"page": max(1, pages) + (1 if pages > 1 else 0), "detail": listed}
+        return {"page": max(1, pages), "detail": listed}
+
+    def plan_pages(self, stream: str, total: int | None) -> int:
+        """Contacts arrive CHUNK at a time with their details (notes: all their notes)."""
+        if stream == "properties":
+            return 1
+        listed = (self._totals.get("contacts") if stream == "notes" else None) or total or 0
+        return max(1, -(-listed // CHUNK))
+
+    def plan_setup(self, role: str, streams: list[str]) -> dict[str, int]:
+        """One token per run (it lives two hours); a reader loads the status and source
+        names once, a writer proves its credentials with one call before writing."""
+        if role == "target":
+            return {"auth": 1, "meta": 1}
+        named = any(s in ("contacts", "notes") for s in streams)
+        return {"auth": 1, "meta": 2} if named else {"auth": 1}
+
+    async def write_planner(self, stream: str, sm: Any) -> WritePlanner:
+        return _NotesPlanner(self, stream)
 
     # ---- target -----------------------------------------------------------------------
     async def prepare(self, streams: list[Any]) -> None:
@@ -523,3 +564,28 @@ class Realvolve(Connector):
         if note_id is None:
             raise UncertainWrite("realvolve answered add_note without a note id")
         return str(note_id)
+
+
+class _NotesPlanner(WritePlanner):
+    """A contact costs its create and one ``add_note`` per note (tags go with the create);
+    a note record costs its ``add_note``. A record that fails here before any request
+    (a tag with a comma, a blank note) costs nothing."""
+
+    def __init__(self, conn: Realvolve, stream: str):
+        super().__init__(dedup="Realvolve has no lookup and does not dedup: every record becomes a "
+                               "new contact, so duplicates in the source stay duplicates")
+        self.conn, self.stream = conn, stream
+
+    def add(self, record: dict[str, Any]) -> None:
+        if self.stream == "notes":
+            if record.get("contact_id") not in (None, "") and str(record.get("note_content") or "").strip():
+                self.counts["note"] += 1
+            return
+        try:
+            self.conn.contact_params(record)
+        except RecordError:
+            return
+        self.counts["create"] += 1
+        notes = sum(1 for n in record.get("notes") or [] if str(n).strip())
+        if notes:
+            self.counts["note"] += notes

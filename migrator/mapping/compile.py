@@ -79,7 +79,12 @@ class CompiledField:
 
 
 _Plan = tuple[str, "str | None", Callable[[dict], Any], tuple[tuple[str, Transform], ...],
-              bool, bool]
+              bool, bool, "dict[str, Any] | None"]
+
+# Transforms are pure, and most columns repeat (states, statuses, tags, dates, cities), so a
+# field remembers what its chain made of recent texts. Bounded: cleared when full.
+MEMO_SIZE = 4096
+_MISS = object()
 
 
 class StreamMapping:
@@ -121,7 +126,7 @@ class StreamMapping:
                 return MapResult(None, skipped=f"skip_if: {text}")
         data: dict[str, Any] = {}
         errors: list[Violation] | None = None
-        for name, key, get, chain, drop, skip_none in self._plan:
+        for name, key, get, chain, drop, skip_none, memo in self._plan:
             if key is not None:
                 value = record.get(key)
             else:
@@ -136,16 +141,25 @@ class StreamMapping:
             if value is None and skip_none:
                 continue
             if chain:
-                tname = ""
-                try:
-                    for tname, fn in chain:
-                        value = fn(value)
-                except Exception as exc:  # a library choking on odd data fails one record only
-                    if not drop:
-                        if errors is None:
-                            errors = []
-                        errors.append(_transform_violation(name, tname, exc, value))
-                    continue
+                text = value if memo is not None and type(value) is str else None
+                hit = _MISS if text is None else memo.get(text, _MISS)  # type: ignore[union-attr]
+                if hit is not _MISS:
+                    value = hit.copy() if type(hit) is list else hit
+                else:
+                    tname = ""
+                    try:
+                        for tname, fn in chain:
+                            value = fn(value)
+                    except Exception as exc:  # a library choking on odd data fails one record only
+                        if not drop:
+                            if errors is None:
+                                errors = []
+                            errors.append(_transform_violation(name, tname, exc, value))
+                        continue
+                    if text is not None:
+                        if len(memo) >= MEMO_SIZE:  # type: ignore[arg-type]
+                            memo.clear()  # type: ignore[union-attr]
+                        memo[text] = value.copy() if type(value) is list else value  # type: ignore[index]
             if value is None:
                 continue
             kind = type(value)
@@ -474,7 +488,7 @@ class _Compiler:
                     raise self.fail(spec, "value", f"field {name!r}: transform {tname!r} "
                                     f"refuses the value: {exc.message}") from None
             get = _constant(value)
-            entry: _Plan = (name, None, get, (), False, False)
+            entry: _Plan = (name, None, get, (), False, False, None)
             source = repr(spec["value"])
         elif kind == "template":
             template = spec["template"]
@@ -482,7 +496,7 @@ class _Compiler:
                 raise self.fail(spec, "template", "a template must be text")
             render, roots = self.template(spec, template)
             entry = (name, None, _identity, (("template", render),) + chain,
-                     on_error == "drop", False)
+                     on_error == "drop", False, None)
             source = template
         else:
             path = self.path(spec, "path", spec["path"])
@@ -496,7 +510,8 @@ class _Compiler:
                 chain = chain + (("ref", _ref_maker(ref_stream)),)
             key = path.key
             skip_none = not any(n == "default" for n in names)
-            entry = (name, key, path.get, chain, on_error == "drop", skip_none)
+            memo: dict[str, Any] | None = {} if chain and kind != "ref" else None
+            entry = (name, key, path.get, chain, on_error == "drop", skip_none, memo)
 
         compiled = CompiledField(name, kind, source, names, on_error, line, ref_stream)
         return compiled, entry, roots

@@ -15,7 +15,7 @@ from tests.aioresp import _Response, aioresponses
 from yarl import URL
 
 from migrator.connectors.base import Context
-from migrator.connectors.realvolve import Realvolve, phone_digits
+from migrator.connectors.realvolve import CHUNK, Realvolve, phone_digits
 from migrator.errors import AuthError, RecordError
 from migrator.sandbox.base import Faults
 from migrator.sandbox.server import Sandbox, make
@@ -385,8 +385,13 @@ async def test_reads_2100_contacts_in_three_concurrent_pages_in_order_with_detai
         finally:
             await c.close()
     assert info.total == 2100
-    assert [p.cursor for p in pages] == [{"page": 1}, {"page": 2}, None]
-    assert [len(p.records) for p in pages] == [1000, 1000, 100]
+    # Handed on CHUNK at a time as details arrive; a chunk short of its page's end resumes at that page.
+    def parts(before: int, rows: int, end: Any) -> list[Any]:
+        n = rows // CHUNK
+        return [{"page": before, "part": k} for k in range(1, n)] + [end]
+    assert [p.cursor for p in pages] == (
+        parts(0, 1000, {"page": 1}) + parts(1, 1000, {"page": 2}) + parts(2, 100, None))
+    assert [len(p.records) for p in pages] == [CHUNK] * (2100 // CHUNK)
     records = [r for p in pages for r in p.records]
     assert [r.source_id for r in records] == [str(s["id"]) for s in seeded]
     assert peak["page"] >= 2 and peak["detail"] > 1
@@ -501,3 +506,22 @@ async def test_a_refused_credential_is_named_never_shown(wrong, variable):
             await c.close()
     assert variable in str(err.value) and "not-the-right-one" not in str(err.value)
     assert sim.tokens_issued <= 1
+
+
+async def test_chunks_of_a_page_resume_at_their_page():
+    """A crash after the first chunk of a page resumes at that page: the chunk's cursor
+    names the page before it, so nothing of the page is skipped (settled ones the engine
+    skips by the checkpoint)."""
+    sim = make("realvolve", contacts=CHUNK * 5 // 2, seed=5, page_size=CHUNK * 2, limit=False)
+    seeded = [str(s["id"]) for s in sim.inspect_records("contacts")]
+    async with Sandbox({"realvolve": sim}):
+        c = sim_connector(sim)
+        await c.open()
+        try:
+            pages = [p async for p in c.pages("contacts", None)]
+            resumed = [p async for p in c.pages("contacts", pages[0].cursor)]
+        finally:
+            await c.close()
+    assert [(p.cursor, len(p.records)) for p in pages] == [
+        ({"page": 0, "part": 1}, CHUNK), ({"page": 1}, CHUNK), (None, CHUNK // 2)]
+    assert [r.source_id for p in resumed for r in p.records] == seeded
