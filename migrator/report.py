@@ -75,13 +75,21 @@ def _merges(conn: sqlite3.Connection) -> list[dict[str, Any]]:
     ``field=value``). Each lists its source ids in the order they were settled, what
     became of each (``created``, ``updated``, ``matched``) and the keys that matched;
     ``existing`` says the target held the record before this job wrote to it (none of them
-    created it, nor was found again after an interruption)."""
+    created it, nor was found again after an interruption).
+
+    Every merge holds a record that was not simply created (a later one lands ``updated``
+    or ``matched``), so only those target ids are grouped: a million plain creates cost
+    one scan, not a sort."""
     rows = conn.execute(
+        "WITH hit AS (SELECT DISTINCT stream, target_id FROM records WHERE status='done' "
+        "             AND target_id IS NOT NULL AND target_id != '' "
+        "             AND (coalesce(action, '') != 'created' OR instr(coalesce(matched_key, ''), '=') > 0)) "
         "SELECT stream, target_id, group_concat(source_id, char(31)), "
         "group_concat(coalesce(action, ''), char(31)), group_concat(coalesce(matched_key, ''), char(31)), "
         "sum(action = 'created' OR coalesce(matched_key, '') LIKE 'lookup after %') "
-        "FROM (SELECT stream, target_id, source_id, action, matched_key FROM records "
-        "      WHERE status='done' AND target_id IS NOT NULL AND target_id != '' ORDER BY updated) "
+        "FROM (SELECT r.stream, r.target_id, r.source_id, r.action, r.matched_key FROM records r "
+        "      JOIN hit ON hit.stream = r.stream AND hit.target_id = r.target_id "
+        "      WHERE r.status='done' ORDER BY r.updated) "
         "GROUP BY stream, target_id HAVING count(*) > 1 OR sum(instr(coalesce(matched_key, ''), '=') > 0) > 0 "
         "ORDER BY stream, target_id LIMIT 10000")
     out = []

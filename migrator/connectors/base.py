@@ -81,6 +81,11 @@ class Connector:
         self.settings = dict(settings)
         self.ctx = ctx
         self.http: HttpClient | None = None
+        self.checkpoint: Any = None     # the run's checkpoint (the engine sets it): a key index lives there
+        self.on_merge = ctx.on_merge    # what a record that matches an earlier one does
+        # Records each target stream will be sent, when the plan knows (validate's count):
+        # a target that chooses how to dedup by it chooses as the plan did.
+        self.expected_records: dict[str, int] = {}
 
     # ---- facts ----------------------------------------------------------------
     @classmethod

@@ -112,7 +112,6 @@ class Brokerkit(Connector):
         if self.product not in (None, "retention"):
             raise JobError(f"{where}brokerkit product must be \"retention\" or left out, not {self.product!r}")
         self.test_mode = _flag(self.setting("test_mode"), f"{where}brokerkit test_mode")
-        self.on_merge: str = getattr(ctx, "on_merge", "update")   # the engine sets the job's
         key = str(self.setting("api_key"))
         self.make_http(auth=StaticHeaderAuth({"Authorization": f"Token token={key}"}, "BROKERKIT_API_KEY"),
                        classify=_classify, headers={"Content-Type": "application/json"})

@@ -286,26 +286,31 @@ class _CsvPages:
         return self
 
     def __next__(self) -> Page:
+        # One loop, no call per row: reading is a sixth of a file -> file run's CPU.
         records: list[Record] = []
-        header = self.header
+        append = records.append
+        header, reader, id_column, size = self.header, self.reader, self.id_column, self.page_size
         width = len(header)
-        while len(records) < self.page_size:
-            item = self._next_raw()
-            if item is None:
+        while len(records) < size:
+            try:
+                cells = next(reader)
+            except StopIteration:
                 break
-            line, cells, error = item
-            if cells is not None and not any(cells):
+            except (csv.Error, UnicodeDecodeError) as e:
+                self.row += 1
+                line = reader.line_num
+                append(Record(str(self.row), None, error=f"line {line}: unreadable row ({e})", line=line))
                 continue
-            sid = str(self.row)
-            if error is None and cells is not None and len(cells) != width:
-                error = f"line {line}: expected {width} columns, got {len(cells)}"
-            if error is not None or cells is None:
-                records.append(Record(sid, None, error=error, line=line))
+            self.row += 1
+            if not any(cells):
+                continue
+            line = reader.line_num
+            if len(cells) != width:
+                append(Record(str(self.row), None, error=f"line {line}: expected {width} columns, got {len(cells)}",
+                              line=line))
                 continue
             data = dict(zip(header, cells))
-            if self.id_column:
-                sid = data.get(self.id_column) or sid
-            records.append(Record(sid, data, line=line))
+            append(Record((id_column and data.get(id_column)) or str(self.row), data, line=line))
         if not records:
             raise StopIteration
         return Page(records, {"row": self.row})
@@ -340,11 +345,17 @@ class JsonlConnector(_FileConnector):
         return ids
 
     def _line(self, stream: str, record: dict[str, Any], source_id: str) -> bytes:
-        return orjson.dumps({str(self.setting("source_id_column")): source_id, **record}) + b"\n"
+        return self._lines(stream, [(source_id, record)])
 
     def _lines(self, stream: str, batch: list[tuple[str, dict[str, Any]]]) -> bytes:
+        """The source id first, then the record: spliced as bytes, which costs a third of
+        dumping a merged dict (the page's lines are most of a file target's CPU)."""
         col, dumps = str(self.setting("source_id_column")), orjson.dumps
-        return b"\n".join([dumps({col: sid, **record}) for sid, record in batch]) + b"\n"
+        head = b"{" + dumps(col) + b":"
+        return b"\n".join([
+            head + dumps(sid) + (b"," + dumps(record)[1:] if record else b"}") if col not in record
+            else dumps({**record, col: sid})  # a mapped field of that name: the source id wins
+            for sid, record in batch]) + b"\n"
 
 
 class _JsonlPages:

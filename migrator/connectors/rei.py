@@ -98,11 +98,6 @@ class Rei(Connector):
         self._first_page: dict[str, Any] | None = None
         self._fields: list[dict[str, Any]] | None = None
         self._field_ids: dict[str, str] = {}
-        self.checkpoint: Any = None      # the run's checkpoint (the engine sets it): the key index lives there
-        self.on_merge: str = getattr(ctx, "on_merge", "update")
-        # Records each target stream will be sent, when known before the run (the plan's
-        # count): decides index or lookups as the plan did. Unknown: the index.
-        self.expected_records: dict[str, int] = {}
         self._dedup: dict[str, _Dedup] = {}
         self._plans: dict[str, PlanState] = {}
         self._locks = KeyLocks()

@@ -197,11 +197,6 @@ class Spark(Connector):
         self._expand: tuple[str, ...] = ()
         self._first_pages: dict[tuple, _PageData] = {}
         self._login_http: HttpClient | None = None
-        self.checkpoint: Any = None      # the run's checkpoint (the engine sets it): the key index lives there
-        self.on_merge: str = getattr(ctx, "on_merge", "update")
-        # Records each target stream will be sent, when known before the run (the plan's
-        # count): decides index or optimistic creates as the plan did. Unknown: the index.
-        self.expected_records: dict[str, int] = {}
         self._dedup: dict[str, _Dedup] = {}
         self._plans: dict[str, PlanState] = {}
         self._locks = KeyLocks()
