@@ -284,24 +284,32 @@ class KeyIndex:
     is matched by the next one. ``add`` keeps the first target id a key was given (a
     target holding two records with one e-mail matches the first read, as its server
     does); add only keys ``get`` did not find.
+
+    Most keys asked for are new (a record being created), and asking SQLite costs a
+    worker-thread round trip per record; after ``reset`` every key the table holds went
+    through ``add``, so a fixed-size Bloom filter answers "not there" without it.
     """
 
     def __init__(self, ckpt: Checkpoint, stream: str):
         self.ckpt, self.stream = ckpt, stream
         self._recent: dict[str, tuple[str, int]] = {}   # key -> (target id, queue position)
+        self._bloom: _Bloom | None = None                # every key in the table, once reset
 
     async def reset(self) -> None:
         """Forget the keys of an earlier run: the target may have changed since."""
         self.ckpt._queue("DELETE FROM target_keys WHERE stream=?", (self.stream,))
         self._recent.clear()
+        self._bloom = _Bloom()
         await self.ckpt.commit()
 
     def add(self, pairs: Iterable[tuple[str, str]], *, durable: bool = False) -> None:
         """Queue ``(key, target_id)`` pairs. ``durable``: the caller commits before any
         ``get`` (a prefetch, page by page), so no overlay is kept."""
-        ckpt = self.ckpt
+        ckpt, bloom = self.ckpt, self._bloom
         for key, target_id in pairs:
             ckpt._queue("INSERT OR IGNORE INTO target_keys VALUES (?, ?, ?)", (self.stream, key, target_id))
+            if bloom is not None:
+                bloom.add(key)
             if not durable and key not in self._recent:
                 self._recent[key] = (target_id, ckpt._queued)
 
@@ -309,7 +317,8 @@ class KeyIndex:
         """The target ids of those ``keys`` that are known."""
         self._trim()
         out = {k: self._recent[k][0] for k in keys if k in self._recent}
-        rest = [k for k in keys if k not in out]
+        bloom = self._bloom
+        rest = [k for k in keys if k not in out and (bloom is None or k in bloom)]
         if rest:
             out.update(await self.ckpt.known_keys(self.stream, rest))
         return out
@@ -329,6 +338,30 @@ class KeyIndex:
     async def count(self) -> int:
         rows = await self.ckpt.query("SELECT count(*) FROM target_keys WHERE stream=?", (self.stream,))
         return int(rows[0][0])
+
+
+class _Bloom:
+    """A set that may say yes wrongly but never no wrongly, in a fixed 1 MB: about 4%
+    false "maybe" at a million keys, 0.01% at 100,000 (a maybe costs one SQLite query)."""
+
+    BITS = 1 << 23
+
+    def __init__(self) -> None:
+        self.bits = bytearray(self.BITS >> 3)
+
+    def _spots(self, key: str) -> tuple[int, int, int]:
+        h, mask = hash(key), self.BITS - 1
+        a, b = h & mask, ((h >> 23) & mask) | 1
+        return a, (a + b) & mask, (a + 2 * b) & mask
+
+    def add(self, key: str) -> None:
+        bits = self.bits
+        for spot in self._spots(key):
+            bits[spot >> 3] |= 1 << (spot & 7)
+
+    def __contains__(self, key: str) -> bool:
+        bits = self.bits
+        return all(bits[spot >> 3] & (1 << (spot & 7)) for spot in self._spots(key))
 
 
 def read_only(path: str | Path) -> sqlite3.Connection:

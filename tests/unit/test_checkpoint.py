@@ -75,3 +75,30 @@ async def test_group_commit_shares_transactions(tmp_path):
             tg.start_soon(writer, i)
     assert sum(calls) == 400 and len(calls) < 50
     await ck.close()
+
+
+async def test_key_index_answers_new_keys_without_asking_sqlite(tmp_path):
+    """After reset, every key in the table went through add: a key the filter has never
+    seen is answered without a worker-thread query; every added key is still found once
+    it is durable and out of the overlay."""
+    ckpt = await Checkpoint.open(tmp_path / "c.sqlite", job_id="j", mapping_digest="d")
+    index = ckpt.key_index("contacts")
+    asked: list[list[str]] = []
+    real = ckpt.known_keys
+
+    async def spy(stream, keys):
+        asked.append(list(keys))
+        return await real(stream, keys)
+
+    ckpt.known_keys = spy  # type: ignore[method-assign]
+    await index.reset()
+    index.add([(f"email=p{i}@x.com", str(i)) for i in range(2000)], durable=True)
+    await index.flush()
+    assert await index.get(["email=nobody@x.com", "phone=+14155550100"]) == {}
+    assert asked == []
+    assert await index.get(["email=p7@x.com", "email=p1999@x.com"]) == {"email=p7@x.com": "7",
+                                                                        "email=p1999@x.com": "1999"}
+    index.add([("email=new@x.com", "n1")])
+    await ckpt.commit()
+    assert await index.get(["email=new@x.com"]) == {"email=new@x.com": "n1"}
+    await ckpt.close()
