@@ -6,6 +6,7 @@ as `python -m migrator.cli`, exactly what a user starts.
 """
 from __future__ import annotations
 
+import argparse
 import ast
 import json
 import os
@@ -244,3 +245,19 @@ def window_summary(stats: dict[str, Any]) -> str:
         s += (f", admitted {w['admitted']}, largest count in any {w['period']:g} s window "
               f"{w['max_in_window']} (limit {w['limit']})")
     return s
+
+
+def rate_limited_main(run: Any, quick: Any, doc: str, *, latency: float) -> None:
+    """The command line of a bench that writes seeded contacts into a rate-limited REI
+    simulator (rate_bound, resume): sizes, rate, latency, concurrency, or --quick."""
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
+    ap.add_argument("--contacts", type=int, default=5000)
+    ap.add_argument("--rate", type=int, default=50)
+    ap.add_argument("--latency", type=float, default=latency)
+    ap.add_argument("--concurrency", type=int, default=8)
+    ap.add_argument("--quick", action="store_true", help="500 contacts")
+    a = ap.parse_args()
+    if a.quick:
+        quick()
+    else:
+        run(a.contacts, a.rate, a.latency, a.concurrency)

@@ -12,12 +12,11 @@ requests in any 1 s window never above R.
 """
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _bench import (JSONL_SOURCE, MAPPINGS, REI_TARGET, Figure, SandboxProc, done_times, limit_yaml,  # noqa: E402
+from _bench import (rate_limited_main, JSONL_SOURCE, MAPPINGS, REI_TARGET, Figure, SandboxProc, done_times, limit_yaml,  # noqa: E402
                     print_figure, run_cli, tmpdir, window_summary, write_job, write_rate)
 from _data import write_contacts_jsonl  # noqa: E402
 
@@ -62,17 +61,7 @@ def quick() -> Figure:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--contacts", type=int, default=5000)
-    ap.add_argument("--rate", type=int, default=50)
-    ap.add_argument("--latency", type=float, default=0.04)
-    ap.add_argument("--concurrency", type=int, default=8)
-    ap.add_argument("--quick", action="store_true", help="500 contacts")
-    a = ap.parse_args()
-    if a.quick:
-        quick()
-    else:
-        run(a.contacts, a.rate, a.latency, a.concurrency)
+    rate_limited_main(run, quick, __doc__, latency=0.04)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,6 @@ Figure: resume wall time / fresh wall time for the same remaining records. Goal 
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
@@ -24,7 +23,7 @@ import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _bench import (JSONL_SOURCE, MAPPINGS, REI_TARGET, Figure, SandboxProc, done_ids, done_times,  # noqa: E402
+from _bench import (rate_limited_main, JSONL_SOURCE, MAPPINGS, REI_TARGET, Figure, SandboxProc, done_ids, done_times,  # noqa: E402
                     limit_yaml, print_figure, run_cli, status_counts, tmpdir, window_summary, write_job)
 from _data import write_contacts_jsonl  # noqa: E402
 
@@ -97,17 +96,7 @@ def quick() -> Figure:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--contacts", type=int, default=5000)
-    ap.add_argument("--rate", type=int, default=50)
-    ap.add_argument("--latency", type=float, default=0.05)
-    ap.add_argument("--concurrency", type=int, default=8)
-    ap.add_argument("--quick", action="store_true", help="500 contacts")
-    a = ap.parse_args()
-    if a.quick:
-        quick()
-    else:
-        run(a.contacts, a.rate, a.latency, a.concurrency)
+    rate_limited_main(run, quick, __doc__, latency=0.05)
 
 
 if __name__ == "__main__":
