@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import subprocess
 import sys
 import tempfile
@@ -20,7 +19,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _bench import Figure, print_figure  # noqa: E402
+from _bench import Figure, SandboxProc, print_figure  # noqa: E402
 
 LATENCY = 0.1
 GOAL = 0.8  # achieved within 20% of the bound
@@ -45,20 +44,6 @@ SOURCES = {
                   "rate_limit: off}", "id"),
     "spark": ("{system: spark, base_url: '${SPARK_BASE_URL}', access_token: '${SPARK_ACCESS_TOKEN}', rate_limit: off}", "Id"),
 }
-
-
-def sandbox(vendor: str, contacts: int) -> tuple[subprocess.Popen, dict[str, str]]:
-    proc = subprocess.Popen([sys.executable, "-m", "migrator.cli", "sandbox", "--no-limits", "--latency", str(LATENCY),
-                             "--contacts", str(contacts), "--only", vendor], stdout=subprocess.PIPE, text=True)
-    env: dict[str, str] = {}
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        m = re.match(r"\s+export (\w+)=(\S+)", line)
-        if m:
-            env[m.group(1)] = m.group(2)
-        if line.startswith("Ctrl-C"):
-            break
-    return proc, env
 
 
 def read_all(vendor: str, env: dict[str, str], concurrency: int) -> float:
@@ -87,8 +72,8 @@ def run(contacts_realvolve: int = 20_000, spark_pages: int = 400, concurrency: i
           f"process start-up {startup:.2f} s")
     figures = []
     for vendor, contacts, requests in cases:
-        proc, env = sandbox(vendor, contacts)
-        try:
+        with SandboxProc([vendor], contacts=contacts, latency=LATENCY) as sb:
+            env = sb.env
             for c in ((1, concurrency) if sequential else (concurrency,)):
                 if c == 1 and requests > 2000:
                     print(f"  {vendor:<9} concurrency  1: skipped ({requests} requests x {LATENCY:g} s = "
@@ -105,9 +90,6 @@ def run(contacts_realvolve: int = 20_000, spark_pages: int = 400, concurrency: i
                                  f"req x lat / C = {bound:.1f} s; goal >= {GOAL}", ratio, ratio >= GOAL)
                     print_figure(fig)
                     figures.append(fig)
-        finally:
-            proc.terminate()
-            proc.wait(30)
     return figures
 
 

@@ -186,3 +186,24 @@ def checkpoint_rows(pair: Pair, stream: str | None = None) -> list[tuple[str, st
         if stream is None:
             return db.execute("SELECT status, source_id, error FROM records").fetchall()
         return db.execute("SELECT status, source_id, error FROM records WHERE stream=?", (stream,)).fetchall()
+
+
+REALEFLOW_API_LIMIT = 25  # contact/list returns only the newest 25, whatever the account holds
+
+
+def assert_each_record_settled(pair: Pair, result: Any, rows: list[tuple[str, str, str | None]],
+                               by_sid: dict[str, Any], n: int) -> list[tuple[Any, str | None]]:
+    """What every pair test asks first: each record read ends done or failed, and only the
+    deliberately dirty people fail. Returns the failed people with their reasons."""
+    counts = result.counts
+    if pair.source == "realeflow":
+        assert counts["read"] == min(n, REALEFLOW_API_LIMIT)
+        assert result.notice and "25" in result.notice
+    else:
+        assert counts["read"] == n
+    assert len(rows) == counts["read"]
+    assert {status for status, _, _ in rows} <= {"done", "failed"}
+    failed = [(by_sid[sid], error) for status, sid, error in rows if status == "failed"]
+    assert [(p.uid, error) for p, error in failed if not p.dirty] == []
+    assert counts["failed"] == len(failed)
+    return failed
