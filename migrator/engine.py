@@ -150,8 +150,7 @@ class Engine:
                     accept_mapping_change=self.accept_mapping_change, mode=self.mode)
             await self.source.open()
             for c in (self.source, self.target):  # a quota wait is told on the progress line; Ctrl-C ends it
-                if hasattr(c, "watch_waits"):
-                    c.watch_waits(self.out, lambda: self._stopping)
+                c.watch_waits(self.out, lambda: self._stopping)
             self.source.use_mapping(list(self.job.mapping.streams.values()))
             if writing:
                 await self.target.open()

@@ -31,6 +31,7 @@ from typing import Any, AsyncIterator, Iterable, Mapping, Protocol, Sequence
 import anyio
 
 from ..errors import RecordError
+from ..protocols import WriteResult
 
 ON_MERGE = ("update", "skip", "fail")
 _NON_DIGIT = re.compile(r"\D")
@@ -183,10 +184,17 @@ def choose(*, existing: int, pages: int, probes: int, records: int | None, per_r
                   f"{read} — more than {what} (up to {dearer} for {records} records)")
 
 
-def merge_refused(vendor: str, name: str, record: Mapping[str, Any], target_id: str) -> RecordError:
-    """``on_merge: fail``: the reason names the key and the target record."""
-    return RecordError(f"{shown_key(name, record)} matches {vendor} record {target_id}, which is already "
-                       f"in the target (on_merge: fail)", field=name, rule="merge")
+def merge_without_writing(on_merge: str, vendor: str, name: str, record: Mapping[str, Any],
+                          target_id: str) -> WriteResult | None:
+    """A record matched ``target_id`` by ``name``. ``skip``: settled against it with
+    nothing sent; ``fail``: refused with a reason naming the key and the target record;
+    ``update``: None — the connector writes the record onto the match its own way."""
+    if on_merge == "skip":
+        return WriteResult(target_id, "matched", shown_key(name, record))
+    if on_merge == "fail":
+        raise RecordError(f"{shown_key(name, record)} matches {vendor} record {target_id}, which is already "
+                          f"in the target (on_merge: fail)", field=name, rule="merge")
+    return None
 
 
 @dataclass

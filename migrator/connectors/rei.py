@@ -39,7 +39,7 @@ from ..protocols import Page, Record, StreamInfo, WriteResult
 from ..schema import AnyOf, Field, StreamSchema
 from .base import Connector, Context, Quota, Setting, WritePlanner
 from .dedup import (ON_MERGE, Choice, KeyLocks, KeyStore, MemoryKeys, PlanState, choose, keys_of,
-                    merge_refused, normalize, shown_key)
+                    merge_without_writing, normalize, shown_key)
 
 API_KEY_ENV = "REI_API_KEY"
 MAX_PAGE = 100
@@ -463,10 +463,10 @@ class Rei(Connector):
                     dedup.index.add((k, new_id) for _, k in keys)
                 return WriteResult(target_id=new_id, action="created", requests={**requests, "create": 1})
             name, matched = hit
-            if self.on_merge == "skip":
-                return WriteResult(matched, "matched", shown_key(name, record), requests=requests)
-            if self.on_merge == "fail":
-                raise merge_refused("REI Software", name, record, matched)
+            kept = merge_without_writing(self.on_merge, "REI Software", name, record, matched)
+            if kept is not None:
+                kept.requests = requests
+                return kept
             result = await self._merge(matched, body, record, dedup.fields)
             if dedup.index is not None:
                 dedup.index.add((k, result.target_id) for _, k in keys if k not in found)

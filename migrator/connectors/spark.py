@@ -35,7 +35,7 @@ from ..protocols import Page, Record, StreamInfo, WriteResult
 from ..schema import Field, StreamSchema
 from .base import Connector, Context, Setting, WritePlanner
 from .dedup import (ON_MERGE, Choice, KeyLocks, KeyStore, MemoryKeys, PlanState, choose, keys_of,
-                    merge_refused, shown_key)
+                    merge_without_writing, shown_key)
 
 PAGE_SIZE = 25
 SESSION_PATH = "/v1/session"
@@ -519,13 +519,11 @@ class Spark(Connector):
     async def _merged(self, matched: str, name: str, record: Mapping[str, Any],
                       body: dict[str, Any]) -> WriteResult:
         """The record matches contact ``matched`` by ``name``: ``on_merge`` decides."""
-        key = shown_key(name, record)
-        if self.on_merge == "skip":
-            return WriteResult(matched, "matched", key)
-        if self.on_merge == "fail":
-            raise merge_refused("Flexmls", name, record, matched)
+        kept = merge_without_writing(self.on_merge, "Flexmls", name, record, matched)
+        if kept is not None:
+            return kept
         result = await self._put(matched, body)
-        result.matched_key = key
+        result.matched_key = shown_key(name, record)
         return result
 
     async def _put(self, target_id: str, body: dict[str, Any]) -> WriteResult:

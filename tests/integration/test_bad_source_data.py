@@ -75,6 +75,7 @@ class _Source:
     def streams(self): return ("contacts",)
     async def info(self, stream): return StreamInfo(stream)
     def use_mapping(self, streams): ...
+    def watch_waits(self, notify, stopping=None): ...
     def request_stats(self): return {}
 
     async def pages(self, stream, cursor):
