@@ -255,10 +255,19 @@ class HttpClient:
 
     async def open(self) -> None:
         if self._session is None:
+            # The limiter's window counts from when a request goes on the wire: the last
+            # of "headers out" (a GET) and "body out" (a POST sends both in one write).
+            on_wire = aiohttp.TraceConfig()
+
+            async def sent(session: Any, ctx: Any, params: Any) -> None:
+                self.limiter.sent_now(ctx.trace_request_ctx)
+
+            on_wire.on_request_headers_sent.append(sent)
+            on_wire.on_request_chunk_sent.append(sent)
             self._session = aiohttp.ClientSession(
                 timeout=aiohttp.ClientTimeout(total=self.timeout),
                 connector=aiohttp.TCPConnector(limit=self.connections),
-                json_serialize=lambda o: orjson.dumps(o).decode())
+                json_serialize=lambda o: orjson.dumps(o).decode(), trace_configs=[on_wire])
 
     async def close(self) -> None:
         if self._session is not None:
@@ -354,7 +363,7 @@ class HttpClient:
             await self.open()
         assert self._session is not None
         # Sign after waiting on the limiter: a signature or session must not age in the queue.
-        await self.limiter.acquire()
+        slot = await self.limiter.acquire()
         if self.auth is not None:
             await self.auth.apply(self, req)
             req.auth_generation = self.auth.generation
@@ -367,7 +376,7 @@ class HttpClient:
         try:
             async with self._session.request(req.method, url, params=req.params,
                                              data=body if body is not None else req.data,
-                                             headers=headers) as r:
+                                             headers=headers, trace_request_ctx=slot) as r:
                 raw = await r.read()
                 resp = Response(r.status, r.headers, raw, req)
         except aiohttp.ClientConnectorError as e:

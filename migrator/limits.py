@@ -66,7 +66,7 @@ class Limiter:
         self.ceiling = limit   # the configured limit, or the stricter window a server advertises
         self.clock = clock
         self._pause_until = 0.0
-        self._log: deque[float] = deque()
+        self._log: deque[list[float]] = deque()   # [send time] cells, oldest first
         self._set(limit)
         self.sent = 0
         self.waited_429 = 0.0
@@ -148,6 +148,12 @@ class Limiter:
             up = min(ceiling.requests, max(current.requests + 1, int(current.requests * 1.1)))
             self._set(RateLimit(up, ceiling.per))
 
+    def recent(self, seconds: float) -> int:
+        """How many of our own requests went out in the last ``seconds`` (at most the
+        log's window): what a server's "remaining" count is compared with."""
+        since = self.clock() - seconds
+        return sum(1 for cell in self._log if cell[0] > since)
+
     @property
     def paused_for(self) -> float:
         return max(0.0, self._pause_until - self.clock())
@@ -175,9 +181,10 @@ class Limiter:
         return self._held_until if self._held_until > self.wall() else None
 
     # -- admission ---------------------------------------------------------------
-    async def acquire(self) -> None:
+    async def acquire(self) -> list[float] | None:
         """Wait for a slot. Raises ``QuotaExhausted(stop=True)`` when a hold is on and
-        the run is stopping instead of waiting for it."""
+        the run is stopping instead of waiting for it. Returns the slot's log cell for
+        ``sent_now`` (None when there is no limit)."""
         while True:
             held = self._held_until - self.wall()
             if held > 0:
@@ -193,19 +200,31 @@ class Limiter:
                 await anyio.sleep(wait)
                 continue
             if self._bucket is None:
-                break
+                self.sent += 1
+                return None
             await self._bucket.acquire()
             log = self._log
             while True:  # the bucket's slot is kept while the log makes room (no second token)
                 assert self.limit is not None
                 now = self.clock()
-                while log and log[0] <= now - self._window:
+                while log and log[0][0] <= now - self._window:
                     log.popleft()
                 if len(log) < self.limit.requests:
                     break
-                await anyio.sleep(log[0] + self._window - now)
+                await anyio.sleep(log[0][0] + self._window - now)
             if self._pause_until > now or self._held_until > self.wall():
                 continue
-            log.append(now)
-            break
-        self.sent += 1
+            cell = [now]
+            log.append(cell)
+            self.sent += 1
+            return cell
+
+    def sent_now(self, cell: list[float] | None) -> None:
+        """The request of ``cell`` is on the wire now: its window starts here, not when
+        its slot was granted. Between the two, a busy event loop (a page being mapped)
+        can hold a request back for tens of milliseconds; counted from the grant, the
+        request N later could then reach the vendor inside the same window (a 429)."""
+        if cell is not None:
+            now = self.clock()
+            if now > cell[0]:
+                cell[0] = now

@@ -148,13 +148,14 @@ class Rei(Connector):
         window = RateLimit(most, interval_ms / 1000)
         self.http.limiter.follow(window)
         if _int_header(h, "X-RateLimit-Remaining") == 0:
-            # A sliding window frees its next slot about one slot's share of the interval
-            # later. A client paced at the limit is told "0" after every request, so a
-            # pause of the whole interval would cut it to one request per interval; the
-            # limiter's own log keeps the window either way. (Pausing from the moment the
-            # request was sent instead, which costs paced sends nothing, drew 429s on a
-            # loaded machine: the pause doubles as slack for the server's arrival jitter.)
-            self.http.limiter.pause(window.per / window.requests)
+            # Our own log keeps the window: a "0" that our own sends explain is our pacing
+            # at the limit, told after nearly every request, and a pause for it would put
+            # each send behind the last response. A "0" our sends do not explain means
+            # another client spends this key too; then wait one slot's share of the
+            # interval, when a sliding window frees its next slot.
+            limiter = self.http.limiter
+            if limiter.recent(window.per) < window.requests - max(2, window.requests // 10):
+                limiter.pause(window.per / window.requests)
 
     def _classify(self, resp: Response) -> Exception | None:
         status = resp.status

@@ -245,6 +245,22 @@ async def test_headers_lower_the_limiter_through_a_real_response() -> None:
         await c.close()
 
 
+def test_a_spent_window_pauses_only_when_our_own_sends_do_not_explain_it() -> None:
+    """Paced at the limit, we are told "Remaining: 0" after nearly every request; our own
+    log already keeps that window, so pausing would only put each send behind the last
+    response. A "0" with few sends of our own means another client spends the key."""
+    c = connector(rate_limit="off")
+    limiter = c.http.limiter
+    spent = {"X-RateLimit-Max": "50", "X-RateLimit-Interval-Milliseconds": "1000", "X-RateLimit-Remaining": "0"}
+    c._observe(response(200, spent))
+    assert 0.015 < limiter.paused_for <= 0.02, "someone else filled the window: wait one slot's share"
+    limiter._pause_until = 0.0
+    now = limiter.clock()
+    limiter._log.extend([now - 0.9 + i * 0.018] for i in range(49))   # our own 49 sends this second
+    c._observe(response(200, spent))
+    assert limiter.paused_for == 0, "our own pacing at the limit is no reason to pause"
+
+
 def test_a_429_with_the_daily_quota_spent_is_quota_exhausted() -> None:
     c = connector()
     before = time.time()
