@@ -225,15 +225,19 @@ class Engine:
         batched = writing and self._batched and self.mode != "validate"
         send, receive = anyio.create_memory_object_stream[Any](READ_AHEAD if batched else max(16, self.job.concurrency * 4))
         completed_reading = False
+        # A local target's records get no pending mark (its own mark settles them); the
+        # ids handed to its writer but not yet committed are kept here instead, so that a
+        # source id seen again a page later is still known as a duplicate.
+        unsettled: set[str] | None = set() if batched else None
         async with anyio.create_task_group() as tg:
             if batched:
-                tg.start_soon(self._batch_writer, sm, receive.clone(), pages, result, bar)
+                tg.start_soon(self._batch_writer, sm, receive.clone(), pages, result, bar, unsettled)
             else:
                 for _ in range(self.job.concurrency if writing else 0):
                     tg.start_soon(self._writer, sm, receive.clone(), pages, result, bar)
             receive.close()
             try:
-                completed_reading = await self._read(sm, schema, cursor, send, pages, result, bar, batched)
+                completed_reading = await self._read(sm, schema, cursor, send, pages, result, bar, unsettled)
             finally:
                 send.close()
         if self.ckpt is not None:
@@ -250,7 +254,7 @@ class Engine:
         return bar
 
     async def _read(self, sm, schema, cursor: Any, send: MemoryObjectSendStream[Any],
-                    pages: _Pages, result: StreamResult, bar, batched: bool = False) -> bool:
+                    pages: _Pages, result: StreamResult, bar, unsettled: set[str] | None = None) -> bool:
         """Fetch pages in a task of their own, READ_AHEAD pages ahead of the writers, so
         reading and writing overlap; sort each page, then hand its work to the writers."""
         seq = 0
@@ -283,7 +287,7 @@ class Engine:
                         break
                     crashpoints.reached("read")
                     seq += 1
-                    items = await self._prepare_page(sm, schema, page, result, seen_this_run)
+                    items = await self._prepare_page(sm, schema, page, result, seen_this_run, unsettled)
                     pages.add(seq, len(items), page.cursor)
                     if self.ckpt is not None:
                         await self.ckpt.commit()
@@ -292,8 +296,9 @@ class Engine:
                     self._postfix(bar, result)
                     for item in items:
                         item.seq = seq
-                    if batched:
+                    if unsettled is not None:
                         if items:
+                            unsettled.update(item.source_id for item in items)
                             await send.send(items)
                     else:
                         for item in items:
@@ -301,13 +306,16 @@ class Engine:
         return not self._stopping
 
     async def _prepare_page(self, sm, schema, page: Page, result: StreamResult,
-                            seen: set[str] | None) -> list[Item]:
+                            seen: set[str] | None, unsettled: set[str] | None = None) -> list[Item]:
         """Map, validate and sort a page's records into work, settled and skipped."""
         counts = result.counts
         stream = sm.name
         ckpt = self.ckpt
+        # Looked at before the statuses are read: an id leaves ``unsettled`` only once its
+        # page is committed, and then the read below finds it.
+        handed = {r.source_id for r in page.records if r.source_id in unsettled} if unsettled else ()
         known = await ckpt.statuses(stream, [r.source_id for r in page.records]) if ckpt else {}
-        if ckpt is not None and self.mode == "run":
+        if ckpt is not None and self.mode == "run" and unsettled is None:
             fresh = list(dict.fromkeys(r.source_id for r in page.records if r.source_id not in known))
             if fresh:
                 ckpt.add_pending(stream, fresh)
@@ -317,8 +325,8 @@ class Engine:
             counts["read"] += 1
             sid = rec.source_id
             st = known.get(sid)
-            if sid in in_page or (seen is not None and sid in seen) or (
-                    st is not None and st.status == "pending" and ckpt is not None and st.run == ckpt.run):
+            if sid in in_page or (seen is not None and sid in seen) or sid in handed or (
+                    st is not None and ckpt is not None and st.run == ckpt.run):
                 counts["duplicate_source_id"] += 1
                 self._note(result, "source", "duplicate_id", f"source id {sid} appears more than once; the first was kept", sid)
                 continue
@@ -428,7 +436,7 @@ class Engine:
                 self._postfix(bar, result)
 
     async def _batch_writer(self, sm, receive: MemoryObjectReceiveStream[list[Item]], pages: _Pages,
-                            result: StreamResult, bar) -> None:
+                            result: StreamResult, bar, unsettled: set[str]) -> None:
         """Local targets (files): one call per page, not one task hop per record."""
         async with receive:
             async for items in receive:
@@ -437,6 +445,8 @@ class Engine:
                 await self._write_page(sm, items, result)
                 if self.mode == "run":
                     pages.settle(items[0].seq, len(items))
+                await self.ckpt.commit()  # type: ignore[union-attr]
+                unsettled.difference_update(item.source_id for item in items)
                 bar.update(len(items))
                 self._postfix(bar, result)
 

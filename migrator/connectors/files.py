@@ -2,10 +2,13 @@
 
 Users export from one CRM's UI and import into another's, so files are first-class.
 Reading streams a page at a time on a worker thread (constant memory); a malformed row
-fails alone with its line number. Writing appends each record as one line, with the
-source id in a column of its own, and flushes it to the OS before the write counts as
-done — so after a crash the engine can ask whether an in-flight record reached the file
-(``lookup``) instead of writing it twice.
+fails alone with its line number. Writing appends a page's records as lines, with the
+source id in a column of its own, in one write() to the OS; the output's new size goes to
+the checkpoint as the file's *mark*, in the same transaction as those records' ``done``.
+The first write of a run cuts the file back to its committed mark, so the lines of a page
+whose ``done`` never committed (a crash) are gone before the page is written again:
+nothing doubled, and no record needs a checkpoint write before its line is appended.
+(Checkpoints from before marks existed settle their pending records by ``lookup``.)
 """
 from __future__ import annotations
 
@@ -128,20 +131,38 @@ class _FileConnector(Connector):
 
     async def write(self, stream: str, record: dict[str, Any], *, source_id: str,
                     target_id: str | None = None) -> WriteResult:
-        out = self._outputs.get(stream)
-        if out is None:
-            out = self._outputs[stream] = self._appender(stream)
+        out = self._outputs.get(stream) or await self._open_output(stream)
         out.append(self._line(stream, record, source_id))
+        self._mark(out)
         return WriteResult(target_id=source_id, action="created", requests={"append": 1})
 
     async def write_batch(self, stream: str, batch: list[tuple[str, dict[str, Any]]]) -> list[WriteResult]:
-        """A page's lines go to the OS in one write(); each line carries its source id, so a
-        crash between this and the checkpoint is settled by ``lookup`` on resume."""
+        """A page's lines go to the OS in one write(), then the file's mark is queued: the
+        engine queues the page's ``done`` before anything can commit (no await between),
+        so the two are one transaction."""
+        out = self._outputs.get(stream) or await self._open_output(stream)
+        out.append(self._lines(stream, batch))
+        self._mark(out)
+        return [WriteResult(target_id=sid, action="created") for sid, _ in batch]
+
+    async def _open_output(self, stream: str) -> "_Appender":
+        path = self.path_for(stream)
+        ckpt = self.checkpoint
+        if ckpt is not None:
+            settled = await ckpt.mark(_mark_key(path))
+            if settled is not None:
+                await anyio.to_thread.run_sync(_cut_to, path, int(settled), str(ckpt.path))
+            else:  # the first write for this checkpoint: what the file holds now is not ours to cut
+                ckpt.set_mark(_mark_key(path), path.stat().st_size if path.exists() else 0)
+                await ckpt.commit()
         out = self._outputs.get(stream)
         if out is None:
             out = self._outputs[stream] = self._appender(stream)
-        out.append(self._lines(stream, batch))
-        return [WriteResult(target_id=sid, action="created") for sid, _ in batch]
+        return out
+
+    def _mark(self, out: "_Appender") -> None:
+        if self.checkpoint is not None:
+            self.checkpoint.set_mark(_mark_key(out.path), out.size)
 
     def _appender(self, stream: str) -> "_Appender":
         return _Appender(self.path_for(stream))
@@ -177,19 +198,40 @@ class _OpenSchemas(dict):
         return True
 
 
+def _mark_key(path: Path) -> str:
+    return f"append:{path}"
+
+
+def _cut_to(path: Path, settled: int, checkpoint: str) -> None:
+    """Cut ``path`` back to the ``settled`` bytes the checkpoint vouches for: what lies
+    past them was appended by a run that stopped before its ``done`` committed."""
+    size = path.stat().st_size if path.exists() else -1
+    if size > settled:
+        os.truncate(path, settled)
+    elif size < settled:
+        now = "is missing" if size < 0 else f"holds {size:,} bytes"
+        raise ConfigError(f"output {path} {now}, but checkpoint {checkpoint} has {settled:,} bytes of it "
+                          "settled: the file changed after the last run, so records counted done may be "
+                          "missing from it. Restore the file, or start over with a new checkpoint and output")
+
+
 class _Appender:
-    """Append-only output; each record (or page of records) goes to the OS in one write() call."""
+    """Append-only output; each record (or page of records) goes to the OS in one write()
+    call. ``size`` is the file's length after the last append: the mark to commit."""
 
     def __init__(self, path: Path, header: bytes | None = None):
         path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
         self.fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-        if header is not None and os.fstat(self.fd).st_size == 0:
-            os.write(self.fd, header)
+        self.size = os.fstat(self.fd).st_size
+        if header is not None and self.size == 0:
+            self.append(header)
 
     def append(self, data: bytes) -> None:
         view = memoryview(data)
         while view:
             view = view[os.write(self.fd, view):]
+        self.size += len(data)
 
     def close(self) -> None:
         os.close(self.fd)
