@@ -40,7 +40,7 @@ PROPERTIES = f"{API}/properties"
 
 LIST_PAGE = 1000              # contacts a list page holds (the doc: "pages are limited to 1000")
 LIST_PAGES_AHEAD = 2          # list pages fetched while the current page's details load
-CHUNK = 50                    # rows handed to the engine at a time, as their details arrive
+CHUNK = 10                    # rows handed to the engine at a time, as their details arrive
 DETAIL_KEYS = ("email_addresses", "phone_numbers", "addresses", "tags", "notes")
 TOKEN_MARGIN = 60.0           # renew this long before expiry (a tenth of a shorter life)
 
