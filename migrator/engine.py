@@ -321,8 +321,8 @@ class Engine:
                 ckpt.add_pending(stream, fresh)
         candidates: list[tuple[Record, dict[str, Any], bool]] = []
         in_page: set[str] = set()
+        counts["read"] += len(page.records)
         for rec in page.records:
-            counts["read"] += 1
             sid = rec.source_id
             st = known.get(sid)
             if sid in in_page or (seen is not None and sid in seen) or sid in handed or (
@@ -353,7 +353,7 @@ class Engine:
                 if ckpt is not None:
                     ckpt.skipped(stream, sid, mapped.skipped)
                 continue
-            problems: list[Violation] = list(mapped.errors)
+            problems: list[Violation] = mapped.errors
             if not problems and schema is not None:
                 problems = schema.validate(mapped.data)
             if problems:
@@ -466,10 +466,17 @@ class Engine:
             for item in plain:  # a local target that refuses one record: find which, alone
                 await self._write_one(sm, item, result)
             return
-        stream = sm.name
+        # _done, for a page at once: the counts and the stop_after check once per page.
+        stream, counts, done, reached = sm.name, result.counts, self.ckpt.done, crashpoints.reached
+        actions: Counter[str] = Counter()
         for item, res in zip(plain, results):
-            crashpoints.reached("written")
-            await self._done(result, stream, item.source_id, res.target_id, res.action, res.matched_key, False)
+            reached("written")
+            done(stream, item.source_id, str(res.target_id), action=res.action, matched_key=res.matched_key)
+            actions[res.action] += 1
+        counts["done"] += len(results)
+        counts.update(actions)
+        self._written += len(results)
+        self._check_stop_after()
 
     async def _server_check(self, sm, item: Item, result: StreamResult) -> None:
         """validate --server: the target checks the record in its dry run and saves nothing."""
@@ -561,6 +568,9 @@ class Engine:
         self.ckpt.done(stream, sid, str(target_id), action=action, matched_key=matched_key,
                        uncertain=uncertain)
         self._written += 1
+        self._check_stop_after()
+
+    def _check_stop_after(self) -> None:
         if self.stop_after is not None and self._written >= self.stop_after and not self._stopping:
             self._stopping = True
             self.out(f"stopping after {self._written} writes, as asked")

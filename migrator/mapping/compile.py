@@ -96,7 +96,7 @@ class StreamMapping:
     """
 
     __slots__ = ("name", "source_stream", "target_stream", "match_on", "fields", "uses_paths", "refs",
-                 "schema", "_where", "_skip_if", "_plan")
+                 "schema", "_where", "_skip_if", "_plan", "_fields")
 
     def __init__(self, source_stream: str, target_stream: str, match_on: tuple[str, ...],
                  fields: dict[str, CompiledField], schema: StreamSchema | None,
@@ -115,6 +115,7 @@ class StreamMapping:
         self._where = where
         self._skip_if = skip_if
         self._plan = plan
+        self._fields = _generate(plan)
 
     def apply(self, record: dict) -> MapResult:
         """Map one source record; empty values (None, "", []) are left out of ``data``."""
@@ -125,47 +126,7 @@ class StreamMapping:
             if test(record):
                 return MapResult(None, skipped=f"skip_if: {text}")
         data: dict[str, Any] = {}
-        errors: list[Violation] | None = None
-        for name, key, get, chain, drop, skip_none, memo in self._plan:
-            if key is not None:
-                value = record.get(key)
-            else:
-                try:
-                    value = get(record)
-                except PathValueError as exc:
-                    if not drop:
-                        if errors is None:
-                            errors = []
-                        errors.append(Violation(name, "path", exc.message, ""))
-                    continue
-            if value is None and skip_none:
-                continue
-            if chain:
-                text = value if memo is not None and type(value) is str else None
-                hit = _MISS if text is None else memo.get(text, _MISS)  # type: ignore[union-attr]
-                if hit is not _MISS:
-                    value = hit.copy() if type(hit) is list else hit
-                else:
-                    tname = ""
-                    try:
-                        for tname, fn in chain:
-                            value = fn(value)
-                    except Exception as exc:  # a library choking on odd data fails one record only
-                        if not drop:
-                            if errors is None:
-                                errors = []
-                            errors.append(_transform_violation(name, tname, exc, value))
-                        continue
-                    if text is not None:
-                        if len(memo) >= MEMO_SIZE:  # type: ignore[arg-type]
-                            memo.clear()  # type: ignore[union-attr]
-                        memo[text] = value.copy() if type(value) is list else value  # type: ignore[index]
-            if value is None:
-                continue
-            kind = type(value)
-            if (kind is str or kind is list) and not value:
-                continue
-            data[name] = value
+        errors = self._fields(record, data)
         if errors:
             return MapResult(None, errors=errors)
         return MapResult(data)
@@ -595,16 +556,21 @@ class _Compiler:
         pieces.append(tail)
         layout = "".join(p.replace("{", "{{").replace("}", "}}") if isinstance(p, str) else "{}"
                          for p in pieces)
-        getters = tuple(p.get for p in pieces if not isinstance(p, str))
+        paths = [p for p in pieces if not isinstance(p, str)]
+        getters = tuple(p.get for p in paths)
+        keys = tuple(p.key for p in paths) if all(p.key is not None for p in paths) else None
         fill = layout.format
 
         def render(record: dict) -> str | None:
-            values = [get(record) for get in getters]
-            texts = [v if type(v) is str else _placeholder_text(v) for v in values]
-            if getters and not any(t.strip() for t in texts):
+            # Plain keys (the usual "{Street}, {City}") are read by map() in C.
+            texts = list(map(record.get, keys)) if keys is not None else [get(record) for get in getters]
+            for value in texts:
+                if type(value) is not str:
+                    texts = [v if type(v) is str else _placeholder_text(v) for v in texts]
+                    break
+            if getters and not "".join(texts).strip():
                 return None  # "{street}, {city}" of an empty address is nothing, not ","
-            text = fill(*texts)
-            return " ".join(text.split()) or None
+            return " ".join(fill(*texts).split()) or None
         return render, roots
 
     # -- conditions
@@ -692,6 +658,61 @@ class _Compiler:
                            if v is not None and not isinstance(v, (dict, list)))
             test = matches
         return test, text, path.roots
+
+
+def _generate(plan: tuple[_Plan, ...]) -> Callable[[dict, dict], "list[Violation] | None"]:
+    """The stream's fields as one generated function, ``(record, data) -> errors``.
+
+    A loop over the plan paid, for every field of every record, the unpacking of its
+    tuple and the tests of options the field does not have; here each field is a block
+    of straight-line code with only its own steps. Names, keys and functions reach the
+    code as variables of its namespace, never as text in it.
+    """
+    ns: dict[str, Any] = {"MISS": _MISS, "MEMO_SIZE": MEMO_SIZE, "Violation": Violation,
+                          "PathValueError": PathValueError, "violation": _transform_violation}
+    out = ["def fields(record, data):", "    errors = None"]
+    for i, (name, key, get, chain, drop, skip_none, memo) in enumerate(plan):
+        ns[f"N{i}"], ns[f"K{i}"], ns[f"G{i}"], ns[f"M{i}"] = name, key, get, memo
+        ns[f"T{i}"] = tuple(tname for tname, _ in chain)
+        for j, (_, fn) in enumerate(chain):
+            ns[f"F{i}_{j}"] = fn
+        block: list[str] = []
+        if key is not None:
+            block.append(f"v = record.get(K{i})")
+        else:
+            block += ["try:", f"    v = G{i}(record)", "except PathValueError as exc:",
+                      "    v = MISS" if drop else
+                      f"    v = MISS\n    errors = errors or []\n    errors.append(Violation(N{i}, 'path', exc.message, ''))"]
+        body: list[str] = []
+        if chain:
+            steps = [f"s = {j}; v = F{i}_{j}(v)" for j in range(len(chain))]
+            failed = ["v = MISS"] if drop else [
+                "errors = errors or []", f"errors.append(violation(N{i}, T{i}[s], exc, v))", "v = MISS"]
+            run = ["try:", *("    " + x for x in steps), "except Exception as exc:",
+                   *("    " + x for x in failed)]
+            if memo is None:
+                body += run
+            else:
+                body += ["if type(v) is str:",
+                         f"    h = M{i}.get(v, MISS)",
+                         "    if h is MISS:",
+                         "        t = v",
+                         *("        " + x for x in run),
+                         "        if v is not MISS:",
+                         f"            if len(M{i}) >= MEMO_SIZE:",
+                         f"                M{i}.clear()",
+                         f"            M{i}[t] = v.copy() if type(v) is list else v",
+                         "    else:",
+                         "        v = h.copy() if type(h) is list else h",
+                         "else:", *("    " + x for x in run)]
+        body += ["if v is not MISS and v is not None and (v or (type(v) is not str and type(v) is not list)):",
+                 f"    data[N{i}] = v"]
+        guard = " and ".join((["v is not MISS"] if key is None else []) + (["v is not None"] if skip_none else []))
+        block += [f"if {guard}:", *("    " + x for x in body)] if guard else body
+        out += ["    " + x for line in block for x in line.split("\n")]
+    out.append("    return errors")
+    exec(compile("\n".join(out), "<mapping>", "exec"), ns)
+    return ns["fields"]
 
 
 def _transform_violation(field: str, transform: str, exc: Exception, value: Any) -> Violation:

@@ -460,3 +460,24 @@ def test_template_with_every_placeholder_empty_gives_nothing():
                          filename="m.yaml").streams["contacts"]
     assert sm.apply({"street": "", "city": None}).data == {}
     assert sm.apply({"street": "1 Main St", "city": ""}).data == {"a": "1 Main St,"}
+
+
+def test_repeated_texts_map_the_same_every_time_failures_included():
+    """Fields remember what their transforms made of a text; a remembered list is the
+    record's own copy, and a text that failed fails again (it is never remembered)."""
+    mapping = stream("""\
+        tags: {path: t, transform: [split, unique]}
+        phone: {path: p, transform: phone_e164}
+        name: {path: w, transform: phone_e164, on_error: drop}
+        source: {path: s, default: Import}
+        """)
+    first = mapping.apply({"t": "a, b, a", "p": "(415) 555-2671", "s": None})
+    second = mapping.apply({"t": "a, b, a", "p": "(415) 555-2671"})
+    assert first.data == second.data == {"tags": ["a", "b"], "phone": "+14155552671", "source": "Import"}
+    first.data["tags"].append("mine")
+    assert mapping.apply({"t": "a, b, a"}).data == {"tags": ["a", "b"], "source": "Import"}
+    for _ in range(2):
+        bad = mapping.apply({"p": "12", "t": "x"})
+        assert bad.data is None and [(e.field, e.rule) for e in bad.errors] == [("phone", "transform:phone_e164")]
+    for _ in range(2):
+        assert mapping.apply({"w": "12"}).data == {"source": "Import"}, "on_error: drop drops the field"
