@@ -159,6 +159,11 @@ class Checkpoint:
         self._queue("UPDATE records SET status='inflight', attempts=attempts+1, updated=? "
                     "WHERE stream=? AND source_id=?", (time.time(), stream, source_id))
 
+    def unmark(self, stream: str, source_id: str) -> None:
+        """Back to pending: marked in flight, then never sent (the run is stopping)."""
+        self._queue("UPDATE records SET status='pending', attempts=max(attempts-1, 0), updated=? "
+                    "WHERE stream=? AND source_id=? AND status='inflight'", (time.time(), stream, source_id))
+
     # done, failed and skipped insert the record when it has no pending row (a local
     # target's records never get one) and update it when it has.
     def done(self, stream: str, source_id: str, target_id: str, *, action: str = "created",

@@ -47,6 +47,7 @@ class Item:
     source_id: str
     data: dict[str, Any]
     uncertain: bool = False
+    marked: bool = False   # already durable as in flight (see Engine._marker)
 
 
 @dataclass
@@ -233,8 +234,15 @@ class Engine:
             if batched:
                 tg.start_soon(self._batch_writer, sm, receive.clone(), pages, result, bar, unsettled)
             else:
+                feed = receive
+                if (writing and self.ckpt is not None and not self._cheap_lookup
+                        and self.target.can_lookup(sm.target_stream)):
+                    marked_send, feed = anyio.create_memory_object_stream[Item](max(1, self.job.concurrency // 2))
+                    tg.start_soon(self._marker, sm, receive.clone(), marked_send)
                 for _ in range(self.job.concurrency if writing else 0):
-                    tg.start_soon(self._writer, sm, receive.clone(), pages, result, bar)
+                    tg.start_soon(self._writer, sm, feed.clone(), pages, result, bar)
+                if feed is not receive:
+                    feed.close()
             receive.close()
             try:
                 completed_reading = await self._read(sm, schema, cursor, send, pages, result, bar, unsettled)
@@ -422,12 +430,52 @@ class Engine:
                             refresh=False)
 
     # ---- writers --------------------------------------------------------------------
+    async def _marker(self, sm, receive: MemoryObjectReceiveStream[Item],
+                      send: MemoryObjectSendStream[Item]) -> None:
+        """For a target that can look a record up: make records durable as in flight a
+        batch at a time, ahead of the writers, so that a writer sends at once instead of
+        waiting for its own mark's commit (a twelfth of each write's time at 50 ms).
+
+        The price is paid only after a crash: a record marked but not yet sent is looked
+        up on resume and, not found, written — at most a batch and the writers' queue,
+        half of ``concurrency`` each: as many as could be in flight anyway. A stopping run
+        (Ctrl-C) puts them back to pending. A target without a lookup keeps marking in
+        the writer, where a mark means the write is about to go out."""
+        ckpt = self.ckpt
+        assert ckpt is not None
+        stream = sm.name
+        async with receive, send:
+            while True:
+                try:
+                    batch = [await receive.receive()]
+                except anyio.EndOfStream:
+                    return
+                while len(batch) < max(1, self.job.concurrency // 2):
+                    try:
+                        batch.append(receive.receive_nowait())
+                    except (anyio.WouldBlock, anyio.EndOfStream):
+                        break
+                if self._stopping:
+                    continue  # not marked: pending, written on resume
+                for item in batch:
+                    ckpt.inflight(stream, item.source_id)
+                    item.marked = True
+                await ckpt.commit()
+                for item in batch:
+                    if self._stopping:
+                        ckpt.unmark(stream, item.source_id)
+                        continue
+                    crashpoints.reached("inflight")
+                    await send.send(item)
+
     async def _writer(self, sm, receive: MemoryObjectReceiveStream[Item], pages: _Pages,
                       result: StreamResult, bar) -> None:
         async with receive:
             async for item in receive:
                 if self._stopping:
                     # Not sent: it stays pending and is simply written on resume.
+                    if item.marked:
+                        self.ckpt.unmark(sm.name, item.source_id)  # type: ignore[union-attr]
                     continue
                 await self._write_one(sm, item, result)
                 if self.mode == "run":
@@ -510,7 +558,7 @@ class Engine:
                 return
             else:
                 uncertain = True
-        if not self._cheap_lookup:
+        if not self._cheap_lookup and not item.marked:
             ckpt.inflight(stream, sid)
             await ckpt.commit()
             crashpoints.reached("inflight")

@@ -229,10 +229,10 @@ class HttpClient:
                  max_attempts: int = 8, backoff_base: float = 0.25, backoff_cap: float = 20.0,
                  allow_insecure_http: bool = False, observe: Callable[[Response], None] | None = None,
                  connections: int = 64, stop_at_quota: bool = False, max_quota_wait: float | None = None,
-                 on_wait: Callable[[str], None] | None = None):
+                 on_wait: Callable[[str], None] | None = None, spread: int | None = None):
         self.system = system
         self.base_url = check_base_url(system, base_url, allow_insecure_http)
-        self.limiter = Limiter(limit)
+        self.limiter = Limiter(limit, spread=spread)
         self.auth = auth
         self.headers = dict(headers or {})
         self.classify = classify
@@ -373,12 +373,14 @@ class HttpClient:
         if body is not None:
             headers.setdefault("Content-Type", "application/json")
         url = self.base_url + req.path
+        started = time.monotonic()
         try:
             async with self._session.request(req.method, url, params=req.params,
                                              data=body if body is not None else req.data,
                                              headers=headers, trace_request_ctx=slot) as r:
                 raw = await r.read()
                 resp = Response(r.status, r.headers, raw, req)
+            self.limiter.answered_in(time.monotonic() - started)
         except aiohttp.ClientConnectorError as e:
             # Never sent: safe to retry, and a run that never connected has a wrong URL.
             if not self._any_success:

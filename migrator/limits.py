@@ -15,6 +15,14 @@ rate; the rate climbs back towards the configured one as requests succeed. Heade
 as REI's ``X-RateLimit-*`` may lower the rate further; nothing raises it above the
 configured limit.
 
+With no limit, the only ceiling is ``spread`` (the run's concurrency) requests in flight,
+and nothing stopped them all leaving at once. They did: every request went out in the
+same instant after a batch of answers, reached the server together, queued behind each
+other there and came back together, so a 50 ms round trip took 62 ms. Such sends are now
+spaced ``latency / (spread × PACE_HEADROOM)`` apart, the latency being the fastest answer
+seen lately. At ``spread`` in flight the rate cannot exceed spread / latency, so the
+spacing holds back only bursts, never the rate.
+
 A spent daily quota *holds* every caller until the wall-clock time it returns (``hold``):
 one wait shared by the whole system, looked at in short steps so that it follows the wall
 clock across a machine's sleep and ends at once when the run is stopping (Ctrl-C).
@@ -32,6 +40,7 @@ from aiolimiter import AsyncLimiter
 from .errors import QuotaExhausted
 
 HOLD_STEP = 0.2  # seconds between looks at the wall clock (and at Ctrl-C) during a hold
+PACE_HEADROOM = 1.1  # unlimited sends are spaced to allow 10% more than spread / latency
 
 
 @dataclass(frozen=True)
@@ -61,8 +70,11 @@ class Limiter:
     """One per system per run; every request to that system awaits ``acquire()``."""
 
     def __init__(self, limit: RateLimit | None, clock: Callable[[], float] = time.monotonic,
-                 wall: Callable[[], float] = time.time):
+                 wall: Callable[[], float] = time.time, spread: int | None = None):
         self.configured = limit
+        self.spread = spread        # requests in flight at most (the run's concurrency)
+        self.latency: float | None = None   # the fastest answer lately (seconds)
+        self._next_send = 0.0
         self.ceiling = limit   # the configured limit, or the stricter window a server advertises
         self.clock = clock
         self._pause_until = 0.0
@@ -200,6 +212,9 @@ class Limiter:
                 await anyio.sleep(wait)
                 continue
             if self._bucket is None:
+                wait = self._pace()
+                if wait > 0:
+                    await anyio.sleep(wait)
                 self.sent += 1
                 return None
             await self._bucket.acquire()
@@ -218,6 +233,25 @@ class Limiter:
             log.append(cell)
             self.sent += 1
             return cell
+
+    def answered_in(self, seconds: float) -> None:
+        """A request's round trip: the latency estimate drops to a faster one at once and
+        rises towards slower ones slowly (a queue at the server is not the latency)."""
+        est = self.latency
+        self.latency = seconds if est is None or seconds < est else est + (seconds - est) * 0.01
+
+    def _pace(self) -> float:
+        """Reserve the next unlimited send's slot; how long to wait for it."""
+        if not self.spread or not self.latency:
+            return 0.0
+        gap = self.latency / (self.spread * PACE_HEADROOM)
+        now = self.clock()
+        slot = self._next_send
+        if slot <= now:
+            self._next_send = now + gap
+            return 0.0
+        self._next_send = slot + gap
+        return slot - now
 
     def sent_now(self, cell: list[float] | None) -> None:
         """The request of ``cell`` is on the wire now: its window starts here, not when

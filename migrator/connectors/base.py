@@ -128,6 +128,7 @@ class Connector:
             self.system, self.settings.get("base_url") or self.default_base_url,
             limit=self.rate_limit(), auth=auth, allow_insecure_http=self.ctx.allow_insecure_http,
             timeout=float(self.setting("timeout") or 30), connections=max(16, self.ctx.concurrency * 2),
+            spread=self.ctx.concurrency,
             stop_at_quota=self.ctx.stop_at_quota, max_quota_wait=self.ctx.max_quota_wait, **kwargs)
         return self.http
 

@@ -24,9 +24,8 @@ fails it with a reason naming the key and the target id.
 from __future__ import annotations
 
 import re
-from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator, Iterable, Mapping, Protocol, Sequence
+from typing import Any, Iterable, Mapping, Protocol, Sequence
 
 import anyio
 
@@ -110,35 +109,59 @@ class MemoryKeys:
 
 class KeyLocks:
     """One lock per key in use; a record holds all of its keys (in sorted order, so two
-    records sharing two keys cannot deadlock) while it is matched and written."""
+    records sharing two keys cannot deadlock) while it is matched and written.
+
+    Nearly every key is held by one record only: a free lock is taken without a trip
+    through the event loop (``anyio.Lock.acquire`` always yields once, a task switch per
+    key per record), and a record waits only where another holds one of its keys."""
 
     def __init__(self) -> None:
         self._locks: dict[str, list[Any]] = {}   # key -> [lock, holders + waiters]
 
-    @asynccontextmanager
-    async def hold(self, keys: Iterable[str]) -> AsyncIterator[None]:
-        wanted = sorted(set(keys))
-        entries = []
-        for key in wanted:
-            entry = self._locks.setdefault(key, [anyio.Lock(), 0])
-            entry[1] += 1
-            entries.append((key, entry))
-        held: list[anyio.Lock] = []
-        try:
-            for _, entry in entries:
-                await entry[0].acquire()
-                held.append(entry[0])
-            yield
-        finally:
-            for lock in reversed(held):
-                lock.release()
-            for key, entry in entries:
-                entry[1] -= 1
-                if entry[1] == 0:
-                    self._locks.pop(key, None)
+    def hold(self, keys: Iterable[str]) -> "_Held":
+        return _Held(self._locks, sorted(set(keys)))
 
     def __len__(self) -> int:
         return len(self._locks)
+
+
+class _Held:
+    __slots__ = ("locks", "entries", "held")
+
+    def __init__(self, locks: dict[str, list[Any]], keys: list[str]):
+        self.locks = locks
+        self.entries = []
+        for key in keys:
+            entry = locks.setdefault(key, [anyio.Lock(), 0])
+            entry[1] += 1
+            self.entries.append((key, entry))
+        self.held: list[anyio.Lock] = []
+
+    async def __aenter__(self) -> None:
+        try:
+            for _, entry in self.entries:
+                lock = entry[0]
+                try:
+                    lock.acquire_nowait()
+                except anyio.WouldBlock:
+                    await lock.acquire()
+                self.held.append(lock)
+        except BaseException:
+            self._release()
+            raise
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._release()
+
+    def _release(self) -> None:
+        for lock in reversed(self.held):
+            lock.release()
+        self.held.clear()
+        for key, entry in self.entries:
+            entry[1] -= 1
+            if entry[1] == 0:
+                self.locks.pop(key, None)
+        self.entries = []
 
 
 @dataclass

@@ -182,3 +182,31 @@ async def test_a_stop_hold_refuses_at_once_and_ends_with_the_hold():
     wall[0] = 1051.0
     await lim.acquire()
     assert lim.sent == 1
+
+
+async def test_with_no_limit_sends_are_spaced_so_a_burst_does_not_leave_at_once():
+    lim = Limiter(None, spread=4)
+    burst = await _fire(lim, 8, concurrency=8)
+    assert burst[-1] - burst[0] < 0.005, "no latency seen yet: nothing to pace by"
+    lim.answered_in(0.044)                  # 4 in flight / 44 ms: 91/s at most; spaced for 100/s
+    stamps = await _fire(lim, 9, concurrency=9)
+    gap = 0.044 / (4 * 1.1)
+    assert all(t - stamps[0] >= i * gap - 0.001 for i, t in enumerate(stamps)), "each waits for its slot"
+    assert stamps[-1] - stamps[0] <= 0.2
+
+
+def test_the_latency_estimate_drops_at_once_and_rises_slowly():
+    lim = Limiter(None, spread=8)
+    lim.answered_in(0.080)
+    lim.answered_in(0.050)
+    assert lim.latency == 0.050
+    for _ in range(10):
+        lim.answered_in(0.150)              # a queue at the server, not the latency
+    assert 0.050 < lim.latency < 0.062
+
+
+async def test_a_configured_limit_paces_by_its_own_bucket_only():
+    lim = Limiter(RateLimit(100, 1.0), spread=2)
+    lim.answered_in(0.5)                    # unlimited, 2 in flight would be spaced 227 ms apart
+    stamps = await _fire(lim, 4)
+    assert stamps[-1] - stamps[0] < 0.1
