@@ -179,6 +179,24 @@ class Choice:
         return self.mode == "index"
 
 
+@dataclass
+class Dedup:
+    """How one target stream dedups this run: the index of its keys, or the vendor's
+    per-record way (``choice`` says which, and why)."""
+
+    choice: Choice
+    fields: tuple[str, ...]
+    index: KeyStore | None
+
+
+async def fresh_index(checkpoint: Any, stream: str) -> KeyStore:
+    """An empty key store for ``stream``, about to be filled from the target: in the
+    checkpoint when the run has one (memory stays flat), else in memory."""
+    store: KeyStore = checkpoint.key_index(stream) if checkpoint is not None else MemoryKeys()
+    await store.reset()
+    return store
+
+
 def choose(*, existing: int, pages: int, probes: int, records: int | None, per_record: str,
            vendor: str) -> Choice:
     """The cheaper way for ``records`` records into a target holding ``existing``.

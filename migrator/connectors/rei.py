@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any, AsyncIterator, Mapping
 from urllib.parse import quote
@@ -38,7 +37,7 @@ from ..limits import RateLimit
 from ..protocols import Page, Record, StreamInfo, WriteResult
 from ..schema import AnyOf, Field, StreamSchema
 from .base import Connector, Context, Quota, Setting, WritePlanner
-from .dedup import (ON_MERGE, Choice, KeyLocks, KeyStore, MemoryKeys, PlanState, choose, keys_of,
+from .dedup import (ON_MERGE, Choice, Dedup, KeyLocks, KeyStore, MemoryKeys, PlanState, choose, fresh_index, keys_of,
                     merge_without_writing, normalize, shown_key)
 
 API_KEY_ENV = "REI_API_KEY"
@@ -98,7 +97,7 @@ class Rei(Connector):
         self._first_page: dict[str, Any] | None = None
         self._fields: list[dict[str, Any]] | None = None
         self._field_ids: dict[str, str] = {}
-        self._dedup: dict[str, _Dedup] = {}
+        self._dedup: dict[str, Dedup] = {}
         self._plans: dict[str, PlanState] = {}
         self._locks = KeyLocks()
         self._server_merges = True       # False once the location is seen to allow duplicates
@@ -361,16 +360,15 @@ class Rei(Connector):
         return choose(existing=existing, pages=max(1, math.ceil(existing / MAX_PAGE)), probes=1,
                       records=records, per_record="lookup", vendor="REI Software")
 
-    async def _start_dedup(self, stream: str, streams: list[Any]) -> "_Dedup":
+    async def _start_dedup(self, stream: str, streams: list[Any]) -> "Dedup":
         fields = self._key_fields(streams)
         first, existing = await self._probe()
         choice = self._choose(existing, self.expected_records.get(stream))
         if not choice.indexed:
-            return _Dedup(choice, fields, None)
-        store: KeyStore = self.checkpoint.key_index(stream) if self.checkpoint is not None else MemoryKeys()
-        await store.reset()
+            return Dedup(choice, fields, None)
+        store = await fresh_index(self.checkpoint, stream)
         await self._read_index(first, fields, store)
-        return _Dedup(choice, fields, store)
+        return Dedup(choice, fields, store)
 
     async def _read_index(self, first: dict[str, Any], fields: tuple[str, ...], store: KeyStore) -> int:
         """Every contact's keys into ``store``, page by page (oldest first, as the location
@@ -545,14 +543,6 @@ class Rei(Connector):
             self._plans[stream] = state
         return _ReiPlanner(self, state)
 
-
-@dataclass
-class _Dedup:
-    """How one target stream dedups this run: the index, or a lookup per record."""
-
-    choice: Choice
-    fields: tuple[str, ...]
-    index: KeyStore | None
 
 
 class _ReiPlanner(WritePlanner):

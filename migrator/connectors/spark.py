@@ -19,7 +19,6 @@ from __future__ import annotations
 import hashlib
 from collections import Counter
 from contextlib import aclosing
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, AsyncIterator, Iterable, Mapping
 from urllib.parse import urlsplit
@@ -34,7 +33,7 @@ from ..limits import RateLimit
 from ..protocols import Page, Record, StreamInfo, WriteResult
 from ..schema import Field, StreamSchema
 from .base import Connector, Context, Setting, WritePlanner
-from .dedup import (ON_MERGE, Choice, KeyLocks, KeyStore, MemoryKeys, PlanState, choose, keys_of,
+from .dedup import (ON_MERGE, Choice, Dedup, KeyLocks, KeyStore, MemoryKeys, PlanState, choose, fresh_index, keys_of,
                     merge_without_writing, shown_key)
 
 PAGE_SIZE = 25
@@ -197,7 +196,7 @@ class Spark(Connector):
         self._expand: tuple[str, ...] = ()
         self._first_pages: dict[tuple, _PageData] = {}
         self._login_http: HttpClient | None = None
-        self._dedup: dict[str, _Dedup] = {}
+        self._dedup: dict[str, Dedup] = {}
         self._plans: dict[str, PlanState] = {}
         self._locks = KeyLocks()
         headers = {"X-SparkApi-User-Agent": self.user_agent, "Accept": "application/json"}
@@ -413,16 +412,15 @@ class Spark(Connector):
         return choose(existing=existing, pages=pages, probes=len(LISTS), records=records,
                       per_record="optimistic", vendor="Flexmls")
 
-    async def _start_dedup(self, stream: str, streams: list[Any]) -> "_Dedup":
+    async def _start_dedup(self, stream: str, streams: list[Any]) -> "Dedup":
         fields = self._key_fields(streams)
         firsts, existing, pages = await self._probe()
         choice = self._choose(existing, pages, self.expected_records.get(stream))
         if not choice.indexed:
-            return _Dedup(choice, fields, None)
-        store: KeyStore = self.checkpoint.key_index(stream) if self.checkpoint is not None else MemoryKeys()
-        await store.reset()
+            return Dedup(choice, fields, None)
+        store = await fresh_index(self.checkpoint, stream)
         await self._read_index(firsts, fields, store)
-        return _Dedup(choice, fields, store)
+        return Dedup(choice, fields, store)
 
     async def _read_index(self, firsts: dict[str, _PageData], fields: tuple[str, ...], store: KeyStore) -> None:
         """Every contact's keys into ``store``: the pages after each first one, several at a
@@ -490,7 +488,7 @@ class Spark(Connector):
             return result
 
     @staticmethod
-    def _remember(dedup: "_Dedup", keys: list[tuple[str, str]], found: dict[str, str],
+    def _remember(dedup: "Dedup", keys: list[tuple[str, str]], found: dict[str, str],
                   result: WriteResult) -> None:
         if dedup.index is not None and result.action in ("created", "updated"):
             dedup.index.add((k, result.target_id) for _, k in keys if k not in found)
@@ -551,14 +549,6 @@ class Spark(Connector):
             self._plans[stream] = state
         return _SparkPlanner(self, state, bool(getattr(sm, "match_on", ())))
 
-
-@dataclass
-class _Dedup:
-    """How one target stream dedups this run: the index, or optimistic creates."""
-
-    choice: Choice
-    fields: tuple[str, ...]
-    index: KeyStore | None
 
 
 class _SparkPlanner(WritePlanner):
