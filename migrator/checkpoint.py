@@ -30,6 +30,7 @@ import orjson
 
 from . import crashpoints
 from .errors import CheckpointMismatch, ConfigError
+from .private import create_private
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -62,13 +63,6 @@ class Status:
     status: str
     target_id: str | None
     run: int
-
-
-def create_private(path: Path) -> None:
-    """Create ``path`` with mode 0600 if it does not exist (it will hold PII)."""
-    fd = os.open(path, os.O_CREAT | os.O_WRONLY, 0o600)
-    os.close(fd)
-    os.chmod(path, 0o600)
 
 
 class Checkpoint:

@@ -228,16 +228,8 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("connector")
     f.add_argument("stream", nargs="?")
     s = sub.add_parser("sandbox", help="serve simulators of the five CRM APIs on loopback")
-    s.add_argument("--contacts", type=int, default=200)
-    s.add_argument("--seed", type=int, default=1)
-    s.add_argument("--faults", default="none", help="fault profile: none, latency, flaky, soak, tokens")
-    s.add_argument("--dirty", action="store_true", help="seed dirty data as real exports have")
-    s.add_argument("--no-limits", action="store_true", help="serve without the vendors' rate limits (benchmarks)")
-    s.add_argument("--latency", type=float, default=None, help="seconds every request takes (benchmarks)")
-    s.add_argument("--only", action="append", choices=["realvolve", "realeflow", "spark", "rei", "brokerkit"],
-                   help="serve only this system (repeatable)")
-    s.add_argument("--limit", action="append", default=None, metavar="VENDOR=REQUESTS/SECONDS",
-                   help="one simulator's rate limit, e.g. rei=50/1 or rei=off (repeatable; benchmarks)")
+    from .sandbox.options import add_arguments as add_sandbox_arguments
+    add_sandbox_arguments(s)
     d = sub.add_parser("demo", help="a whole migration between two built-in sandbox CRMs")
     d.add_argument("--contacts", type=int, default=2000)
     d.add_argument("--dir", default="migrator-demo", help="where the demo writes its job, checkpoint and reports")

@@ -43,6 +43,7 @@ import anyio
 import orjson
 
 from .limits import RateLimit, window_margin
+from .private import private_open
 from .mapping import Ref
 
 KIND_ORDER = ("auth", "meta", "page", "detail", "index", "lookup", "create", "update", "note",
@@ -459,7 +460,6 @@ def plan_path(job):
 
 
 def save_plan(job, plan: Plan) -> None:
-    from .report import private_open
     with private_open(plan_path(job), "wb") as fh:
         fh.truncate(0)
         fh.write(orjson.dumps(plan.to_dict(), option=orjson.OPT_INDENT_2))

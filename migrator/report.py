@@ -14,17 +14,10 @@ from typing import Any
 
 import orjson
 
-from .checkpoint import create_private
+from . import plan as planning
+from .private import private_open
 
 CSV_HEADER = ["stream", "source_id", "field", "rule", "message"]
-
-
-def private_open(path: Path, mode: str = "w"):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    create_private(path)
-    if "b" in mode:
-        return open(path, mode)
-    return open(path, mode, newline="", encoding="utf-8")
 
 
 class FailureSink:
@@ -203,8 +196,7 @@ def summary(report: dict[str, Any], json_path: Path | None, csv_path: Path | Non
         retries = ", ".join(f"{k} {v}" for k, v in sorted((tr.get("retries") or {}).items())) or "none"
         out.write(f"  target requests: {reqs}; retries: {retries}\n")
     if mode == "run":
-        from .plan import comparison_lines
-        for line in comparison_lines(report.get("plan")):
+        for line in planning.comparison_lines(report.get("plan")):
             out.write(f"  {line}\n")
     if json_path:
         out.write(f"  report:   {json_path}\n")
@@ -219,7 +211,6 @@ def finish(job, outcome, mode: str, plan=None) -> tuple[dict[str, Any], str]:
     """After a run: write the JSON report (and, for run/retry, the failures CSV from the
     checkpoint); return the report and its terminal summary. ``validate`` reports the
     plan it made; ``run`` sets the stored plan's requests beside its actual ones."""
-    from . import plan as planning
     json_path, csv_path = report_paths(job, mode)
     facts = None
     if mode != "validate":

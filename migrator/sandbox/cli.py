@@ -9,12 +9,13 @@ from __future__ import annotations
 import argparse
 import sys
 from dataclasses import replace
-from typing import Any, Sequence
+from typing import Sequence
 
 import anyio
 
 from .base import faults_profile
 from .data import CLEAN, DIRTY
+from .options import add_arguments, parse_limits
 from .server import SIMULATORS, Sandbox, make
 
 
@@ -32,41 +33,6 @@ def build(contacts: int, seed: int, faults: str = "none", dirty: bool = False,
         kwargs.update(overrides.get(vendor, {}))
         sims[vendor] = make(vendor, **kwargs)
     return sims
-
-
-LIMIT_HELP = ("one simulator's rate limit, e.g. rei=50/1 (50 requests in any 1 s) or rei=off; "
-              "repeatable; overrides the vendor's default and --no-limits for that system")
-
-
-def add_limit_option(parser: argparse.ArgumentParser) -> None:
-    """The ``--limit`` option, for whichever parser serves ``migrator sandbox``."""
-    parser.add_argument("--limit", action="append", default=None, metavar="VENDOR=REQUESTS/SECONDS",
-                        help=LIMIT_HELP)
-
-
-def parse_limits(specs: Sequence[str] | None) -> dict[str, dict[str, Any]]:
-    """``["rei=50/1"]`` -> ``{"rei": {"limit": (50, 1.0)}}``: overrides for ``build``.
-    Raises ValueError with a one-line reason for a malformed spec or an unknown system."""
-    out: dict[str, dict[str, Any]] = {}
-    for spec in specs or []:
-        vendor, eq, value = spec.partition("=")
-        vendor, value = vendor.strip().lower(), value.strip().lower()
-        if not eq or vendor not in SIMULATORS:
-            raise ValueError(f"--limit {spec!r}: write VENDOR=REQUESTS/SECONDS, VENDOR one of "
-                             f"{', '.join(SIMULATORS)}")
-        if value in ("off", "none"):
-            out[vendor] = {"limit": None}
-            continue
-        n, slash, per = value.partition("/")
-        try:
-            requests, seconds = int(n), float(per if slash else "1")
-        except ValueError:
-            requests, seconds = 0, 0.0
-        if requests < 1 or not seconds > 0 or seconds == float("inf"):
-            raise ValueError(f"--limit {spec!r}: REQUESTS must be a whole number >= 1 and SECONDS a "
-                             "number > 0 (e.g. rei=50/1), or off")
-        out[vendor] = {"limit": (requests, seconds)}
-    return out
 
 
 def serve(args: argparse.Namespace) -> int:
@@ -100,16 +66,11 @@ def serve(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m migrator.sandbox.cli [options]``: ``migrator sandbox`` with ``--limit``,
-    whether or not the main parser offers it yet."""
-    from ..cli import build_parser
+    """``python -m migrator.sandbox.cli [options]``: ``migrator sandbox``."""
     from ..errors import UserError
-    parser = build_parser()
-    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-    sandbox = sub.choices["sandbox"]
-    if not any("--limit" in a.option_strings for a in sandbox._actions):
-        add_limit_option(sandbox)
-    args = parser.parse_args(["sandbox", *(sys.argv[1:] if argv is None else argv)])
+    parser = argparse.ArgumentParser(prog="migrator sandbox", description=__doc__.splitlines()[0])
+    add_arguments(parser)
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     try:
         return serve(args)
     except UserError as e:

@@ -83,3 +83,9 @@ def test_served_simulator_refuses_over_the_given_limit():
     finally:
         proc.terminate()
         proc.wait(30)
+
+
+def test_the_cli_options_name_every_simulator():
+    from migrator.sandbox.options import VENDORS
+    from migrator.sandbox.server import SIMULATORS
+    assert tuple(SIMULATORS) == VENDORS
