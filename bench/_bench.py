@@ -90,10 +90,10 @@ class SandboxProc:
             err.close()
         assert self.proc.stdout is not None
         for line in self.proc.stdout:
-            m = re.match(r"\s+export (\w+)=(\S+)", line)
+            m = re.match(r"\s*export (\w+)=(\S+)", line)
             if m:
                 self.env[m.group(1)] = m.group(2)
-            if line.startswith("Ctrl-C"):
+            if "Ctrl-C" in line:
                 break
         if not self.env:
             self.__exit__()

@@ -30,10 +30,10 @@ def start_sandbox() -> tuple[subprocess.Popen, dict[str, str], dict[str, str]]:
         m = re.match(r"\s+(\w+)\s+(http://\S+)", line)
         if m:
             urls[m.group(1)] = m.group(2)
-        m = re.match(r"\s+export (\w+)=(\S+)", line)
+        m = re.match(r"\s*export (\w+)=(\S+)", line)
         if m:
             env[m.group(1)] = m.group(2)
-        if line.startswith("Ctrl-C"):
+        if "Ctrl-C" in line:
             break
     return proc, urls, env
 

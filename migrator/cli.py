@@ -183,35 +183,62 @@ def cmd_init(args: argparse.Namespace) -> int:
     return init(args)
 
 
+SINCE_HELP = ("only records changed since then, for a delta run after cutover: a date or date-time "
+              "such as 2026-11-30 or '2026-11-30 14:00' (ISO 8601; UTC unless it names a zone). "
+              "Sources that can filter by time: realvolve (recent_contacts), spark (ModificationTimestamp)")
+
+
+def _examples(*lines: str) -> str:
+    return "example:\n" + "\n".join(f"  {line}" for line in lines)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="migrator", description=(
         "Move a real-estate team's CRM data from one system to another: read, map, validate, "
-        "write under the target's rate limits, resume after any interruption."))
+        "write under the target's rate limits, resume after any interruption."),
+        epilog="Start with  migrator demo  (no account needed), then  migrator init SOURCE TARGET. "
+               "Each command has its own --help.")
     p.add_argument("--version", action="version", version=f"migrator {__version__}")
     p.add_argument("--debug", action="store_true", help="show tracebacks of unexpected errors")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
-    def job_cmd(name: str, help: str) -> argparse.ArgumentParser:
-        sp = sub.add_parser(name, help=help, description=help)
-        sp.add_argument("job", help="the job file (YAML)")
-        sp.add_argument("--progress", action="store_true", help="always show progress bars")
-        sp.add_argument("--no-progress", action="store_true", help="never show progress bars")
+    def command(name: str, help: str, *examples: str) -> argparse.ArgumentParser:
+        sp = sub.add_parser(name, help=help, description=help, epilog=_examples(*examples),
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
+        # also after the subcommand (`migrator run job.yaml --debug`); SUPPRESS keeps the
+        # top-level value when it is not given here
+        sp.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                        help="show tracebacks of unexpected errors")
         return sp
 
-    r = job_cmd("run", "migrate; run it again after an interruption to resume")
-    r.add_argument("--since", help="only records changed since this date/time (a delta run, where the source supports it)")
-    r.add_argument("--accept-mapping-change", action="store_true",
-                   help="go on although the mapping changed since the checkpoint was written")
+    def job_cmd(name: str, help: str, *examples: str) -> argparse.ArgumentParser:
+        sp = command(name, help, *examples)
+        sp.add_argument("job", help="the job file (YAML), e.g. my-job/job.yaml from migrator init")
+        sp.add_argument("--progress", action="store_true", help="always show progress bars")
+        sp.add_argument("--no-progress", action="store_true",
+                        help="never show progress bars (default: shown on a terminal only)")
+        return sp
+
+    r = job_cmd("run", "migrate; run it again after an interruption to resume",
+                "migrator run my-job/job.yaml", "migrator run my-job/job.yaml --plan",
+                "migrator run my-job/job.yaml --since 2026-11-30")
+    r.add_argument("--since", metavar="TIME", help=SINCE_HELP)
     r.add_argument("--plan", action="store_true",
                    help="print the plan (records, requests by kind, ETA, daily-quota fit) and exit, "
                         "writing nothing; it reads and validates the whole source first, as validate does")
-    v = job_cmd("validate", "dry run: read, map and validate every record; write nothing")
-    v.add_argument("--max-invalid", type=int, default=None,
+    v = job_cmd("validate", "dry run: read, map and validate every record; write nothing",
+                "migrator validate my-job/job.yaml", "migrator validate my-job/job.yaml --max-invalid 20")
+    v.add_argument("--max-invalid", type=int, default=None, metavar="N",
                    help="exit 0 when at most N records are invalid (default: any invalid record exits 1)")
     v.add_argument("--server", action="store_true",
                    help="also have the target check each valid record in its own dry run, saving nothing "
                         "(Brokerkit: test: true)")
-    t = job_cmd("retry", "write again only the records that failed")
+    t = job_cmd("retry", "write again only the records that failed (after fixing the data or the mapping)",
+                "migrator retry my-job/job.yaml", "migrator retry my-job/job.yaml --accept-mapping-change")
+    for sp in (r, t):
+        sp.add_argument("--accept-mapping-change", action="store_true",
+                        help="go on although the mapping changed since the checkpoint was written "
+                             "(records already done keep what the old mapping wrote)")
     for sp in (r, v):
         sp.add_argument("--latency", type=float, default=None, metavar="SECONDS",
                         help="what one request takes, for the plan's ETA (default: each system's typical latency)")
@@ -222,22 +249,31 @@ def build_parser() -> argparse.ArgumentParser:
                         help="what a record that matches one already in the target does: update it (the "
                              "default, as the vendors' own create-or-update), skip it, or fail; overrides "
                              "the job's on_merge")
-    sub.add_parser("status", help="what is done, pending and failed, from the checkpoint").add_argument("job")
-    sub.add_parser("connectors", help="the systems this version can read and write")
-    f = sub.add_parser("fields", help="what a target accepts: fields, types, limits, rules")
-    f.add_argument("connector")
-    f.add_argument("stream", nargs="?")
-    s = sub.add_parser("sandbox", help="serve simulators of the five CRM APIs on loopback")
+    st = command("status", "what is done, pending and failed, from the checkpoint (works beside a run)",
+                 "migrator status my-job/job.yaml")
+    st.add_argument("job", help="the job file (YAML)")
+    command("connectors", "the systems this version can read and write, and their default limits",
+            "migrator connectors")
+    f = command("fields", "what a target accepts: fields, types, limits, rules",
+                "migrator fields rei", "migrator fields realeflow properties")
+    f.add_argument("connector", help="a system name, as migrator connectors lists them (e.g. rei)")
+    f.add_argument("stream", nargs="?", help="one stream only (e.g. contacts); default: all of them")
+    s = command("sandbox", "serve simulators of the five CRM APIs on loopback, with their credentials",
+                "migrator sandbox", "migrator sandbox --contacts 1000 --only rei --only realvolve")
     from .sandbox.options import add_arguments as add_sandbox_arguments
     add_sandbox_arguments(s)
-    d = sub.add_parser("demo", help="a whole migration between two built-in sandbox CRMs")
-    d.add_argument("--contacts", type=int, default=2000)
+    d = command("demo", "a whole migration between two built-in sandbox CRMs (no account, no network)",
+                "migrator demo", "migrator demo --contacts 500 --dir /tmp/demo")
+    d.add_argument("--contacts", type=int, default=2000, metavar="N", help="contacts in the simulated source")
     d.add_argument("--dir", default="migrator-demo", help="where the demo writes its job, checkpoint and reports")
-    d.add_argument("--no-progress", action="store_true")
-    i = sub.add_parser("init", help="write a starter job file and mapping for a pair of systems")
-    i.add_argument("source")
-    i.add_argument("target")
-    i.add_argument("--out", default=".", help="folder for the job and mapping files")
+    d.add_argument("--no-progress", action="store_true", help="never show progress bars")
+    from .resources import init_names
+    sources, targets = init_names()
+    i = command("init", "write a starter job file and mapping for a pair of systems",
+                "migrator init realvolve rei --out my-job", "migrator init realeflow-csv spark --out my-job")
+    i.add_argument("source", help=f"where the data comes from: {', '.join(sources)}")
+    i.add_argument("target", help=f"where it goes: {', '.join(targets)}")
+    i.add_argument("--out", default=".", help="folder for the job and mapping files (default: here)")
     return p
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from .errors import UserError
 from .registry import connector_class
-from .resources import mapping_file, shipped_pairs
+from .resources import init_names, mapping_file
 from .sandbox.exports import EXPORTS, id_column
 
 # Spark takes a token or a key and secret: the job shows the token, the pair in a comment.
@@ -83,9 +83,7 @@ def init(args: argparse.Namespace) -> int:
     source, target = args.source.lower(), args.target.lower()
     mapping = mapping_file(source, target)
     if not mapping.exists():
-        pairs = shipped_pairs()
-        sources = sorted({s for s, _ in pairs})
-        targets = sorted({t for _, t in pairs})
+        sources, targets = init_names()
         raise UserError(f"no shipped mapping for {source} -> {target}; sources: {', '.join(sources)}; "
                         f"targets: {', '.join(targets)}")
     out = Path(args.out)

@@ -81,6 +81,12 @@ class Job:
 
     def connector(self, role: str, *, since: str | None = None) -> Connector:
         cfg = self.source if role == "source" else self.target
+        if since and role == "source" and not cfg.cls.filters_since:
+            from .registry import CONNECTORS, connector_class
+            able = [n for n in CONNECTORS if getattr(connector_class(n), "filters_since", False)]
+            raise ConfigError(f"{cfg.where}: --since: {cfg.cls.system} cannot list only the records changed "
+                              f"since a time, so a delta run would read and write everything; "
+                              f"sources that can: {', '.join(able)}")
         ctx = Context(job_dir=self.path.parent, role=role, concurrency=self.concurrency,
                       allow_insecure_http=self.allow_insecure_http, origins=cfg.origins,
                       since=since, where=cfg.where, stop_at_quota=self.stop_at_quota,

@@ -22,3 +22,9 @@ def shipped_pairs() -> list[tuple[str, str]]:
         source, _, target = p.stem.partition("-to-")
         out.append((source, target))
     return out
+
+
+def init_names() -> tuple[list[str], list[str]]:
+    """The source and target names ``migrator init`` accepts: one mapping ships per pair."""
+    pairs = shipped_pairs()
+    return sorted({s for s, _ in pairs}), sorted({t for _, t in pairs})

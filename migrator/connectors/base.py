@@ -58,6 +58,7 @@ class Connector:
     title: ClassVar[str] = ""
     reads: ClassVar[str] = "api"          # "api" | "export" (CSV from the vendor's UI) | "none"
     writes: ClassVar[bool] = True
+    filters_since: ClassVar[bool] = False  # can list only records changed since a time (--since)
     settings_spec: ClassVar[dict[str, Setting]] = {}
     default_base_url: ClassVar[str] = ""
     default_limit: ClassVar[RateLimit | None] = None

@@ -185,6 +185,7 @@ class TokenAuth(Auth):
 class Realvolve(Connector):
     system = "realvolve"
     title = "Realvolve (Utility API)"
+    filters_since = True
     reads = "api"
     writes = True
     settings_spec = {

@@ -247,10 +247,7 @@ class Rei(Connector):
         if self._first_page is None:
             self._first_page = await self._page(None)
         total = (self._first_page.get("meta") or {}).get("total")
-        notice = None
-        if self.ctx.since:
-            notice = "REI Software's contact list has no updated-since filter: every contact is read"
-        return StreamInfo(stream, total=total if isinstance(total, int) else None, notice=notice)
+        return StreamInfo(stream, total=total if isinstance(total, int) else None)
 
     async def pages(self, stream: str, cursor: Any) -> AsyncIterator[Page]:
         self._check_stream(stream)

@@ -172,6 +172,7 @@ class SessionAuth(Auth):
 class Spark(Connector):
     system = "spark"
     title = "Flexmls (Spark API)"
+    filters_since = True
     credentials_help = ("an OAuth2 access token (SPARK_ACCESS_TOKEN), or the API key and secret of your "
                         "Spark Platform developer account (SPARK_API_KEY, SPARK_API_SECRET) for session auth")
     reads = "api"

@@ -38,24 +38,34 @@ def build(contacts: int, seed: int, faults: str = "none", dirty: bool = False,
 def serve(args: argparse.Namespace) -> int:
     try:
         limits = parse_limits(getattr(args, "limit", None))
-        unserved = sorted(set(limits) - set(args.only or SIMULATORS))
-        if unserved:
-            raise ValueError(f"--limit names {', '.join(unserved)}, which --only leaves out")
+        served = set(args.only or SIMULATORS)
+        for option, names in (("--limit", limits), ("--empty", getattr(args, "empty", None) or ())):
+            unserved = sorted(set(names) - served)
+            if unserved:
+                raise ValueError(f"{option} names {', '.join(unserved)}, which --only leaves out")
+        overrides: dict[str, dict] = {v: dict(o) for v, o in limits.items()}
+        for vendor in getattr(args, "empty", None) or ():
+            overrides.setdefault(vendor, {})["contacts"] = 0
         sims = build(args.contacts, args.seed, args.faults, args.dirty, limits=not args.no_limits,
-                     latency=args.latency, vendors=args.only, **limits)
+                     latency=args.latency, vendors=args.only, **overrides)
     except ValueError as e:
         from ..errors import UserError
         raise UserError(str(e)) from None
 
     async def main() -> None:
         async with Sandbox(sims) as sb:
-            print(f"sandbox: {args.contacts} seeded contacts per system (seed {args.seed}, faults {args.faults})")
+            # Every line is a comment or an export, so the whole output pastes into a shell.
+            empty = set(getattr(args, "empty", None) or ())
+            print(f"# sandbox: {args.contacts} seeded contacts per system (seed {args.seed}, faults {args.faults})"
+                  + (f"; empty: {', '.join(sorted(empty))}" if empty else ""))
+            print("# Every system is seeded with the same people, so a target that is not empty already")
+            print("# holds many of the source's contacts: a migration into it reports them as merges.")
             for vendor, sim in sims.items():
-                print(f"  {vendor:<10} {sim.base_url}")
-            print("\nexport these for a job file (they are sandbox credentials, not real ones):")
+                print(f"#   {vendor:<10} {sim.base_url}")
+            print("# Sandbox credentials, not real ones; paste these lines into the shell that runs migrator:")
             for key, value in sb.env().items():
-                print(f"  export {key}={value}")
-            print("\nCtrl-C to stop.", flush=True)
+                print(f"export {key}={value}")
+            print("# Ctrl-C to stop.", flush=True)
             await anyio.sleep_forever()
 
     try:

@@ -14,8 +14,10 @@ LIMIT_HELP = ("one simulator's rate limit, e.g. rei=50/1 (50 requests in any 1 s
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``migrator sandbox``; the main CLI and ``python -m migrator.sandbox.cli``
     both take them from here, so the sandbox never imports the CLI."""
-    parser.add_argument("--contacts", type=int, default=200)
-    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--contacts", type=int, default=200, metavar="N",
+                        help="people seeded into each simulator (default: 200)")
+    parser.add_argument("--seed", type=int, default=1,
+                        help="seed of the synthetic data: the same seed gives the same people")
     parser.add_argument("--faults", default="none", help="fault profile: none, latency, flaky, soak, tokens")
     parser.add_argument("--dirty", action="store_true", help="seed dirty data as real exports have")
     parser.add_argument("--no-limits", action="store_true",
@@ -23,6 +25,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--latency", type=float, default=None, help="seconds every request takes (benchmarks)")
     parser.add_argument("--only", action="append", choices=list(VENDORS),
                         help="serve only this system (repeatable)")
+    parser.add_argument("--empty", action="append", choices=list(VENDORS), metavar="VENDOR",
+                        help="seed this system with no records, e.g. a target to migrate into (repeatable)")
     parser.add_argument("--limit", action="append", default=None, metavar="VENDOR=REQUESTS/SECONDS",
                         help=LIMIT_HELP)
 

@@ -23,7 +23,8 @@ def runnable_blocks() -> list[list[str]]:
 def test_runnable_blocks_run_against_the_sandbox(tmp_path):
     blocks = runnable_blocks()
     assert blocks, "the README marks no block as runnable"
-    with SandboxThread(build(contacts=40, seed=1)) as sb:
+    # as the README starts it: `migrator sandbox --empty rei`
+    with SandboxThread(build(contacts=40, seed=1, rei={"contacts": 0})) as sb:
         env = {**os.environ, **sb.env()}
         for block in blocks:
             for line in block:
@@ -50,7 +51,7 @@ def test_sandbox_prints_what_a_job_needs():
     try:
         for line in proc.stdout:
             lines.append(line)
-            if line.startswith("Ctrl-C"):
+            if "Ctrl-C" in line:
                 break
     finally:
         proc.send_signal(signal.SIGINT)
@@ -60,3 +61,8 @@ def test_sandbox_prints_what_a_job_needs():
                 "REALEFLOW_API_KEY", "BROKERKIT_API_KEY", "BROKERKIT_BASE_URL"):
         assert f"export {var}=" in out
     assert proc.returncode == 0
+    # The whole output pastes into a shell as it is: comments and exports only.
+    for line in out.splitlines():
+        assert not line.strip() or line.startswith("#") or line.startswith("export "), line
+    shell = subprocess.run(["bash", "-c", out + "\necho \"$REI_API_KEY\""], capture_output=True, text=True)
+    assert shell.returncode == 0 and shell.stderr == "" and shell.stdout.strip().startswith("rei_"), shell

@@ -67,10 +67,10 @@ def test_served_simulator_refuses_over_the_given_limit():
         env: dict[str, str] = {}
         assert proc.stdout is not None
         for line in proc.stdout:
-            m = re.match(r"\s+export (\w+)=(\S+)", line)
+            m = re.match(r"\s*export (\w+)=(\S+)", line)
             if m:
                 env[m.group(1)] = m.group(2)
-            if line.startswith("Ctrl-C"):
+            if "Ctrl-C" in line:
                 break
         rei = {"Authorization": f"Bearer {env['REI_API_KEY']}"}
         statuses = [_get(f"{env['REI_BASE_URL']}/v1/contacts/?limit=1", rei) for _ in range(5)]
