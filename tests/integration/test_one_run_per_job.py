@@ -169,6 +169,9 @@ def test_a_second_run_is_refused_and_touches_nothing_while_status_and_validate_w
         validate = job.run("validate", "--no-progress")
         assert validate.returncode == 0, validate.stderr
         assert "Traceback" not in status.stderr + validate.stderr
+        if job.kind == "file":
+            plan = job.run("run", "--plan", "--no-progress")   # the validate pass: no lock either
+            assert plan.returncode == 0 and "another run" not in plan.stderr, plan.stderr
         untouched = lambda name: not name.endswith("-shm") and "-validate-" not in name \
             and not name.endswith("-plan.json")  # noqa: E731
         assert _files(job.tmp, untouched) == {k: v for k, v in before.items() if untouched(k)}
