@@ -20,7 +20,19 @@ def _progress(args: argparse.Namespace) -> bool | None:
     return True if args.progress else (False if args.no_progress else None)
 
 
-def cmd_run(args: argparse.Namespace, mode: str) -> int:
+def one_writer(args: argparse.Namespace, mode: str, command: Any) -> int:
+    """Run ``command(args, mode, job)`` — any command that writes (run, retry) — as the
+    job's only writer: the job's lock is taken before anything is written, and a second
+    writer exits 2 naming the first."""
+    from .job import load_job
+    from .lock import JobLock, lock_path
+
+    job = load_job(args.job)
+    with JobLock(lock_path(job.checkpoint), args.job, mode):
+        return command(args, mode, job)
+
+
+def cmd_run(args: argparse.Namespace, mode: str, job: Any = None) -> int:
     from .engine import Engine
     from .job import load_job
     from .report import FailureSink, finish, report_paths
@@ -28,7 +40,7 @@ def cmd_run(args: argparse.Namespace, mode: str) -> int:
 
     from . import plan as planning
 
-    job = load_job(args.job)
+    job = load_job(args.job) if job is None else job
     if getattr(args, "stop_at_quota", False):
         job.stop_at_quota = True
     if getattr(args, "on_merge", None):
@@ -284,8 +296,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return EXIT_USER
     handlers: dict[str, Any] = {
-        "run": lambda a: cmd_run(a, "run"), "validate": lambda a: cmd_run(a, "validate"),
-        "retry": lambda a: cmd_run(a, "retry"), "status": cmd_status, "connectors": cmd_connectors,
+        "run": lambda a: cmd_run(a, "run") if a.plan else one_writer(a, "run", cmd_run),
+        "validate": lambda a: cmd_run(a, "validate"), "retry": lambda a: one_writer(a, "retry", cmd_run),
+        "status": cmd_status, "connectors": cmd_connectors,
         "fields": cmd_fields, "sandbox": cmd_sandbox, "demo": cmd_demo, "init": cmd_init,
     }
     try:

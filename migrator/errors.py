@@ -45,6 +45,20 @@ class CheckpointMismatch(UserError):
     """The checkpoint file belongs to a different job or mapping."""
 
 
+class RunInProgress(UserError):
+    """Another process holds the job's lock: a second writer would share its checkpoint
+    and target and double records. Names the holder (pid, host, since when)."""
+
+    def __init__(self, job_file: str, holder: dict | None):
+        self.job_file = job_file
+        self.holder = holder or {}
+        h = self.holder
+        who = (f"{'migrator ' + h['command'] + ', ' if h.get('command') else ''}pid {h.get('pid', '?')} "
+               f"on host {h.get('host', '?')}, since {h.get('since', '?')}") if h else "its pid was not recorded"
+        super().__init__(f"{job_file}: another run of this job is in progress ({who}); "
+                         "wait for it or stop it — the checkpoint is shared")
+
+
 class SourceError(UserError):
     """The source answered something that cannot be read on from (a repeating cursor…)."""
 
