@@ -331,10 +331,10 @@ class _CsvPages:
         except BaseException:
             self.fh.close()
             raise
-        if id_column and id_column not in self.header:
+        if id_column and self.header and id_column not in self.header:  # an empty file has no rows to name
             self.fh.close()
             raise JobError(f"{path}: no column '{id_column}' (id_column); columns are {', '.join(self.header)}")
-        self.id_index = self.header.index(id_column) if id_column else -1
+        self.id_index = self.header.index(id_column) if id_column and self.header else -1
         for _ in range(skip_rows):
             if self._next_raw() is None:
                 break
