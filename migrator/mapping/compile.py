@@ -123,13 +123,14 @@ class StreamMapping:
         """Refuse a path whose top-level key is not among ``columns`` — what the source
         is known to hold, e.g. a CSV header — naming the mapping's line and the nearest
         column: a typo (``Frist Name``) would otherwise map nothing in every record."""
-        known = set(columns)
+        columns = list(columns)
+        known = {*columns, "*", "null"}  # any key; a bare ``null`` (meant as `null`) reads nothing either way
         for root, expr, at in self.path_roots:
-            if root != "*" and root not in known:
+            if root not in known:
                 hint = _suggest(root, columns)
                 if not hint:
-                    shown = sorted(known)
-                    hint = (f" (there are {', '.join(map(repr, shown[:12]))}"
+                    shown = sorted(columns)
+                    hint = (f" (columns: {', '.join(map(repr, shown[:12]))}"
                             + (", …" if len(shown) > 12 else "") + ")")
                 reads = f"path {expr!r} reads {root!r}" if expr != root else repr(root)
                 raise MappingError(f"{at}: {reads}, which is not {what}{hint}")

@@ -54,6 +54,6 @@ def test_check_columns_names_the_line_and_the_nearest_column():
         sm.check_columns("a column of x.csv", ["Status", "First Name", "Last", "Emails"])
     with pytest.raises(MappingError, match=r"^m.yaml:9: path 'Emails\[0\].value' reads 'Emails'"):
         sm.check_columns("a column of x.csv", ["Status", "Frist Name", "First Name", "Last"])
-    with pytest.raises(MappingError, match=r"^m.yaml:5: 'Status', which is not .* \(there are 'Emails', "):
+    with pytest.raises(MappingError, match=r"^m.yaml:5: 'Status', which is not .* \(columns: 'Emails', "):
         sm.check_columns("a column of x.csv", ["Frist Name", "First Name", "Last", "Emails"])
     sm.check_columns("a column of x.csv", ["Status", "Frist Name", "First Name", "Last", "Emails"])
