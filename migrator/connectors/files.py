@@ -272,10 +272,18 @@ class CsvConnector(_FileConnector):
     system = "csv"
     title = "CSV file"
     settings_spec = {**_FileConnector.settings_spec,
-                     "delimiter": Setting("field separator", default=",")}
+                     "delimiter": Setting("field separator: one character, e.g. ';', or tab", default=",")}
+
+    def _delimiter(self) -> str:
+        raw = str(self.setting("delimiter"))
+        delimiter = {"tab": "\t", "\\t": "\t"}.get(raw.lower(), raw)
+        if len(delimiter) != 1:
+            raise JobError(f"{self.ctx.where}: delimiter must be one character, such as ';' or \"\\t\" "
+                           f"(a tab), not {raw!r}")
+        return delimiter
 
     def _open_reader(self, path: Path, cursor: Any) -> Iterator[Page]:
-        return _CsvPages(path, self._encoding(path), str(self.setting("delimiter")),
+        return _CsvPages(path, self._encoding(path), self._delimiter(),
                          self.setting("id_column"), int((cursor or {}).get("row", 0)), self.page_size())
 
     def _columns(self, path: Path) -> tuple[str, list[str]] | None:
@@ -294,7 +302,7 @@ class CsvConnector(_FileConnector):
 
     def _csv_row(self, cells: list[str]) -> bytes:
         buf = io.StringIO()
-        csv.writer(buf, delimiter=str(self.setting("delimiter")), lineterminator="\n").writerow(cells)
+        csv.writer(buf, delimiter=self._delimiter(), lineterminator="\n").writerow(cells)
         return buf.getvalue().encode("utf-8")
 
     def _line(self, stream: str, record: dict[str, Any], source_id: str) -> bytes:
@@ -306,7 +314,7 @@ class CsvConnector(_FileConnector):
         if not cols:
             return super()._lines(stream, batch)
         buf = io.StringIO()
-        csv.writer(buf, delimiter=str(self.setting("delimiter")), lineterminator="\n").writerows(
+        csv.writer(buf, delimiter=self._delimiter(), lineterminator="\n").writerows(
             [[sid] + [_cell(record.get(c)) for c in cols] for sid, record in batch])
         return buf.getvalue().encode("utf-8")
 

@@ -186,3 +186,21 @@ def test_an_empty_or_header_only_file_is_no_crash(tmp, data):
     typo = run_cli("validate", str(_job(tmp, data, source=", id_column: id", mapping=TYPO)), "--no-progress")
     assert typo.returncode == (2 if data else 0), typo.stderr
     assert "Traceback" not in typo.stderr
+
+
+@pytest.mark.parametrize("setting,sep", [("';'", ";"), ("tab", "\t"), ('"\\t"', "\t")])
+def test_delimiter(tmp, setting, sep):
+    data = "id,First Name,Last Name,Notes\nC1,Ann,Lee,n\n".replace(",", sep).encode()
+    res = run_cli("run", str(_job(tmp, data, source=f", id_column: id, delimiter: {setting}")), "--no-progress")
+    assert res.returncode == 0, res.stderr
+    assert _out(tmp)["C1"]["last_name"] == "Lee"
+
+
+def test_a_bad_delimiter_or_encoding_is_one_line(tmp):
+    data, _ = _rows(None)
+    for source, said in ((", delimiter: ';;'", "delimiter must be one character"),
+                         (", encoding: cp-1252", "unknown encoding 'cp-1252'")):
+        res = run_cli("validate", str(_job(tmp, data, source=source)), "--no-progress")
+        assert res.returncode == 2, res.stderr
+        (line,) = res.stderr.strip().splitlines()
+        assert said in line and "job.yaml:2" in line
