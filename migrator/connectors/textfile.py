@@ -70,11 +70,6 @@ def unmark(text: str, encoding: str) -> bytes:
     return bytes(out)
 
 
-def readable(text: str) -> str:
-    """``text`` with its marks shown as the bytes they stand for (``M\\xfcller``)."""
-    return _MARKED.sub(lambda m: f"\\x{ord(m.group()) - 0xDC00:02x}", text)
-
-
 def _plain(encoding: str) -> str:
     """A codec that turns text back into the bytes ``encoding`` decoded (no BOM)."""
     name = codecs.lookup(encoding).name
