@@ -145,6 +145,7 @@ class Engine:
         outcome = Outcome(self.mode, [], time.time())
         writing = self.mode in ("run", "retry") or self.server
         try:
+            await self._check_columns()
             if self.mode in ("run", "retry"):
                 self.ckpt = await Checkpoint.open(
                     self.job.checkpoint, job_id=self.job.job_id, mapping_digest=self.job.mapping.digest,
@@ -190,6 +191,15 @@ class Engine:
                 if writing:
                     await self.target.close()
         return outcome
+
+    async def _check_columns(self) -> None:
+        """Before the checkpoint or the target is touched: a source that knows its columns
+        as it opens (a file's header) refuses a mapping path that names none of them."""
+        columns = getattr(self.source, "columns", None)
+        for sm in self.job.mapping.streams.values() if columns is not None else ():
+            known = await columns(sm.source_stream)
+            if known is not None:
+                sm.check_columns(*known)
 
     async def _watch_signals(self, scope: anyio.CancelScope) -> None:
         """First Ctrl-C: stop reading, let in-flight writes finish. Second: abandon them."""

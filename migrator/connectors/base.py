@@ -163,6 +163,11 @@ class Connector:
     def use_mapping(self, streams: list[Any]) -> None:
         """Before reading: what the mapping uses (e.g. whether to expand notes)."""
 
+    async def columns(self, stream: str) -> tuple[str, list[str]] | None:
+        """``(what they are, names)`` of the top-level fields every record of ``stream``
+        may hold, when known before reading (a file's header); None when not known."""
+        return None
+
     def pages(self, stream: str, cursor: Any) -> AsyncIterator[Page]:
         raise JobError(f"{self.system} cannot be read from")
 

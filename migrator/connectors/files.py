@@ -12,6 +12,7 @@ nothing doubled, and no record needs a checkpoint write before its line is appen
 """
 from __future__ import annotations
 
+import codecs
 import csv
 import io
 import os
@@ -24,6 +25,7 @@ import orjson
 from ..errors import ConfigError, JobError
 from ..protocols import Page, Record, StreamInfo, WriteResult
 from ..schema import Field, StreamSchema
+from . import textfile
 from .base import Connector, Setting, WritePlanner
 
 PAGE = 500
@@ -51,7 +53,8 @@ class _FileConnector(Connector):
         "stream": Setting("stream name of the file's rows", default="contacts"),
         "id_column": Setting("source: column/field holding the record id (default: the row number)"),
         "source_id_column": Setting("target: column that records each row's source id", default="_source_id"),
-        "encoding": Setting("text encoding", default="utf-8-sig"),
+        "encoding": Setting("source: text encoding, e.g. cp1252 (default: UTF-8, or what the file's BOM "
+                            "says: UTF-8, UTF-16, UTF-32)", default=textfile.AUTO),
         "page_size": Setting("rows per page", default=PAGE),
     }
 
@@ -90,7 +93,7 @@ class _FileConnector(Connector):
         path = self.path_for(stream)
         if not path.exists():
             raise ConfigError(f"{self.ctx.where}: source file {path} does not exist")
-        reader = self._open_reader(path, cursor)
+        reader = await anyio.to_thread.run_sync(self._open_reader, path, cursor)
         try:
             while True:
                 page = await anyio.to_thread.run_sync(next, reader, None)
@@ -101,6 +104,20 @@ class _FileConnector(Connector):
             await anyio.to_thread.run_sync(reader.close)
 
     def _open_reader(self, path: Path, cursor: Any) -> Iterator[Page]:
+        raise NotImplementedError
+
+    def _encoding(self, path: Path) -> str:
+        return textfile.choose_encoding(path, self.settings.get("encoding"), self.ctx.where)
+
+    async def columns(self, stream: str) -> tuple[str, list[str]] | None:
+        """What the file's records hold, known as soon as it opens: a mapping path that
+        names none of it is a typo, refused before the run."""
+        path = self.path_for(stream)
+        if not path.exists():
+            return None
+        return await anyio.to_thread.run_sync(self._columns, path)
+
+    def _columns(self, path: Path) -> tuple[str, list[str]] | None:
         raise NotImplementedError
 
     # ---- the plan -----------------------------------------------------------------
@@ -255,11 +272,24 @@ class CsvConnector(_FileConnector):
     system = "csv"
     title = "CSV file"
     settings_spec = {**_FileConnector.settings_spec,
-                     "delimiter": Setting("field separator", default=",")}
+                     "delimiter": Setting("field separator: one character, e.g. ';', or tab", default=",")}
+
+    def _delimiter(self) -> str:
+        raw = str(self.setting("delimiter"))
+        delimiter = {"tab": "\t", "\\t": "\t"}.get(raw.lower(), raw)
+        if len(delimiter) != 1:
+            raise JobError(f"{self.ctx.where}: delimiter must be one character, such as ';' or \"\\t\" "
+                           f"(a tab), not {raw!r}")
+        return delimiter
 
     def _open_reader(self, path: Path, cursor: Any) -> Iterator[Page]:
-        return _CsvPages(path, str(self.setting("encoding")), str(self.setting("delimiter")),
+        return _CsvPages(path, self._encoding(path), self._delimiter(),
                          self.setting("id_column"), int((cursor or {}).get("row", 0)), self.page_size())
+
+    def _columns(self, path: Path) -> tuple[str, list[str]] | None:
+        reader = self._open_reader(path, None)
+        reader.close()
+        return (f"a column of {path}", reader.header) if reader.header else None
 
     def _scan_ids(self, path: Path) -> set[str]:
         col = str(self.setting("source_id_column"))
@@ -272,7 +302,7 @@ class CsvConnector(_FileConnector):
 
     def _csv_row(self, cells: list[str]) -> bytes:
         buf = io.StringIO()
-        csv.writer(buf, delimiter=str(self.setting("delimiter")), lineterminator="\n").writerow(cells)
+        csv.writer(buf, delimiter=self._delimiter(), lineterminator="\n").writerow(cells)
         return buf.getvalue().encode("utf-8")
 
     def _line(self, stream: str, record: dict[str, Any], source_id: str) -> bytes:
@@ -284,44 +314,68 @@ class CsvConnector(_FileConnector):
         if not cols:
             return super()._lines(stream, batch)
         buf = io.StringIO()
-        csv.writer(buf, delimiter=str(self.setting("delimiter")), lineterminator="\n").writerows(
+        csv.writer(buf, delimiter=self._delimiter(), lineterminator="\n").writerows(
             [[sid] + [_cell(record.get(c)) for c in cols] for sid, record in batch])
         return buf.getvalue().encode("utf-8")
 
 
 class _CsvPages:
+    """Rows a page at a time. Bytes that do not decode are marked (``textfile``), so the
+    row holding them fails alone with its true line, and every other row arrives."""
+
     def __init__(self, path: Path, encoding: str, delimiter: str, id_column: str | None,
                  skip_rows: int, page_size: int):
-        self.fh = open(path, newline="", encoding=encoding, errors="strict")
+        self.path, self.encoding = path, encoding
+        self.marks = textfile.Marks()
+        self.marks.decoding_here()
+        self.fh = open(path, newline="", encoding=encoding, errors=textfile.MARK)
         self.reader = csv.reader(self.fh, delimiter=delimiter, strict=True)
         self.id_column = id_column
         self.row = 0
         self.page_size = page_size
-        self.header = self._header()
-        if id_column and id_column not in self.header:
+        self.guess: str | None = None
+        try:
+            self.header = self._header()
+        except BaseException:
+            self.fh.close()
+            raise
+        if id_column and self.header and id_column not in self.header:  # an empty file has no rows to name
             self.fh.close()
             raise JobError(f"{path}: no column '{id_column}' (id_column); columns are {', '.join(self.header)}")
+        self.id_index = self.header.index(id_column) if id_column and self.header else -1
         for _ in range(skip_rows):
             if self._next_raw() is None:
                 break
 
     def _header(self) -> list[str]:
         try:
-            return next(self.reader)
+            header = next(self.reader)
         except StopIteration:
             return []
-        except (csv.Error, UnicodeDecodeError) as e:
-            raise JobError(f"cannot read the header line: {e}") from None
+        except csv.Error as e:
+            raise JobError(f"{self.path}:{self.reader.line_num}: cannot read the header line: {e}") from None
+        marked = [c for c in header if textfile.count_marks(c)] if self.marks.pending else []
+        if marked:
+            raw = textfile.unmark(marked[0], self.encoding)
+            with open(self.path, "rb") as fh:
+                guess = textfile.guess_encoding(fh.read(1 << 16))
+            fix = (f"set `encoding: {guess}` in the job's source" if guess and not guess.startswith("utf")
+                   else "set `encoding:` in the job's source to the file's encoding (e.g. cp1252)")
+            raise JobError(f"{self.path}:{self.reader.line_num}: the header line is not "
+                           f"{textfile.codec_name(self.encoding)} ({textfile.bad_text(raw, guess)}); {fix}")
+        return header
 
     def _next_raw(self) -> tuple[int, list[str] | None, str | None] | None:
         try:
             cells = next(self.reader)
         except StopIteration:
             return None
-        except (csv.Error, UnicodeDecodeError) as e:
+        except csv.Error as e:
             self.row += 1
             return self.reader.line_num, None, f"line {self.reader.line_num}: unreadable row ({e})"
         self.row += 1
+        if self.marks.pending:
+            self.marks.pending -= textfile.count_marks("".join(cells))
         return self.reader.line_num, cells, None
 
     def __iter__(self) -> "_CsvPages":
@@ -332,13 +386,15 @@ class _CsvPages:
         records: list[Record] = []
         append = records.append
         header, reader, id_column, size = self.header, self.reader, self.id_column, self.page_size
+        marks = self.marks
+        marks.decoding_here()
         width = len(header)
         while len(records) < size:
             try:
                 cells = next(reader)
             except StopIteration:
                 break
-            except (csv.Error, UnicodeDecodeError) as e:
+            except csv.Error as e:
                 self.row += 1
                 line = reader.line_num
                 append(Record(str(self.row), None, error=f"line {line}: unreadable row ({e})", line=line))
@@ -347,15 +403,42 @@ class _CsvPages:
             if not any(cells):
                 continue
             line = reader.line_num
+            if marks.pending and (bad := self._undecodable(cells, line)) is not None:
+                append(Record(self._row_id(cells), None, error=bad, line=line))
+                continue
             if len(cells) != width:
-                append(Record(str(self.row), None, error=f"line {line}: expected {width} columns, got {len(cells)}",
-                              line=line))
+                append(Record(self._row_id(cells), None,
+                              error=f"line {line}: expected {width} columns, got {len(cells)}", line=line))
                 continue
             data = dict(zip(header, cells))
             append(Record((id_column and data.get(id_column)) or str(self.row), data, line=line))
         if not records:
             raise StopIteration
         return Page(records, {"row": self.row})
+
+    def _row_id(self, cells: list[str]) -> str:
+        """A row that fails is listed under its id_column value, as the user knows it,
+        when that cell can be read; else under its row number."""
+        i = self.id_index
+        if 0 <= i < len(cells) and cells[i] and not textfile.count_marks(cells[i]):
+            return cells[i]
+        return str(self.row)
+
+    def _undecodable(self, cells: list[str], line: int) -> str | None:
+        found = textfile.count_marks("".join(cells))
+        if not found:
+            return None
+        self.marks.pending -= found
+        at = next(i for i, c in enumerate(cells) if textfile.count_marks(c))
+        raw = textfile.unmark(cells[at], self.encoding)
+        if self.guess is None:
+            self.guess = textfile.guess_encoding(textfile.unmark(",".join(cells), self.encoding)) or ""
+        guess = self.guess if self.guess and not self.guess.startswith("utf") else "cp1252"
+        column = self.header[at] if at < len(self.header) else f"column {at + 1}"
+        enc = textfile.codec_name(self.encoding)
+        return (f"line {line}: {column!r} is not valid {enc}: {textfile.bad_text(raw, self.guess)}; "
+                f"re-save the file as {enc}, or set `encoding: {guess}` in the job's source "
+                f"if all of it is {guess}")
 
     def close(self) -> None:
         self.fh.close()
@@ -373,7 +456,16 @@ class JsonlConnector(_FileConnector):
     def _open_reader(self, path: Path, cursor: Any) -> Iterator[Page]:
         cursor = cursor or {}
         return _JsonlPages(path, self.setting("id_column"), int(cursor.get("offset", 0)),
-                           int(cursor.get("line", 0)), self.page_size())
+                           int(cursor.get("line", 0)), self.page_size(), self._encoding(path))
+
+    def _columns(self, path: Path) -> tuple[str, list[str]] | None:
+        reader = self._open_reader(path, None)
+        try:
+            page = next(reader, None)
+        finally:
+            reader.close()
+        keys = dict.fromkeys(k for r in (page.records if page else []) if r.data for k in r.data)
+        return (f"a key in the first {self.page_size()} lines of {path}", list(keys)) if keys else None
 
     def _scan_ids(self, path: Path) -> set[str]:
         col = str(self.setting("source_id_column"))
@@ -401,18 +493,32 @@ class JsonlConnector(_FileConnector):
 
 
 class _JsonlPages:
-    def __init__(self, path: Path, id_field: str | None, offset: int, line: int, page_size: int):
+    """Lines a page at a time, as bytes (the cursor is a byte offset). A line that is not
+    valid JSON, or holds bytes that do not decode, fails alone with its line number."""
+
+    def __init__(self, path: Path, id_field: str | None, offset: int, line: int, page_size: int,
+                 encoding: str = "utf-8"):
+        codec = textfile.codec_name(encoding)
+        if codec.startswith(("utf-16", "utf-32")):
+            raise JobError(f"{path}: this JSON Lines file is {codec}; JSON Lines are UTF-8 "
+                           "(re-save it as UTF-8)")
+        self.encoding = None if codec == "utf-8" else encoding  # None: orjson reads the bytes
         self.fh = open(path, "rb")
-        self.fh.seek(offset)
+        if offset == 0 and self.fh.read(3) != codecs.BOM_UTF8:
+            self.fh.seek(0)
+        elif offset:
+            self.fh.seek(offset)
         self.line = line
         self.id_field = id_field
         self.page_size = page_size
+        self.guess: str | None = None
 
     def __iter__(self) -> "_JsonlPages":
         return self
 
     def __next__(self) -> Page:
         records: list[Record] = []
+        encoding = self.encoding
         while len(records) < self.page_size:
             raw = self.fh.readline()
             if not raw:
@@ -422,9 +528,10 @@ class _JsonlPages:
                 continue
             sid = str(self.line)
             try:
-                data = orjson.loads(raw)
-            except orjson.JSONDecodeError as e:
-                records.append(Record(sid, None, error=f"line {self.line}: invalid JSON ({e.msg})", line=self.line))
+                data = orjson.loads(raw if encoding is None else raw.decode(encoding))
+            except (orjson.JSONDecodeError, UnicodeDecodeError) as e:
+                sid, why = self._unreadable(raw, e)
+                records.append(Record(sid, None, error=f"line {self.line}: {why}", line=self.line))
                 continue
             if not isinstance(data, dict):
                 records.append(Record(sid, None, error=f"line {self.line}: not a JSON object", line=self.line))
@@ -435,6 +542,29 @@ class _JsonlPages:
         if not records:
             raise StopIteration
         return Page(records, {"offset": self.fh.tell(), "line": self.line})
+
+    def _unreadable(self, raw: bytes, e: Exception) -> tuple[str, str]:
+        """Why a line cannot be read, and the id it is listed under: its id field when the
+        line is JSON with a few bytes that do not decode, else its line number."""
+        encoding = self.encoding or "utf-8"
+        try:
+            raw.decode(encoding)
+        except UnicodeDecodeError as bad:
+            if self.guess is None:
+                self.guess = textfile.guess_encoding(raw) or ""
+            guess = self.guess if self.guess and not self.guess.startswith("utf") else "cp1252"
+            piece = raw[max(0, bad.start - 20):bad.end + 20]
+            why = (f"not valid {textfile.codec_name(encoding)} at byte {bad.start} of the line: "
+                   f"{textfile.bad_text(piece, self.guess)}; re-save the file as UTF-8, or set "
+                   f"`encoding: {guess}` in the job's source if all of it is {guess}")
+            try:
+                data = orjson.loads(raw.decode(encoding, "replace"))
+                sid = data.get(self.id_field) if isinstance(data, dict) and self.id_field else None
+            except orjson.JSONDecodeError:
+                sid = None
+            sid = str(sid) if sid not in (None, "") else ""
+            return (sid if sid and "\ufffd" not in sid else str(self.line)), why
+        return str(self.line), f"invalid JSON ({getattr(e, 'msg', e)})"
 
     def close(self) -> None:
         self.fh.close()

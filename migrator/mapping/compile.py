@@ -96,7 +96,7 @@ class StreamMapping:
     """
 
     __slots__ = ("name", "source_stream", "target_stream", "match_on", "fields", "uses_paths", "refs",
-                 "schema", "_where", "_skip_if", "_plan", "_fields")
+                 "schema", "_where", "_skip_if", "_plan", "_fields", "path_roots")
 
     def __init__(self, source_stream: str, target_stream: str, match_on: tuple[str, ...],
                  fields: dict[str, CompiledField], schema: StreamSchema | None,
@@ -116,6 +116,24 @@ class StreamMapping:
         self._skip_if = skip_if
         self._plan = plan
         self._fields = _generate(plan)
+        # (top-level key, path, "file:line") of every path the stream reads
+        self.path_roots: tuple[tuple[str, str, str], ...] = ()
+
+    def check_columns(self, what: str, columns: Iterable[str]) -> None:
+        """Refuse a path whose top-level key is not among ``columns`` — what the source
+        is known to hold, e.g. a CSV header — naming the mapping's line and the nearest
+        column: a typo (``Frist Name``) would otherwise map nothing in every record."""
+        columns = list(columns)
+        known = {*columns, "*", "null"}  # any key; a bare ``null`` (meant as `null`) reads nothing either way
+        for root, expr, at in self.path_roots:
+            if root not in known:
+                hint = _suggest(root, columns)
+                if not hint:
+                    shown = sorted(columns)
+                    hint = (f" (columns: {', '.join(map(repr, shown[:12]))}"
+                            + (", …" if len(shown) > 12 else "") + ")")
+                reads = f"path {expr!r} reads {root!r}" if expr != root else repr(root)
+                raise MappingError(f"{at}: {reads}, which is not {what}{hint}")
 
     def apply(self, record: dict) -> MapResult:
         """Map one source record; empty values (None, "", []) are left out of ``data``."""
@@ -255,6 +273,7 @@ class _Compiler:
         self.target = ""
         self.source = ""
         self.defaults: dict[str, Any] = {}
+        self.paths: list[tuple[str, str, str]] = []  # of the stream being compiled
 
     # -- helpers
 
@@ -280,9 +299,12 @@ class _Compiler:
         if not isinstance(expr, str):
             raise self.fail(node, key, f"a path must be text, not {_kind_of(expr)}")
         try:
-            return compile_path(expr)
+            path = compile_path(expr)
         except PathError as exc:
             raise self.fail(node, key, str(exc)) from None
+        at = where(node, key, self.filename)
+        self.paths.extend((root, path.expr, at) for root in sorted(path.roots))
+        return path
 
     # -- top level
 
@@ -359,6 +381,7 @@ class _Compiler:
                             "fields" if "fields" in spec else name,
                             f"stream {name!r} needs fields: target field -> source path or spec")
 
+        self.paths = []
         uses: set[str] = set()
         fields: dict[str, CompiledField] = {}
         refs: dict[str, str] = {}
@@ -374,8 +397,10 @@ class _Compiler:
         match_on = self.match_on(spec, fields)
         where_conds = self.conditions(spec, "where", uses)
         skip_conds = self.conditions(spec, "skip_if", uses)
-        return StreamMapping(source, to, match_on, fields, schema, uses, refs,
-                             where_conds, skip_conds, tuple(plan), name=name)
+        sm = StreamMapping(source, to, match_on, fields, schema, uses, refs,
+                           where_conds, skip_conds, tuple(plan), name=name)
+        sm.path_roots = tuple(self.paths)
+        return sm
 
     def match_on(self, spec: LDict, fields: dict[str, CompiledField]) -> tuple[str, ...]:
         node = spec.get("match_on")
