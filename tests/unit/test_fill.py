@@ -95,10 +95,12 @@ def test_nothing_read_is_not_a_dead_path():
 
 def test_a_path_that_fills_later_is_not_dead_and_stops_probing():
     counter = FillCounter.for_stream(stream("firstName: nick\n"))
-    counter.feed([{"name": "a"}] * 3 + [{"nick": "b"}])
+    counter.feed([{"name": "a"}] * 3)
+    assert counter.paths[0].missed  # probed while it had given nothing
+    counter.feed([{"nick": "b"}, {"name": "c"}])
     (row,) = counter.rows()
-    assert row["filled"] == 1 and "status" not in row
-    assert counter.paths[0].missed  # probed only while it had given nothing
+    assert row["filled"] == 1 and row["read"] == 5 and "status" not in row
+    assert counter.paths[0].missed[(0, "nick")] == {"name"}  # not probed once it gave a value
 
 
 def test_empty_lists_and_null_parents_are_empty_not_missing():
@@ -123,3 +125,28 @@ def test_expression_over_the_record_itself_is_unknown_not_missing():
     assert rows[("phone", "[@][?phoneType == 'Home'].phone | [0]")]["status"] == "unknown"
     # `|| null` reads a key named null that no record has; the others are there
     assert rows[("firstName", "phoneType == 'Work' && phone || null")]["status"] == "empty"
+
+
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+from migrator.mapping.compile import _empty  # noqa: E402
+
+VALUES = st.sampled_from([None, "", "x", [], {}, 0, False, 1.5, ["a"], {"b": 1}])
+RECORDS = st.lists(st.dictionaries(st.sampled_from(["a", "b", "c"]), st.one_of(
+    VALUES, st.lists(st.dictionaries(st.sampled_from(["a", "b"]), VALUES), max_size=2))), max_size=12)
+
+
+@settings(max_examples=200, deadline=None)
+@given(RECORDS, st.integers(min_value=1, max_value=5))
+def test_counts_equal_the_mapping_s_own_notion_of_empty_however_paged(records, page):
+    sm = stream('firstName: a\nlastName: "b[0].a"\nname: {template: "{c} {b[*].b}"}\n')
+    counter = FillCounter.for_stream(sm)
+    for i in range(0, len(records), page):
+        counter.feed(records[i:i + page])
+    assert counter.records == len(records)
+    rows = counter.rows()
+    for p, row in zip(counter.paths, rows):
+        assert p.filled == sum(not _empty(p.get(r)) for r in records), p.path
+        if p.path in ("a", "c") and records and not p.filled:
+            # a plain key is missing exactly when no record has it
+            assert (row["status"] == "missing") == (not any(p.path in r for r in records))
