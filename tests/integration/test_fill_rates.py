@@ -8,8 +8,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import orjson
+import pytest
 
 from migrator.cli import main
+from migrator.mapping.fill import dead_lines
 from tests.integration.harness import Pair, ThreadPair, mapping_path
 
 N = 30
@@ -91,3 +93,18 @@ async def test_run_warns_at_its_first_page_and_goes_on(tmp_path):
     assert result.counts["read"] == N and result.counts["done"] > 0
     assert result.fill is not None and result.fill.checked
     assert 0 < result.fill.records < N
+
+
+SHIPPED = sorted(p.stem for p in mapping_path("x", "y").parent.glob("*-to-*.yaml"))
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+async def test_no_shipped_mapping_names_a_key_the_simulator_lacks(tmp_path, name):
+    """Every path of every shipped mapping names a key its source's records have (the
+    simulators follow the vendor docs, so a miss here is a mapping bug)."""
+    source, target = name.split("-to-")
+    async with Pair(tmp_path, source, target, n=40, mapping=mapping_path(source, target)) as pair:
+        outcome = await pair.run("validate")
+    report = {"streams": [{"stream": s.stream, "fill": s.fill.to_dict("all")} for s in outcome.streams]}
+    assert all(s.fill.records for s in outcome.streams)
+    assert dead_lines(report) == []
