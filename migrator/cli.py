@@ -35,6 +35,7 @@ def one_writer(args: argparse.Namespace, mode: str, command: Any) -> int:
 def cmd_run(args: argparse.Namespace, mode: str, job: Any = None) -> int:
     from .engine import Engine
     from .job import load_job
+    from .mapping.fill import dead_paths
     from .report import FailureSink, finish, report_paths
     import anyio
 
@@ -87,6 +88,8 @@ def cmd_run(args: argparse.Namespace, mode: str, job: Any = None) -> int:
         invalid = failed
         limit = args.max_invalid
         if invalid and (limit is None or invalid > limit):
+            return EXIT_FAILED
+        if dead_paths(report):  # a path that gave nothing in any record; --max-invalid is about records
             return EXIT_FAILED
         return EXIT_OK
     if failed:

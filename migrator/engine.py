@@ -31,6 +31,7 @@ from . import crashpoints
 from .checkpoint import Checkpoint
 from .errors import QuotaExhausted, RecordError, Retryable, SourceError, UncertainWrite, UserError
 from .mapping import Ref
+from .mapping.fill import FillCounter, dead_lines
 from .plan import feed
 from .protocols import Page, Record
 from .schema import Violation
@@ -59,6 +60,7 @@ class StreamResult:
     failures: Counter = field(default_factory=Counter)       # "field: rule — message" -> n
     examples: dict[str, list[str]] = field(default_factory=dict)
     notice: str | None = None
+    fill: FillCounter | None = None   # validate: every record; run: the first page
 
 
 @dataclass
@@ -221,6 +223,8 @@ class Engine:
     async def _stream(self, sm, result: StreamResult) -> None:
         info = await self.source.info(sm.source_stream)
         result.total, result.notice = info.total, info.notice
+        if self.mode in ("run", "validate"):
+            result.fill = FillCounter.for_stream(sm)
         if info.notice:
             self.out(f"note: {info.notice}")
         schema = self.target.schema(sm.target_stream)
@@ -305,6 +309,8 @@ class Engine:
                         break
                     crashpoints.reached("read")
                     seq += 1
+                    if result.fill is not None and not result.fill.checked:
+                        self._count_fill(result.fill, page)
                     items = await self._prepare_page(sm, schema, page, result, seen_this_run, unsettled)
                     pages.add(seq, len(items), page.cursor)
                     if self.ckpt is not None:
@@ -322,6 +328,16 @@ class Engine:
                         for item in items:
                             await send.send(item)
         return not self._stopping
+
+    def _count_fill(self, fill: FillCounter, page: Page) -> None:
+        """validate counts every page; run only its first page with records, and warns at
+        once of a path that gave nothing there (a value may still come later: it goes on)."""
+        fill.feed([r.data for r in page.records if r.data is not None])
+        if self.mode == "run" and fill.records:
+            fill.checked = True
+            report = {"streams": [{"stream": fill.stream, "fill": fill.to_dict("first page")}]}
+            for line in dead_lines(report):
+                self.out(f"warning: {line}; the run goes on")
 
     async def _prepare_page(self, sm, schema, page: Page, result: StreamResult,
                             seen: set[str] | None, unsettled: set[str] | None = None) -> list[Item]:

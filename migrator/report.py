@@ -15,6 +15,7 @@ from typing import Any
 import orjson
 
 from . import plan as planning
+from .mapping.fill import dead_lines, table_lines
 from .private import private_open
 
 CSV_HEADER = ["stream", "source_id", "field", "rule", "message"]
@@ -125,6 +126,8 @@ def build_report(job, outcome, facts: dict[str, Any] | None, plan: dict[str, Any
         "streams": [{
             "stream": s.stream, "target_stream": s.target_stream, "total": s.total,
             "notice": s.notice, "counts": dict(s.counts),
+            "fill": (s.fill.to_dict("all" if outcome.mode == "validate" else "first page")
+                     if getattr(s, "fill", None) is not None and s.fill.records else None),
             "failures": [{"reason": k, "count": n, "examples": s.examples.get(k, [])}
                          for k, n in s.failures.most_common()],
         } for s in outcome.streams],
@@ -171,6 +174,20 @@ def summary(report: dict[str, Any], json_path: Path | None, csv_path: Path | Non
             out.write(f"    {f['count']:>6} × {f['reason']}  (e.g. {ex})\n")
         if len(s["failures"]) > 8:
             out.write(f"    … {len(s['failures']) - 8} more reasons in the report\n")
+        if mode == "validate":
+            for line in table_lines(s.get("fill")):
+                out.write(f"    {line}\n")
+    dead = dead_lines(report)
+    if dead:
+        out.write("  mapped paths that name no key of the source's records "
+                  + ("(validate exits 1):\n" if mode == "validate" else "(on the first page; the run went on):\n"))
+        for line in dead:
+            out.write(f"    {line}\n")
+    unused = [line for line in dead_lines(report, missing_only=False) if line not in dead]
+    if unused and mode == "validate":
+        out.write("  mapped paths that gave no value (their keys exist; not an error):\n")
+        for line in unused:
+            out.write(f"    {line}\n")
     merges = report.get("merges") or []
     if merges:
         several = sum(1 for m in merges if len(m["source_ids"]) > 1)

@@ -204,7 +204,8 @@ def compile_mapping(data: Any, *, schemas: Schemas, filename: str | None = None,
 # ---- the compiler --------------------------------------------------------------------
 
 
-def _suggest(name: Any, options: Iterable[str]) -> str:
+def closest(name: Any, options: Iterable[str]) -> str | None:
+    """The option ``name`` most likely meant: the same but for case, else the closest."""
     options = [o for o in options if isinstance(o, str)]
     text = str(name)
     by_case = {o.lower(): o for o in options}
@@ -212,6 +213,11 @@ def _suggest(name: Any, options: Iterable[str]) -> str:
     if match is None:
         close = difflib.get_close_matches(text, options, n=1, cutoff=0.6)
         match = close[0] if close else None
+    return match
+
+
+def _suggest(name: Any, options: Iterable[str]) -> str:
+    match = closest(name, options)
     return f" (did you mean {match!r}?)" if match else ""
 
 
