@@ -218,10 +218,11 @@ def build_parser() -> argparse.ArgumentParser:
     for sp in (r, t):
         sp.add_argument("--stop-at-quota", action="store_true",
                         help="when a daily request quota is spent, stop (resumable) instead of waiting for it")
-        sp.add_argument("--on-merge", choices=("update", "skip", "fail"), default=None,
-                        help="what a record that matches one already in the target does: update it (the "
-                             "default, as the vendors' own create-or-update), skip it, or fail; overrides "
-                             "the job's on_merge")
+        sp.add_argument("--on-merge", choices=("combine", "update", "skip", "fail"), default=None,
+                        help="what a record that matches one already in the target does: combine both (the "
+                             "default: fill what it lacks, add tags and notes, keep a second value where the "
+                             "target can hold one), update it (the vendor's overwrite), skip it, or fail; "
+                             "overrides the job's on_merge")
     sub.add_parser("status", help="what is done, pending and failed, from the checkpoint").add_argument("job")
     sub.add_parser("connectors", help="the systems this version can read and write")
     f = sub.add_parser("fields", help="what a target accepts: fields, types, limits, rules")
