@@ -171,7 +171,8 @@ def combine(existing: Mapping[str, Any], incoming: Mapping[str, Any], slots: Slo
         added: list[str] = []
         if not empty(note) and not contains(before, str(note).strip(), slots.separator):
             added.append(str(note).strip())
-            placements.append(Placement(note_name, note, note_name, APPENDED if before else FILLED))
+            placements.append(Placement(note_name, note, note_name,
+                                        APPENDED if before or slots.note_appends else FILLED))
         if lines:
             added.append("\n".join(lines))
         if added:
