@@ -92,3 +92,36 @@ async def test_on_merge_update_still_lets_the_later_record_overwrite(tmp_path, t
     assert "+14155550101" not in flat(couple), "the vendor's overwrite: the first phone is gone"
     (merge,) = checkpoint_facts(pair.tmp / "ckpt.sqlite")["merges"]
     assert merge["source_ids"] == ["1", "2"] and "placed" not in merge
+
+
+async def test_brokerkit_combines_with_what_an_earlier_run_of_the_job_sent(tmp_path):
+    """Brokerkit cannot be read: what was sent per key lives in the checkpoint, so a lead
+    written after a resume (a new connector, nothing in memory) is still sent combined."""
+    pair = Pair(tmp_path, "csv", "brokerkit", n=3, dirt=CLEAN, concurrency=1)
+    pair.people = [JOHN, OTHER, JANE]
+    async with pair:
+        first = await pair.run(stop_after=2)
+        outcome = await pair.run()
+        couple = the_couple("brokerkit", pair.target_records())
+    assert first.interrupted and first.streams[0].counts["done"] == 2
+    assert outcome.streams[0].counts["done"] == 1 and outcome.streams[0].counts["failed"] == 0
+    assert (couple["first_name"], couple["phone"], couple["other_phone"]) == ("John", "+14155550101", "+14155550102")
+    assert all(note in couple["note"] for note in (*JOHN.notes, *JANE.notes))
+    assert "Also first_name: Jane (source record 2)" in couple["note"]
+
+
+async def test_sent_records_answer_before_and_after_commit(tmp_path):
+    from migrator.checkpoint import Checkpoint
+    ckpt = await Checkpoint.open(tmp_path / "k.sqlite", job_id="j", mapping_digest="m")
+    try:
+        sent = ckpt.sent_records("leads")
+        sent.put(["email=a@x.com", "agent_id=7"], {"first_name": "A"})
+        assert await sent.get(["email=b@x.com", "agent_id=7"]) == {"first_name": "A"}   # the overlay
+        await ckpt.commit()
+        assert await sent.get(["email=a@x.com"]) == {"first_name": "A"} and not sent._recent
+        sent.put(["email=a@x.com"], {"first_name": "B"})
+        await ckpt.commit()
+        assert await sent.get(["email=a@x.com"]) == {"first_name": "B"}
+        assert await ckpt.sent_records("other").get(["email=a@x.com"]) is None
+    finally:
+        await ckpt.close()
