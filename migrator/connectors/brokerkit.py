@@ -24,11 +24,11 @@ from typing import Any, AsyncIterator, Mapping
 
 import orjson
 
+from ..checkpoint import MemorySent
 from ..errors import AuthError, JobError, RecordError
 from ..http import Response, StaticHeaderAuth, error_text
 from ..limits import RateLimit
 from ..protocols import Page, StreamInfo, WriteResult
-from ..checkpoint import MemorySent
 from ..schema import AnyOf, Field, StreamSchema
 from .base import Connector, Context, Setting, WritePlanner
 from .combine import Slots, combine, slots_for_group
