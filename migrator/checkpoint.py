@@ -53,6 +53,15 @@ CREATE TABLE IF NOT EXISTS marks (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS target_keys (
     stream TEXT NOT NULL, key TEXT NOT NULL, target_id TEXT NOT NULL,
     PRIMARY KEY (stream, key)) WITHOUT ROWID;
+-- on_merge: combine — what each merged record put where, for the report.
+CREATE TABLE IF NOT EXISTS placements (
+    stream TEXT NOT NULL, source_id TEXT NOT NULL, placed TEXT NOT NULL,
+    PRIMARY KEY (stream, source_id)) WITHOUT ROWID;
+-- What was sent for a record a target cannot read back (Brokerkit), by natural key,
+-- so that a later record with that key is combined with it. Only records with a key.
+CREATE TABLE IF NOT EXISTS sent_records (
+    stream TEXT NOT NULL, key TEXT NOT NULL, body TEXT NOT NULL,
+    PRIMARY KEY (stream, key)) WITHOUT ROWID;
 """
 
 SETTLED = ("done", "failed", "skipped")
@@ -183,6 +192,12 @@ class Checkpoint:
                     "DO UPDATE SET status='skipped', error=excluded.error, rule='skip', run=excluded.run, "
                     "updated=excluded.updated", (stream, source_id, reason, self.run, time.time()))
 
+    def placed(self, stream: str, source_id: str, placements: list[dict[str, Any]]) -> None:
+        """What a combined merge put where (queued: it commits with the record's ``done``)."""
+        self._queue("INSERT INTO placements VALUES (?, ?, ?) ON CONFLICT (stream, source_id) "
+                    "DO UPDATE SET placed=excluded.placed",
+                    (stream, source_id, orjson.dumps(placements, default=str).decode()))
+
     def set_mark(self, key: str, value: Any) -> None:
         """How far a local target's output is settled; queued right after its write, so it
         commits with the ``done`` of the records that write holds (see ``Connector.mark``)."""
@@ -204,6 +219,10 @@ class Checkpoint:
     def key_index(self, stream: str) -> "KeyIndex":
         """The target's natural keys → target ids for ``stream`` (a target stream)."""
         return KeyIndex(self, stream)
+
+    def sent_records(self, stream: str) -> "SentRecords":
+        """What was sent for keyed records of ``stream`` (a target that cannot be read)."""
+        return SentRecords(self, stream)
 
     def reset_stream(self, stream: str) -> None:
         self._queue("DELETE FROM cursors WHERE stream=?", (stream,))
@@ -366,6 +385,57 @@ class KeyIndex:
     async def count(self) -> int:
         rows = await self.ckpt.query("SELECT count(*) FROM target_keys WHERE stream=?", (self.stream,))
         return int(rows[0][0])
+
+
+class SentRecords:
+    """Natural key → the record last sent for it, for a target with no read API: a later
+    record with that key is combined with it before it is sent. Queued like every other
+    checkpoint write (it commits with the record's ``done``); until then an overlay
+    answers, so the next record sharing the key sees it at once."""
+
+    def __init__(self, ckpt: Checkpoint, stream: str):
+        self.ckpt, self.stream = ckpt, stream
+        self._recent: dict[str, tuple[dict[str, Any], int]] = {}
+
+    def put(self, keys: Iterable[str], body: dict[str, Any]) -> None:
+        text = orjson.dumps(body, default=str).decode()
+        for key in keys:
+            self.ckpt._queue("INSERT INTO sent_records VALUES (?, ?, ?) ON CONFLICT (stream, key) "
+                             "DO UPDATE SET body=excluded.body", (self.stream, key, text))
+            self._recent.pop(key, None)
+            self._recent[key] = (body, self.ckpt._queued)
+
+    async def get(self, keys: list[str]) -> dict[str, Any] | None:
+        """The record sent for the first of ``keys`` that has one."""
+        durable = self.ckpt._durable
+        for key in [k for k, (_, at) in self._recent.items() if at <= durable]:
+            del self._recent[key]
+        for key in keys:
+            if key in self._recent:
+                return self._recent[key][0]
+        if not keys:
+            return None
+        marks = ",".join("?" * len(keys))
+        rows = dict(await self.ckpt.query(
+            f"SELECT key, body FROM sent_records WHERE stream=? AND key IN ({marks})", (self.stream, *keys)))
+        for key in keys:
+            if key in rows:
+                return orjson.loads(rows[key])
+        return None
+
+
+class MemorySent:
+    """``SentRecords`` in a dict: a connector used without a checkpoint."""
+
+    def __init__(self) -> None:
+        self.bodies: dict[str, dict[str, Any]] = {}
+
+    def put(self, keys: Iterable[str], body: dict[str, Any]) -> None:
+        for key in keys:
+            self.bodies[key] = body
+
+    async def get(self, keys: list[str]) -> dict[str, Any] | None:
+        return next((self.bodies[k] for k in keys if k in self.bodies), None)
 
 
 class _Bloom:

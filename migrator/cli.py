@@ -260,10 +260,11 @@ def build_parser() -> argparse.ArgumentParser:
     for sp in (r, t):
         sp.add_argument("--stop-at-quota", action="store_true",
                         help="when a daily request quota is spent, stop (resumable) instead of waiting for it")
-        sp.add_argument("--on-merge", choices=("update", "skip", "fail"), default=None,
-                        help="what a record that matches one already in the target does: update it (the "
-                             "default, as the vendors' own create-or-update), skip it, or fail; overrides "
-                             "the job's on_merge")
+        sp.add_argument("--on-merge", choices=("combine", "update", "skip", "fail"), default=None,
+                        help="what a record that matches one already in the target does: combine both (the "
+                             "default: fill what it lacks, add tags and notes, keep a second value where the "
+                             "target can hold one), update it (the vendor's overwrite), skip it, or fail; "
+                             "overrides the job's on_merge")
     st = command("status", "what is done, pending and failed, from the checkpoint (works beside a run)",
                  "migrator status my-job/job.yaml")
     st.add_argument("job", help="the job file (YAML)")

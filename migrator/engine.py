@@ -616,6 +616,8 @@ class Engine:
                            None, "transient")
                 return
             crashpoints.reached("written")
+            if res.placements:   # what a combined merge put where: committed with its done
+                ckpt.placed(stream, sid, res.placements)
             await self._done(result, stream, sid, res.target_id, res.action, res.matched_key, uncertain)
             return
         self._fail(result, sid, "the write's outcome stayed unknown after several attempts",

@@ -9,7 +9,7 @@ checkpoint: realvolve-to-rei.ckpt.sqlite
 reports: reports/
 concurrency: 8
 on_uncertain: retry        # or skip
-on_merge: update           # or skip, fail
+on_merge: combine          # or update, skip, fail
 stop_at_quota: false       # true: a spent daily quota ends the run (resumable) instead of waiting
 max_quota_wait: 12h        # wait at most this long for a spent quota (default: as long as it takes)
 ```
@@ -62,7 +62,7 @@ class Job:
     reports: Path
     concurrency: int = 8
     on_uncertain: str = "retry"
-    on_merge: str = "update"
+    on_merge: str = "combine"
     allow_insecure_http: bool = False
     env_used: list[str] = field(default_factory=list)
     stop_at_quota: bool = False             # `run --stop-at-quota`: stop at a spent quota, don't wait
@@ -212,7 +212,7 @@ def load_job(path: str | Path, env: dict[str, str] | None = None, *, strict_env:
                reports=(base / reports) if not Path(reports).is_absolute() else Path(reports),
                concurrency=concurrency,
                on_uncertain=choice("on_uncertain", ("retry", "skip"), "retry"),
-               on_merge=choice("on_merge", ("update", "skip", "fail"), "update"),
+               on_merge=choice("on_merge", ("combine", "update", "skip", "fail"), "combine"),
                allow_insecure_http=bool(doc.get("allow_insecure_http", False)),
                env_used=used,
                stop_at_quota=_flag(doc, "stop_at_quota", filename),

@@ -40,13 +40,15 @@ class WriteResult:
     ``action``: ``created``; ``updated`` (an explicit update of a known id); ``matched``
     (the target already held it — found by lookup, prefetched index, a duplicate answer
     such as Spark's 1055, or a server-side upsert). ``matched_key`` says which natural key
-    matched, for the merge report.
+    matched, for the merge report; ``placements`` what a combined merge put where
+    (``on_merge: combine``: ``{field, value, to, how}`` each).
     """
 
     target_id: str
     action: str = "created"
     matched_key: str | None = None
     requests: dict[str, int] = field(default_factory=dict)
+    placements: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass(slots=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import sqlite3
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -91,7 +92,26 @@ def _merges(conn: sqlite3.Connection) -> list[dict[str, Any]]:
         out.append({"stream": stream, "target_id": target_id, "source_ids": ids.split("\x1f"),
                     "actions": actions.split("\x1f"), "keys": [k for k in keys.split("\x1f") if k],
                     "existing": not created})
+    _add_placements(conn, out)
     return out
+
+
+def _add_placements(conn: sqlite3.Connection, merges: list[dict[str, Any]]) -> None:
+    """``on_merge: combine``: what each merged source record put where — ``placed``, by
+    source id, a list of ``{field, value, to, how}`` (``how``: filled, added, appended,
+    second, line, lost, overwritten)."""
+    if not merges or conn.execute("SELECT 1 FROM sqlite_master WHERE name='placements'").fetchone() is None:
+        return
+    for m in merges:
+        ids = m["source_ids"]
+        placed: dict[str, Any] = {}
+        for i in range(0, len(ids), 500):
+            chunk = ids[i:i + 500]
+            placed.update((sid, orjson.loads(text)) for sid, text in conn.execute(
+                f"SELECT source_id, placed FROM placements WHERE stream=? AND source_id IN "
+                f"({','.join('?' * len(chunk))})", (m["stream"], *chunk)))
+        if placed:
+            m["placed"] = placed
 
 
 def write_failures_from_checkpoint(ckpt_path: Path, out: Path) -> int:
@@ -199,6 +219,14 @@ def summary(report: dict[str, Any], json_path: Path | None, csv_path: Path | Non
             parts.append(f"{onto} source records landed on records the target already held")
         out.write(f"  merges: {len(merges)} — {'; '.join(parts) or 'matched by a natural key'} "
                   f"(listed in the report)\n")
+        hows = Counter(p["how"] for m in merges for ps in (m.get("placed") or {}).values() for p in ps)
+        if hows:
+            words = {"filled": "filled a field the target lacked", "added": "added to a list (tags, e-mails)",
+                     "appended": "appended to the notes", "second": "kept as a second phone or e-mail",
+                     "line": "kept as a line of the notes", "lost": "had no place in the target",
+                     "overwritten": "overwrote a record the target held before the job (it cannot be read)"}
+            out.write("  combined: " + "; ".join(f"{n} {words.get(how, how)}" for how, n in
+                                                 sorted(hows.items(), key=lambda kv: -kv[1])) + "\n")
     refused = report.get("merges_refused") or []
     if refused:
         out.write(f"  merges refused: {len(refused)} records match a record already in the target and "

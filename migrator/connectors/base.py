@@ -40,7 +40,7 @@ class Context:
     where: str = ""                         # "job.yaml:12" of the block, for messages
     stop_at_quota: bool = False             # a spent daily quota stops the run instead of waiting
     max_quota_wait: float | None = None     # seconds a spent quota may keep the run waiting
-    on_merge: str = "update"                # what a record matching an earlier one does
+    on_merge: str = "combine"               # what a record matching an earlier one does
 
 
 COMMON_SETTINGS: dict[str, Setting] = {

@@ -7,7 +7,12 @@ that lead (HTTP 200 with the lead, or 204 with no body) instead of creating anot
 ``matched`` result reports.
 
 No read endpoint is documented, so Brokerkit cannot be a source: its CSV export is read
-by the CSV connector with a shipped mapping.
+by the CSV connector with a shipped mapping. For the same reason ``on_merge: combine``
+cannot read a lead back: it keeps in the checkpoint what it sent for each e-mail /
+agent_id, and a later lead with that key is sent combined with it (phones into the free
+phone fields, the notes appended, the rest as lines of the note), so the server's
+overwrite receives the union. A lead that existed before the job is overwritten by the
+server as sent — the report says so for each.
 
 ``test: true`` makes the server check a lead and save nothing; it must be the JSON
 boolean (the doc's own sample sends strings elsewhere, and the string "true" saves the
@@ -19,14 +24,18 @@ from typing import Any, AsyncIterator, Mapping
 
 import orjson
 
+from ..checkpoint import MemorySent
 from ..errors import AuthError, JobError, RecordError
 from ..http import Response, StaticHeaderAuth, error_text
 from ..limits import RateLimit
 from ..protocols import Page, StreamInfo, WriteResult
 from ..schema import AnyOf, Field, StreamSchema
 from .base import Connector, Context, Setting, WritePlanner
+from .combine import Slots, combine, slots_for_group
+from .dedup import KeyLocks, keys_of
 
 LEADS_PATH = "/v2/leads"
+UPSERT_KEYS = ("email", "agent_id")   # what the server matches a lead on, in order
 NO_READS = ("brokerkit has no read API: export the leads as CSV from Brokerkit's UI and read them "
             "with system: csv and mappings/brokerkit-csv-to-<target>.yaml")
 
@@ -104,6 +113,8 @@ class Brokerkit(Connector):
     source_streams = ()
     notes = ("no read API: read a Brokerkit CSV export with system: csv; the server upserts leads "
              "on email or agent_id, so a repeated write updates instead of duplicating")
+    # on_merge: combine — a second phone into the free phone fields, the rest into the note.
+    merge_slots = Slots(second=slots_for_group(("phone", "other_phone", "office_phone")), note="note")
 
     def __init__(self, settings: Mapping[str, Any], ctx: Context):
         super().__init__(settings, ctx)
@@ -113,6 +124,8 @@ class Brokerkit(Connector):
             raise JobError(f"{where}brokerkit product must be \"retention\" or left out, not {self.product!r}")
         self.test_mode = _flag(self.setting("test_mode"), f"{where}brokerkit test_mode")
         key = str(self.setting("api_key"))
+        self._locks = KeyLocks()
+        self._sent: dict[str, Any] = {}   # stream -> what was sent per key (checkpoint or memory)
         self.make_http(auth=StaticHeaderAuth({"Authorization": f"Token token={key}"}, "BROKERKIT_API_KEY"),
                        classify=_classify, headers={"Content-Type": "application/json"})
 
@@ -135,10 +148,16 @@ class Brokerkit(Connector):
     async def prepare(self, streams: list[Any]) -> None:
         """The server upserts before anyone can ask: a lead that matches an earlier one
         always updates it, so ``on_merge`` skip or fail cannot be honoured."""
-        if self.on_merge != "update":
+        if self.on_merge not in ("combine", "update"):
             raise JobError(f"brokerkit upserts leads on email, then agent_id, on its own side: a lead that "
-                           f"matches an earlier one always updates it, so on_merge must be update "
+                           f"matches an earlier one always updates it, so on_merge must be combine or update "
                            f"(not {self.on_merge}); every such merge is listed in the report")
+
+    def _sent_records(self, stream: str) -> Any:
+        if stream not in self._sent:
+            self._sent[stream] = (self.checkpoint.sent_records(stream) if self.checkpoint is not None
+                                  else MemorySent())
+        return self._sent[stream]
 
     async def write(self, stream: str, record: dict[str, Any], *, source_id: str,
                     target_id: str | None = None) -> WriteResult:
@@ -152,6 +171,26 @@ class Brokerkit(Connector):
         """
         if stream not in SCHEMAS:
             raise JobError(f"brokerkit cannot write {stream!r}; it takes leads")
+        keys = [k for _, k in keys_of(record, UPSERT_KEYS)]
+        if self.on_merge != "combine" or self.test_mode or not keys:
+            return await self._send(record, source_id)
+        sent = self._sent_records(stream)
+        async with self._locks.hold(keys):
+            earlier = await sent.get(keys)
+            placements: list[dict[str, Any]] = []
+            if earlier is not None:
+                out = combine(earlier, record, self.merge_slots, source_id=source_id)
+                record, placements = out.record, [p.as_dict() for p in out.placements]
+            result = await self._send(record, source_id)
+            if earlier is None and result.action == "matched":
+                placements = [{"field": "*", "value": None, "to": None, "how": "overwritten",
+                               "why": "the lead was in Brokerkit before this job and Brokerkit cannot be "
+                                      "read: its server overwrote the fields sent"}]
+            result.placements = placements
+            sent.put([k for _, k in keys_of(record, UPSERT_KEYS)], record)
+            return result
+
+    async def _send(self, record: dict[str, Any], source_id: str) -> WriteResult:
         body: dict[str, Any] = {}
         if self.test_mode:
             body["test"] = True
@@ -198,7 +237,9 @@ class _UpsertPlanner(WritePlanner):
             self._keys.add(key)
         self.dedup = ("Brokerkit upserts on e-mail, then agent_id, so no lookup is needed; "
                       f"{self.repeats} leads share a key with an earlier one and will update it "
-                      "(reported as merges)")
+                      "(reported as merges; under on_merge: combine each is sent combined with what "
+                      "this job sent for that key, but a lead Brokerkit held before the job cannot be "
+                      "read, so the server overwrites it with what is sent)")
 
 
 def _flag(value: Any, what: str) -> bool:

@@ -17,8 +17,9 @@ usually writes more records than that.
 
 Two records with a key in common never race: ``KeyLocks`` makes the second wait for the
 first, so it matches what the first created (this is where merges within one run come
-from). What a match does is the job's ``on_merge``: ``update`` writes the record onto the
-matched target record, ``skip`` settles it on that record without a request, ``fail``
+from). What a match does is the job's ``on_merge``: ``combine`` (the default) writes onto
+the matched target record what it lacks and keeps both where both hold a value
+(``combine.py``), ``update`` writes the record onto the matched target record, ``skip`` settles it on that record without a request, ``fail``
 fails it with a reason naming the key and the target id.
 """
 from __future__ import annotations
@@ -32,7 +33,7 @@ import anyio
 from ..errors import RecordError
 from ..protocols import WriteResult
 
-ON_MERGE = ("update", "skip", "fail")
+ON_MERGE = ("combine", "update", "skip", "fail")
 _NON_DIGIT = re.compile(r"\D")
 
 
@@ -229,7 +230,7 @@ def merge_without_writing(on_merge: str, vendor: str, name: str, record: Mapping
                           target_id: str) -> WriteResult | None:
     """A record matched ``target_id`` by ``name``. ``skip``: settled against it with
     nothing sent; ``fail``: refused with a reason naming the key and the target record;
-    ``update``: None — the connector writes the record onto the match its own way."""
+    ``combine``, ``update``: None — the connector writes the record onto the match its own way."""
     if on_merge == "skip":
         return WriteResult(target_id, "matched", shown_key(name, record))
     if on_merge == "fail":

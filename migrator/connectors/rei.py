@@ -12,8 +12,12 @@ What shapes this module:
   e-mail (else phone) into the existing one and answers with *its* id. With ``match_on``
   the connector knows beforehand: it reads the location's contacts once (``dedup.py``
   says when that beats a lookup per record), so a record that matches one is reported as
-  a merge and ``on_merge`` decides — ``update`` sends the same create and lets the
-  location merge (one request, tags merged), ``skip`` sends nothing, ``fail`` fails it.
+  a merge and ``on_merge`` decides — ``combine`` reads the contact (the lookup already
+  did) and PUTs what the record adds: fields it lacks, the tags unioned, its note appended
+  to the "Notes" custom field and, since a contact holds one e-mail and one phone, any
+  value both hold differently as a line of that note; ``update`` sends the same create and
+  lets the location merge (one request, tags merged), ``skip`` sends nothing, ``fail``
+  fails it.
   A location that allows duplicates answers a new id instead: that stray is deleted, the
   record is written onto the match with PUT, and later merges go that way.
 - Every response carries ``X-RateLimit-*``. The headers may lower the limiter (never
@@ -37,6 +41,7 @@ from ..limits import RateLimit
 from ..protocols import Page, Record, StreamInfo, WriteResult
 from ..schema import AnyOf, Field, StreamSchema
 from .base import Connector, Context, Quota, Setting, WritePlanner
+from .combine import Slots, combine
 from .dedup import (ON_MERGE, Choice, Dedup, KeyLocks, KeyStore, MemoryKeys, PlanState, choose, fresh_index, keys_of,
                     merge_without_writing, normalize, shown_key)
 
@@ -47,6 +52,7 @@ CONTACTS = "/v1/contacts/"
 CUSTOM_FIELDS = "/v1/custom-fields/"
 DEDUP_FIELDS = ("email", "phone")   # what the location merges a create on, in its order
 PLAN_READ_LIMIT = 1000   # a plan reads the location's contacts only when that costs no more
+NOTES_FIELD = "notes"    # the custom field (any case) a combined merge appends notes and lines to
 
 
 class CursorLoop(UserError):
@@ -101,6 +107,7 @@ class Rei(Connector):
         self._plans: dict[str, PlanState] = {}
         self._locks = KeyLocks()
         self._server_merges = True       # False once the location is seen to allow duplicates
+        self.merge_slots = Slots(lists=frozenset({"tags"}))   # its note: the Notes custom field, if any
         auth = StaticHeaderAuth({"Authorization": f"Bearer {self.setting('api_key')}"}, API_KEY_ENV)
         self.make_http(auth=auth, classify=self._classify, observe=self._observe,
                        headers={"Accept": "application/json"})
@@ -333,8 +340,21 @@ class Rei(Connector):
         self._field_ids.update(await self._resolve(list(dict.fromkeys(wanted))))
         if self.on_merge not in ON_MERGE:
             raise JobError(f"on_merge must be one of {', '.join(ON_MERGE)}, not {self.on_merge!r}")
+        if matched and self.on_merge == "combine":
+            await self._notes_slot()
         if matched and "contacts" not in self._dedup:
             self._dedup["contacts"] = await self._start_dedup("contacts", streams)
+
+    async def _notes_slot(self) -> None:
+        """A combined merge appends to the location's "Notes" custom field (named as the
+        mapping names it); without one, a value both records hold differently has no place."""
+        fields = await self._custom_fields()
+        ids = [f["id"] for f in fields if str(f.get("name", "")).casefold() == NOTES_FIELD]
+        if len(ids) == 1:
+            mine = {fid: name for name, fid in self._field_ids.items()}
+            name = mine.get(ids[0]) or next(str(f.get("name")) for f in fields if f["id"] == ids[0])
+            self._field_ids.setdefault(name, ids[0])
+            self.merge_slots = Slots(lists=frozenset({"tags"}), note=CUSTOM + name)
 
     @staticmethod
     def _key_fields(streams: list[Any]) -> tuple[str, ...]:
@@ -463,7 +483,11 @@ class Rei(Connector):
             if kept is not None:
                 kept.requests = requests
                 return kept
-            result = await self._merge(matched, body, record, dedup.fields)
+            if self.on_merge == "combine":
+                result = await self._combine(matched, record, source_id,
+                                             None if dedup.index is not None else contact)
+            else:
+                result = await self._merge(matched, body, record, dedup.fields)
             if dedup.index is not None:
                 dedup.index.add((k, result.target_id) for _, k in keys if k not in found)
             result.matched_key = shown_key(name, record)
@@ -503,6 +527,37 @@ class Rei(Connector):
         await self.http.request("DELETE", CONTACTS + quote(answered, safe=""), kind="delete")
         put = await self._put(matched, body, action="updated")
         return WriteResult(matched, "updated", requests={"create": 1, "delete": 1, **put.requests})
+
+    async def _combine(self, matched: str, record: Mapping[str, Any], source_id: str,
+                       contact: dict[str, Any] | None) -> WriteResult:
+        """``on_merge: combine``: the contact as the location holds it (read by id, unless
+        the lookup brought it), then one PUT of what the record adds — the tags as their
+        union (a PUT replaces them), the note field whole."""
+        requests: dict[str, int] = {}
+        if contact is None:
+            resp = await self.http.request("GET", CONTACTS + quote(matched, safe=""), kind="read")
+            contact = (resp.json() or {}).get("contact") or {}
+            requests["read"] = 1
+        out = combine(self._as_record(contact), record, self.merge_slots, source_id=source_id)
+        if out.changes:
+            body = await self._body(out.changes)
+            for key in DEDUP_FIELDS:   # the doc: "Email or Phone are required to update contact"
+                if out.record.get(key) and key not in body:
+                    body[key] = out.record[key]
+            await self.http.request("PUT", CONTACTS + quote(matched, safe=""), json=body, kind="update")
+            requests["update"] = 1
+        return WriteResult(matched, "updated", requests=requests,
+                           placements=[p.as_dict() for p in out.placements])
+
+    def _as_record(self, contact: Mapping[str, Any]) -> dict[str, Any]:
+        """A contact in the names a mapped record uses: schema fields, ``custom.<name>``."""
+        fields = set(self.schemas()["contacts"].fields)
+        out = {k: v for k, v in contact.items() if k in fields}
+        theirs = {f["id"]: str(f.get("name") or f["id"]) for f in self._fields or ()}
+        mine = {fid: name for name, fid in self._field_ids.items()}
+        for fid, value in self._with_names(dict(contact), {**theirs, **mine})["customFields"].items():
+            out[CUSTOM + str(fid)] = value
+        return out
 
     async def _put(self, target_id: str, body: dict[str, Any], *, action: str) -> WriteResult:
         # PUT replaces the contact's tags; the tags endpoint adds to them.
@@ -550,6 +605,7 @@ class _ReiPlanner(WritePlanner):
         self.rei, self.state = rei, state
         self.keyed = 0
         self.matched = 0
+        self.combined = 0
 
     def add(self, record: dict[str, Any]) -> None:
         state = self.state
@@ -568,6 +624,10 @@ class _ReiPlanner(WritePlanner):
         if self.rei.on_merge == "update":
             self.counts["create"] += 1
             state.remember(keys, hit[2])
+        elif self.rei.on_merge == "combine":   # a read (unless looked up), then a PUT
+            self.counts["update"] += 1
+            self.combined += 1
+            state.remember(keys, hit[2])
 
     def _choice(self) -> Choice:
         state = self.state
@@ -581,6 +641,8 @@ class _ReiPlanner(WritePlanner):
             out["index"] = choice.pages if choice.indexed else 1
         if not choice.indexed:
             out["lookup"] = self.keyed
+        else:
+            out["read"] = self.combined
         return {k: n for k, n in out.items() if n}
 
     @property  # type: ignore[override]

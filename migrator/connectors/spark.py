@@ -11,8 +11,11 @@ As a target, a create is optimistic: a PrimaryEmail the account already holds is
 (409, Code 1055) and resolved by one lookup, rather than a lookup before every create.
 With ``match_on`` the account's contacts (connected and unconnected: the 1055 rule
 covers both) are read once when that is cheaper (``dedup.py``), so a duplicate is known
-before any create and ``on_merge`` decides: ``update`` PUTs the record onto the match,
-``skip`` sends nothing, ``fail`` fails it. A resolved 1055 is a merge like any other.
+before any create and ``on_merge`` decides: ``combine`` reads the match and PUTs what it
+lacks (a second phone in the first free phone field, a second e-mail in SecondaryEmails,
+the tags unioned — a PUT replaces them — and the rest as lines of a new note: a PUT's
+Note adds a note), ``update`` PUTs the record onto the match, ``skip`` sends nothing,
+``fail`` fails it. A resolved 1055 is a merge like any other.
 """
 from __future__ import annotations
 
@@ -33,6 +36,7 @@ from ..limits import RateLimit
 from ..protocols import Page, Record, StreamInfo, WriteResult
 from ..schema import Field, StreamSchema
 from .base import Connector, Context, Setting, WritePlanner
+from .combine import Slots, combine, slots_for_group
 from .dedup import (ON_MERGE, Choice, Dedup, KeyLocks, KeyStore, MemoryKeys, PlanState, choose, fresh_index, keys_of,
                     merge_without_writing, shown_key)
 
@@ -190,6 +194,13 @@ class Spark(Connector):
     source_streams = ("contacts",)
     notes = ("25 contacts a page, fetched concurrently; 1,500 requests / 5 min per IDX key; "
              "a duplicate PrimaryEmail (1055) counts as matched")
+    # on_merge: combine — where a contact holds a second value of what two records share.
+    merge_slots = Slots(
+        lists=frozenset({"Tags", "SecondaryEmails", "AdditionalNotificationEmails"}),
+        second={**slots_for_group(("OtherPhoneNumber", "HomePhoneNumber", "MobilePhoneNumber",
+                                   "WorkPhoneNumber", "PrimaryPhoneNumber")),
+                EMAIL: ("SecondaryEmails",)},
+        note="Note", note_appends=True)
 
     def __init__(self, settings: Mapping[str, Any], ctx: Context):
         super().__init__(settings, ctx)
@@ -480,10 +491,10 @@ class Spark(Connector):
                 found = await dedup.index.get([k for _, k in keys])
                 hit = next(((name, found[k]) for name, k in keys if k in found), None)
                 if hit is not None:
-                    result = await self._merged(hit[1], hit[0], record, body)
+                    result = await self._merged(hit[1], hit[0], record, body, source_id)
                     self._remember(dedup, keys, found, result)
                     return result
-            result = await self._create(record, body)
+            result = await self._create(record, body, source_id)
             if dedup is not None:
                 self._remember(dedup, keys, found, result)
             return result
@@ -494,7 +505,7 @@ class Spark(Connector):
         if dedup.index is not None and result.action in ("created", "updated"):
             dedup.index.add((k, result.target_id) for _, k in keys if k not in found)
 
-    async def _create(self, record: Mapping[str, Any], body: dict[str, Any]) -> WriteResult:
+    async def _create(self, record: Mapping[str, Any], body: dict[str, Any], source_id: str) -> WriteResult:
         """POST; a 1055 (the e-mail is taken) is resolved by one lookup, then is a merge."""
         assert self.http is not None
         try:
@@ -506,7 +517,7 @@ class Spark(Connector):
             found = await self._find_by_email(email.strip())
             if found is None:
                 raise
-            result = await self._merged(found, EMAIL, record, body)
+            result = await self._merged(found, EMAIL, record, body, source_id)
             result.requests = {"create": 1, "lookup": 1, **result.requests}
             return result
         try:
@@ -516,14 +527,33 @@ class Spark(Connector):
         return WriteResult(str(new_id), "created", requests={"create": 1})
 
     async def _merged(self, matched: str, name: str, record: Mapping[str, Any],
-                      body: dict[str, Any]) -> WriteResult:
+                      body: dict[str, Any], source_id: str) -> WriteResult:
         """The record matches contact ``matched`` by ``name``: ``on_merge`` decides."""
         kept = merge_without_writing(self.on_merge, "Flexmls", name, record, matched)
         if kept is not None:
             return kept
-        result = await self._put(matched, body)
+        if self.on_merge == "combine":
+            result = await self._combine(matched, record, source_id)
+        else:
+            result = await self._put(matched, body)
         result.matched_key = shown_key(name, record)
         return result
+
+    async def _combine(self, matched: str, record: Mapping[str, Any], source_id: str) -> WriteResult:
+        """Read the contact, then PUT only what the record adds to it (nothing when it adds
+        nothing)."""
+        assert self.http is not None
+        resp = await self.http.request("GET", f"{CONTACTS}/{matched}", kind="read")
+        rows = _envelope(resp).get("Results") or []
+        held = dict(rows[0]) if rows and isinstance(rows[0], dict) else {}
+        for sub, value in (held.pop("Settings", None) or {}).items():
+            held[f"Settings.{sub}"] = value
+        out = combine(held, record, self.merge_slots, source_id=source_id)
+        requests = {"read": 1}
+        if out.changes:
+            requests.update((await self._put(matched, {"D": _payload(out.changes)})).requests)
+        return WriteResult(str(matched), "updated", requests=requests,
+                           placements=[p.as_dict() for p in out.placements])
 
     async def _put(self, target_id: str, body: dict[str, Any]) -> WriteResult:
         assert self.http is not None
@@ -583,11 +613,13 @@ class _SparkPlanner(WritePlanner):
             state.remember(keys)
             return
         self.matched += 1
-        merged = Counter({"update": 1}) if on_merge == "update" else Counter()
+        # combine: a read, then a PUT of what the record adds (counted: most add something).
+        merged = Counter({"update": 1, **({"read": 1} if on_merge == "combine" else {})}) \
+            if on_merge in ("update", "combine") else Counter()
         self.counts.update(merged)
         self.optimistic.update(merged + Counter({"create": 1, "lookup": 1}) if hit[0] == EMAIL
                                else Counter({"create": 1}))
-        if on_merge == "update":
+        if on_merge in ("update", "combine"):
             state.remember(keys, hit[2])
 
     def requests(self) -> dict[str, int]:

@@ -593,6 +593,7 @@ def planner_records(seeded: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 @pytest.mark.parametrize(("on_merge", "planned"), [
+    ("combine", {"index": 2, "create": 2, "read": 4, "update": 4}),
     ("update", {"index": 2, "create": 6}),
     ("skip", {"index": 2, "create": 2}),
     ("fail", {"index": 2, "create": 2}),
@@ -631,7 +632,7 @@ async def test_write_planner_counts_what_writing_sends_under_each_on_merge(on_me
         assert all(isinstance(e, RecordError) and e.rule == "merge" for e in matched)
         assert matched[0].field == "email" and matched[1].field == "phone"
         return
-    action = "updated" if on_merge == "update" else "matched"
+    action = "matched" if on_merge == "skip" else "updated"
     assert [r.action for r in matched] == [action] * 4
     assert [r.matched_key.split("=")[0] for r in matched] == ["email", "phone", "email", "phone"]
     assert matched[2].target_id == results[2].target_id and matched[3].target_id == results[4].target_id
@@ -640,6 +641,7 @@ async def test_write_planner_counts_what_writing_sends_under_each_on_merge(on_me
 
 async def test_a_match_is_updated_by_the_locations_own_create_or_update() -> None:
     async with simulated(contacts=3, seed=1) as (sim, c):
+        c.on_merge = "update"   # the vendor's overwrite
         ann = next(iter(sim.contacts.values()))
         await c.prepare([matching("email")])
         res = await c.write("contacts", {"email": ann["email"], "firstName": "Annie", "tags": ["vip"]},
@@ -661,6 +663,37 @@ async def test_records_sharing_a_key_wait_for_each_other_so_one_contact_is_creat
         async with anyio.create_task_group() as tg:
             for i in range(8):
                 tg.start_soon(write, i)
-    assert len(sim.contacts) == 1 and sim.merged_writes == 7
+        stored = next(iter(sim.contacts.values()))
+    assert len(sim.contacts) == 1 and sim.merged_writes == 0   # combine: read and PUT, no create
     assert Counter(r.action for r in results) == {"created": 1, "updated": 7}
     assert len({r.target_id for r in results}) == 1 and len(c._locks) == 0
+    first = next(r for r in results if r.action == "created")
+    notes = next(f["value"] for f in stored["customField"] if f["id"] == c._field_ids["Notes"])
+    names = {stored["firstName"], *(line.split(": ")[1].split(" (")[0] for line in notes.splitlines() if line)}
+    assert names == {f"N{i}" for i in range(8)} and stored["firstName"] == f"N{results.index(first)}"
+
+
+async def test_a_match_is_combined_with_the_contact_it_matches() -> None:
+    """on_merge: combine (the default): the contact is read, keeps its name and phone, and
+    gains what the record adds — the tags (added), the note (appended), the other name and
+    phone as lines of the Notes custom field; one read and one PUT, no create."""
+    async with simulated(contacts=3, seed=1) as (sim, c):
+        ann = next(c_ for c_ in sim.contacts.values() if c_["phone"] and c_["firstName"])
+        await c.prepare([SimpleNamespace(target_stream="contacts", fields={"custom.Notes": None},
+                                         match_on=("email",))])
+        notes_id = c._field_ids["Notes"]
+        before = {f["id"]: f["value"] for f in ann["customField"]}.get(notes_id)
+        tags = list(ann["tags"])
+        res = await c.write("contacts", {"email": ann["email"].upper(), "firstName": "Zed", "phone": "+14155550199",
+                                         "tags": ["vip"], "custom.Notes": "Met at the open house"},
+                            source_id="s9")
+        stored = sim.contacts[ann["id"]]
+    assert (res.target_id, res.action, res.requests) == (ann["id"], "updated", {"read": 1, "update": 1})
+    assert stored["firstName"] == ann["firstName"] and stored["phone"] == ann["phone"]
+    assert stored["tags"] == [*tags, "vip"] and sim.merged_writes == 0
+    note = {f["id"]: f["value"] for f in stored["customField"]}[notes_id]
+    assert note.startswith(before or "Met at the open house")
+    assert "Met at the open house" in note and "Also firstName: Zed (source record s9)" in note
+    assert "Also phone: +14155550199 (source record s9)" in note
+    assert {(p["field"], p["how"]) for p in res.placements} >= {("tags", "added"), ("firstName", "line"),
+                                                                ("phone", "line")}

@@ -241,7 +241,7 @@ async def test_round_trip(tmp_path, source, target):
     assert all(emails[p.email.lower()] == 1 for p in done if p.email)
     assert len(contacts) <= len(done)
     if target == "spark":
-        # A repeated e-mail is a merge: on_merge update (the default) writes it onto the first.
+        # A repeated e-mail is a merge: on_merge combine (the default) writes it onto the first.
         assert counts["created"] == len(contacts) and counts["created"] + counts["updated"] == len(done)
 
     clean = [p for p in migrated if not p.dirty]

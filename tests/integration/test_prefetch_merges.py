@@ -84,12 +84,13 @@ def contacts_by_email(pair: Pair) -> dict[str, list[dict[str, Any]]]:
 
 # ---- a target that already holds some of the contacts --------------------------------
 
+@pytest.mark.parametrize("on_merge", ["combine", "update"])
 @pytest.mark.parametrize("target", ["rei", "spark"])
-async def test_the_index_is_read_once_and_existing_contacts_are_matched_not_duplicated(tmp_path, target):
+async def test_the_index_is_read_once_and_existing_contacts_are_matched_not_duplicated(tmp_path, target, on_merge):
     n = 240
-    async with Pair(tmp_path, "csv", target, n=n, dirt=CLEAN, preseed=0.5) as pair:
+    async with Pair(tmp_path, "csv", target, n=n, dirt=CLEAN, preseed=0.5, on_merge=on_merge) as pair:
         before = {c[TARGET_EMAIL[target]].lower(): c[TARGET_ID[target]] for c in pair.target_records()}
-        plan = await planned(pair, "update")
+        plan = await planned(pair, on_merge)
         engine = Engine(pair.job(), mode="run", progress=False)
         outcome = await engine.run()
         held = contacts_by_email(pair)
@@ -102,6 +103,10 @@ async def test_the_index_is_read_once_and_existing_contacts_are_matched_not_dupl
     page = 100 if target == "rei" else 25
     lists = 1 if target == "rei" else 2       # Spark: connected and unconnected contacts
     assert sent["index"] == -(-(n // 2) // page) + (lists - 1)
+    if on_merge == "combine":
+        # A merge is read, then PUT only when the record adds something: the plan counts the PUT.
+        assert sent.get("read") == plan["read"] == n // 2 and 0 < sent["update"] <= plan["update"] == n // 2
+        sent["update"] = plan["update"]
     assert sent == plan, "the plan counts what the run sends, kind by kind"
 
     # Nothing doubled: one contact per person, the pre-seeded ones kept their ids.
@@ -156,11 +161,12 @@ async def test_rei_looks_records_up_when_the_location_is_far_larger_than_the_run
         assert pair.people == mine
         engine = Engine(pair.job(), mode="run", progress=False)
         engine.target.expected_records = {"contacts": 3}   # as the plan's count tells the run
-        plan = await planned(pair, "update")
+        plan = await planned(pair, "combine")
         outcome = await engine.run()
         held = contacts_by_email(pair)
     assert engine.target._dedup["contacts"].choice.mode == "lookup"
-    assert actual(outcome) == plan == {"meta": 1, "index": 1, "lookup": 3, "create": 3}
+    # on_merge: combine (the default): a match is looked up (the lookup brings the contact), then PUT.
+    assert actual(outcome) == plan == {"meta": 1, "index": 1, "lookup": 3, "create": 1, "update": 2}
     assert len(held) == 453 and all(len(cs) == 1 for cs in held.values())
     actions = Counter(action for _, _, _, action, _ in records_of(pair))
     assert actions == {"updated": 2, "created": 1}
@@ -168,7 +174,7 @@ async def test_rei_looks_records_up_when_the_location_is_far_larger_than_the_run
 
 # ---- merges within the run, under each on_merge ----------------------------------------
 
-@pytest.mark.parametrize("on_merge", ["update", "skip", "fail"])
+@pytest.mark.parametrize("on_merge", ["combine", "update", "skip", "fail"])
 @pytest.mark.parametrize("target", ["rei", "spark"])
 async def test_repeated_emails_in_the_source_are_listed_merges_under_each_on_merge(tmp_path, target, on_merge):
     n = 160
@@ -189,7 +195,11 @@ async def test_repeated_emails_in_the_source_are_listed_merges_under_each_on_mer
             first_of[email] = sid
     assert len(repeats) >= 5, "the source repeats some e-mails"
     assert all(len(cs) == 1 for cs in held.values()) and len(held) == len(first_of)
-    assert actual(outcome) == plan
+    sent = actual(outcome)
+    if on_merge == "combine":   # a PUT only when the record adds something: the plan counts it
+        assert 0 < sent["update"] <= plan["update"]
+        sent["update"] = plan["update"]
+    assert sent == plan
 
     row = {sid: (status, tid, action, key) for sid, status, tid, action, key in rows}
     facts = checkpoint_facts(pair.tmp / "ckpt.sqlite")
@@ -207,14 +217,16 @@ async def test_repeated_emails_in_the_source_are_listed_merges_under_each_on_mer
                 assert first_tid in error and email in error.lower()
                 continue
             assert (status, tid) == ("done", first_tid)
-            assert action == ("updated" if on_merge == "update" else "matched")
+            assert action == ("matched" if on_merge == "skip" else "updated")
             assert key.lower() == f"{TARGET_EMAIL[target]}={email}".lower()
         if on_merge == "fail":
             assert first_tid not in listed
             continue
         merge = listed[first_tid]
         assert merge["source_ids"] == [first_of[email], *later] and not merge["existing"]
-        assert merge["actions"] == ["created", *(["updated" if on_merge == "update" else "matched"] * len(later))]
+        assert merge["actions"] == ["created", *(["matched" if on_merge == "skip" else "updated"] * len(later))]
+        if on_merge == "combine":   # what each later record put where
+            assert set(merge["placed"]) == set(later)
         assert {k.lower() for k in merge["keys"]} == {f"{TARGET_EMAIL[target]}={email}".lower()}
     name_key = "firstName" if target == "rei" else "GivenName"
     for email, later in repeats.items():
@@ -247,7 +259,7 @@ async def test_on_merge_on_the_command_line_overrides_the_job(tmp_path, monkeypa
 
 async def test_a_rei_location_that_allows_duplicates_is_noticed_and_nothing_is_doubled(tmp_path):
     n = 40
-    async with Pair(tmp_path, "csv", "rei", n=n, dirt=CLEAN, preseed=0.25,
+    async with Pair(tmp_path, "csv", "rei", n=n, dirt=CLEAN, preseed=0.25, on_merge="update",
                     target_sim={"allow_duplicates": True}, concurrency=1) as pair:
         outcome = await pair.run()
         held = contacts_by_email(pair)
@@ -282,10 +294,10 @@ async def test_key_index_keeps_the_first_id_and_answers_before_and_after_commit(
         await ckpt.close()
 
 
-async def test_brokerkit_upserts_itself_so_only_on_merge_update_is_accepted(tmp_path):
+async def test_brokerkit_upserts_itself_so_only_on_merge_combine_or_update_is_accepted(tmp_path):
     from migrator.errors import JobError
     async with Pair(tmp_path, "csv", "brokerkit", n=5, dirt=CLEAN, on_merge="skip") as pair:
-        with pytest.raises(JobError, match="on_merge must be update"):
+        with pytest.raises(JobError, match="on_merge must be combine or update"):
             await pair.run()
         held = pair.target_records()
     assert held == [], "refused before any lead was sent"
