@@ -353,6 +353,38 @@ def _first(arg: Any) -> Transform:
     return run
 
 
+@_register("rest")
+def _rest(arg: Any) -> Transform:
+    """A list without its first item: the values left once the first has a field of its own."""
+    _no_arg(arg)
+
+    def run(value: Any) -> Any:
+        if type(value) is not list:
+            return value
+        return value[1:] or None
+    return run
+
+
+@_register("first_if_new")
+def _first_if_new(arg: Any) -> Transform:
+    """[candidate, *taken] -> the candidate, unless it is empty or one of the taken values
+    (compared ignoring case): to put a value into a free slot without writing it twice,
+    e.g. a primary phone into the home slot when it is not already the mobile one."""
+    _no_arg(arg)
+
+    def key(item: Any) -> Any:
+        return item.casefold() if isinstance(item, str) else item
+
+    def run(value: Any) -> Any:
+        if type(value) is not list:
+            return value
+        if not value or _is_empty(value[0]):
+            return None
+        taken = {key(item) for item in value[1:] if not _is_empty(item)}
+        return None if key(value[0]) in taken else value[0]
+    return run
+
+
 @_register("unique")
 def _unique(arg: Any) -> Transform:
     _no_arg(arg)

@@ -250,8 +250,19 @@ def test_spark_primary_phone_other_field_and_empty_work_address():
                          "Notes": [{"Note": "called"}], "HomeStreetAddress": "1 Main St",
                          "HomeRegion": "CA", "HomePostalCode": "94105"}).data
     assert data == {"first_name": "Ann Marie", "last_name": "Lee", "mobile_phone": "+14155550134",
-                    "home_address": "1 Main St, CA 94105", "contact_status_id": 3,
+                    "home_address": "1 Main St, , CA 94105", "contact_status_id": 3,
                     "notes": ["called", "prefers texts"]}
+    # A primary number apart from the mobile one takes a free slot: home, else work.
+    data = stream.apply({"GivenName": "Ann", "PrimaryPhoneNumber": "415-555-0134",
+                         "MobilePhoneNumber": "212-555-0188"}).data
+    assert (data["mobile_phone"], data["home_phone"], "work_phone" in data) == (
+        "+12125550188", "+14155550134", False)
+    data = stream.apply({"GivenName": "Ann", "PrimaryPhoneNumber": "415-555-0134",
+                         "MobilePhoneNumber": "212-555-0188", "HomePhoneNumber": "312-555-0101"}).data
+    assert (data["home_phone"], data["work_phone"]) == ("+13125550101", "+14155550134")
+    data = stream.apply({"GivenName": "Ann", "PrimaryPhoneNumber": "415-555-0134",
+                         "MobilePhoneNumber": "(415) 555-0134"}).data
+    assert "home_phone" not in data and "work_phone" not in data
 
 
 def test_realvolve_address_realvolve_could_not_split_stays_whole():

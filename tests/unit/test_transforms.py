@@ -22,6 +22,7 @@ REQUIRED = {
     "join", "split", "date", "truncate", "zip5", "state_abbrev", "bool", "int", "float",
     "first", "unique", "drop_empty", "map", "default", "digits", "address_part", "prefix",
     "suffix", "replace", "zip", "join_name", "join_notes", "join_address",
+    "rest", "first_if_new",
 }
 
 
@@ -342,6 +343,16 @@ def test_join_notes_keeps_each_note_date():
     assert join([{"content": long, "created_at": "2024-03-01"}]) == "2024-03-01 — " + long
     with pytest.raises(ValueError, match="separator"):
         t("join_notes", {"separator": 3})
+
+
+def test_rest_and_first_if_new():
+    assert t("rest")(["a", "b", "c"]) == ["b", "c"] and t("rest")(["a"]) is None
+    assert t("rest")("a") == "a"
+    pick = t("first_if_new")
+    assert pick(["+14155550134", "+12125550188", None]) == "+14155550134"
+    assert pick(["+14155550134", None, "+14155550134"]) is None
+    assert pick([None, "x"]) is None and pick(["A@x.com", "a@X.com"]) is None
+    assert pick("kept") == "kept"
 
 
 def test_zip_keeps_the_plus_four():
