@@ -20,6 +20,7 @@ from migrator.errors import UserError
 from migrator.mapping import load_mapping
 from migrator.sandbox.brokerkit import STATE_NAMES
 from migrator.sandbox.data import Person
+from tests.integration.fields import Tally, declared, note_lines
 from tests.integration.harness import Pair, assert_each_record_settled, checkpoint_rows, mapping_path, people_by_source_id
 
 N = int(os.environ.get("MIGRATOR_PAIR_CONTACTS", "200"))
@@ -61,6 +62,10 @@ def expected_lead(source: str, p: Person) -> dict[str, Any]:
     if "extra_phones" in carries:
         lead["other_phone"] = _phone(p, "home")
         lead["office_phone"] = _phone(p, "work")
+        if source == "spark" and p.primary_phone:  # a primary number apart takes a free slot
+            free = next((k for k in ("other_phone", "office_phone") if not lead[k]), None)
+            if free:
+                lead[free] = p.primary_phone
     if "office" in carries:
         work = _address(p, "work")
         lead.update(office_address=work.street if work else None,
@@ -73,7 +78,7 @@ def expected_lead(source: str, p: Person) -> dict[str, Any]:
         lead["status"] = STATUS[p.status]
     paragraphs = []
     if "notes" in carries:
-        paragraphs += p.notes
+        paragraphs += note_lines(source, p)
     elif "rei_notes" in carries and p.notes:
         paragraphs.append("\n".join(p.notes))  # REI keeps notes as one custom field
     if p.tags:
@@ -136,15 +141,17 @@ async def test_round_trip_into_brokerkit(tmp_path, source):
     assert {p.uid for p in clean} <= {p.uid for p in done}
     shared = Counter(p.email.lower() for p in migrated if p.email)
     lead_by_email = {lead["email"].lower(): lead for lead in leads if lead["email"]}
+    tally = Tally(declared(pair.mapping))
     checked = 0
     for p in clean:
         if shared[p.email.lower()] > 1:  # a later row with this e-mail updated the lead
             continue
-        want = expected_lead(source, p)
-        got = lead_by_email[p.email.lower()]
-        assert {k: got[k] for k in want} == want, f"person {p.uid}"
+        tally.add(p, expected_lead(source, p), lead_by_email[p.email.lower()])
         checked += 1
     assert checked >= len(clean) * 9 // 10
+    assert tally.misses == [], tally.report()
+    if source != "realeflow":  # the API's 25 newest need not hold every shape
+        assert tally.shapes >= {"zip_plus4", "no_city", "script_name", "long_note"}
 
 
 async def test_test_mode_writes_nothing(tmp_path):

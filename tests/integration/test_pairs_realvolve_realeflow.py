@@ -219,7 +219,7 @@ async def test_round_trip(tmp_path, source, target):
     by_email: dict[str, list[dict[str, Any]]] = {}
     for g in got:
         by_email.setdefault(g["email"], []).append(g)
-    tally = Tally(declared(mapping_path(source, target)))
+    tally = Tally(declared(pair.mapping))
     for p in clean:
         want = EXPECTED[target](source, p)
         name = (want["first_name"], want["last_name"]) if target == "realvolve" else want["name"]

@@ -251,7 +251,7 @@ async def test_round_trip(tmp_path, source, target):
     assert all(p in done for p in clean)
     shared = Counter(p.email.lower() for p in migrated if p.email)
     by_email = {c[email_key].lower(): c for c in contacts if c[email_key]}
-    tally = Tally(declared(mapping_path(source, target)))
+    tally = Tally(declared(pair.mapping))
     checked = 0
     for p in clean:
         if shared[p.email.lower()] > 1:  # another row with this e-mail merged into the contact
