@@ -118,12 +118,33 @@ def test_rei_status_and_bucket_tags_come_back_and_leave_the_tag_line():
     assert "status" not in data and "bucket" not in data
 
 
-@pytest.mark.parametrize("source", SOURCES)
-async def test_round_trip_into_brokerkit(tmp_path, source):
-    async with Pair(tmp_path, source, "brokerkit", n=N) as pair:
+def field_tally(pair: Pair, leads: list[dict[str, Any]]) -> tuple[Tally, int]:
+    """Every clean person's lead compared field by field (also bench/field_equality.py)."""
+    by_sid = people_by_source_id(pair)
+    migrated = [by_sid[sid] for _, sid, _ in checkpoint_rows(pair)]
+    shared = Counter(p.email.lower() for p in migrated if p.email)
+    lead_by_email = {lead["email"].lower(): lead for lead in leads if lead["email"]}
+    tally = Tally(declared(pair.mapping))
+    checked = 0
+    for p in migrated:
+        if p.dirty or shared[p.email.lower()] > 1:  # a later row with this e-mail updated the lead
+            continue
+        tally.add(p, expected_lead(pair.source, p), lead_by_email.get(p.email.lower(), {}))
+        checked += 1
+    return tally, checked
+
+
+async def run_pair(tmp_path, source: str, n: int):
+    async with Pair(tmp_path, source, "brokerkit", n=n) as pair:
         outcome = await pair.run()
         leads = pair.target_records()
         merged = pair.target_sim.merged_writes
+    return outcome, pair, leads, merged
+
+
+@pytest.mark.parametrize("source", SOURCES)
+async def test_round_trip_into_brokerkit(tmp_path, source):
+    outcome, pair, leads, merged = await run_pair(tmp_path, source, N)
     by_sid = people_by_source_id(pair)
     rows = checkpoint_rows(pair)
     counts = outcome.streams[0].counts
@@ -139,15 +160,7 @@ async def test_round_trip_into_brokerkit(tmp_path, source):
     clean = [p for p in migrated if not p.dirty]
     assert len(clean) > len(migrated) // 2
     assert {p.uid for p in clean} <= {p.uid for p in done}
-    shared = Counter(p.email.lower() for p in migrated if p.email)
-    lead_by_email = {lead["email"].lower(): lead for lead in leads if lead["email"]}
-    tally = Tally(declared(pair.mapping))
-    checked = 0
-    for p in clean:
-        if shared[p.email.lower()] > 1:  # a later row with this e-mail updated the lead
-            continue
-        tally.add(p, expected_lead(source, p), lead_by_email[p.email.lower()])
-        checked += 1
+    tally, checked = field_tally(pair, leads)
     assert checked >= len(clean) * 9 // 10
     assert tally.misses == [], tally.report()
     if source != "realeflow":  # the API's 25 newest need not hold every shape

@@ -191,12 +191,41 @@ def test_mapping_loads_against_target_schema(source, target):
     assert core <= fields
 
 
-@pytest.mark.parametrize("source, target", PAIRS)
-async def test_round_trip(tmp_path, source, target):
-    async with Pair(tmp_path, source, target, n=N) as pair:
+def field_tally(pair: Pair, got: list[dict[str, Any]]) -> tuple[Tally, list[int]]:
+    """Every clean person's record compared field by field (also bench/field_equality.py),
+    and the people whose record could not be told apart (none or several candidates)."""
+    source, target = pair.source, pair.target
+    by_sid = people_by_source_id(pair)
+    done = [by_sid[sid] for status, sid, _ in checkpoint_rows(pair, "contacts") if status == "done"]
+    by_email: dict[str, list[dict[str, Any]]] = {}
+    for g in got:
+        by_email.setdefault(g["email"], []).append(g)
+    tally, ambiguous = Tally(declared(pair.mapping)), []
+    for p in done:
+        if p.dirty:
+            continue
+        want = EXPECTED[target](source, p)
+        name = (want["first_name"], want["last_name"]) if target == "realvolve" else want["name"]
+        candidates = [g for g in by_email.get(p.email.lower(), [])
+                      if (g.get("first_name"), g.get("last_name")) == name or g["name"] == name]
+        if len(candidates) != 1:
+            ambiguous.append(p.uid)
+            continue
+        tally.add(p, want, candidates[0])
+    return tally, ambiguous
+
+
+async def run_pair(tmp_path, source: str, target: str, n: int):
+    async with Pair(tmp_path, source, target, n=n) as pair:
         outcome = await pair.run()
         records = pair.target_records()
         sources = source_names(pair)
+    return outcome, pair, records, [VIEW[target](r, sources) for r in records]
+
+
+@pytest.mark.parametrize("source, target", PAIRS)
+async def test_round_trip(tmp_path, source, target):
+    outcome, pair, records, got = await run_pair(tmp_path, source, target, N)
     by_sid = people_by_source_id(pair)
     rows = checkpoint_rows(pair, "contacts")
     result = outcome.streams[0]
@@ -208,25 +237,14 @@ async def test_round_trip(tmp_path, source, target):
     assert len(records) == len(done) == counts["done"]
 
     # No dedup in either target: an e-mail arrives once per migrated person holding it.
-    view = VIEW[target]
-    got = [view(r, sources) for r in records]
     arrived = Counter(g["email"] for g in got if g["email"])
     sent = Counter(p.email.lower() for p in done if p.email)
     assert arrived == sent
 
     clean = [p for p in done if not p.dirty]
     assert len(clean) > len(done) * 3 // 4
-    by_email: dict[str, list[dict[str, Any]]] = {}
-    for g in got:
-        by_email.setdefault(g["email"], []).append(g)
-    tally = Tally(declared(pair.mapping))
-    for p in clean:
-        want = EXPECTED[target](source, p)
-        name = (want["first_name"], want["last_name"]) if target == "realvolve" else want["name"]
-        candidates = [g for g in by_email[p.email.lower()]
-                      if (g.get("first_name"), g.get("last_name")) == name or g["name"] == name]
-        assert len(candidates) == 1, f"person {p.uid}"
-        tally.add(p, want, candidates[0])
+    tally, ambiguous = field_tally(pair, got)
+    assert ambiguous == []
     assert tally.misses == [], tally.report()
     if source != "realeflow":  # the API's 25 newest need not hold every shape
         assert tally.shapes >= {"zip_plus4", "no_city", "script_name", "long_note"}
