@@ -808,7 +808,7 @@ def _join_name(arg: Any) -> Transform:
         parts = [s for s in (_text(x).strip() for x in value if x is not None) if s]
         if not parts:
             return None
-        if len(parts) > 1 and _family_first(parts[-1]):
+        if len(parts) > 1 and all(_family_first(part) for part in parts):
             return parts[-1] + "".join(parts[:-1])
         return " ".join(parts)
     return run

@@ -323,6 +323,7 @@ def test_join_name_leaves_out_empty_parts():
     assert join(["Ann", None, "  "]) == "Ann"
     assert join([None, "李"]) == "李"
     assert join(["Mary", "Ann", "Lee"]) == "Mary Ann Lee"
+    assert join(["Bruce", "李"]) == "Bruce 李"  # family name first only when both parts are CJK
     assert join([]) is None and join(None) is None
     assert join(" Cher ") == "Cher"
 
