@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import re
+import unicodedata
 from datetime import date, datetime, timezone
 from functools import lru_cache
 from typing import Any, Callable
@@ -272,6 +273,54 @@ def _join(arg: Any) -> Transform:
     return run
 
 
+_NOTE_TEXT_KEYS = ("content", "Note", "note", "text", "body")
+_NOTE_DATE_KEYS = ("created_at", "CreatedTimestamp", "date", "created", "dateAdded")
+
+
+@_register("join_notes")
+def _join_notes(arg: Any) -> Transform:
+    """Notes as one text that keeps each note's date: "2024-03-01 — text" lines.
+
+    For a target that holds notes as one text field (REI's Notes custom field, Brokerkit's
+    note, a Realeflow custom field), so the dates are not lost. Each item is a note object
+    (its text and date under the keys ``text`` and ``date`` name, or the usual ones), a
+    [date, text] pair, or plain text (no date).
+    """
+    opts = _options(arg, None, {"separator": "\n\n", "text": None, "date": None})
+    sep, text_key, date_key = opts["separator"], opts["text"], opts["date"]
+    if not isinstance(sep, str):
+        raise ValueError(f"separator must be text (got {_describe(sep)})")
+    for key in (text_key, date_key):
+        if key is not None and not isinstance(key, str):
+            raise ValueError(f"text and date name a key of the note (got {_describe(key)})")
+    text_keys = (text_key,) if text_key else _NOTE_TEXT_KEYS
+    date_keys = (date_key,) if date_key else _NOTE_DATE_KEYS
+
+    def pick(note: dict[str, Any], keys: tuple[str, ...]) -> Any:
+        return next((note[k] for k in keys if note.get(k) not in (None, "")), None)
+
+    def line(item: Any) -> str | None:
+        if isinstance(item, dict):
+            text, when = pick(item, text_keys), pick(item, date_keys)
+        elif isinstance(item, (list, tuple)) and len(item) == 2:
+            when, text = item
+        else:
+            text, when = item, None
+        if text is None or not _text(text).strip():
+            return None
+        text = _text(text).strip()
+        day = _parse_date(when, False) if when not in (None, "") else None
+        return f"{day:%Y-%m-%d} — {text}" if day is not None else text
+
+    def run(value: Any) -> Any:
+        if value is None:
+            return None
+        items = value if type(value) is list else [value]
+        lines = [s for s in (line(x) for x in items if x is not None) if s]
+        return sep.join(lines) or None
+    return run
+
+
 @_register("split", positional="separator")
 def _split(arg: Any) -> Transform:
     sep = _options(arg, "separator", {"separator": ","})["separator"]
@@ -301,6 +350,38 @@ def _first(arg: Any) -> Transform:
             if not _is_empty(item):
                 return item
         return None
+    return run
+
+
+@_register("rest")
+def _rest(arg: Any) -> Transform:
+    """A list without its first item: the values left once the first has a field of its own."""
+    _no_arg(arg)
+
+    def run(value: Any) -> Any:
+        if type(value) is not list:
+            return value
+        return value[1:] or None
+    return run
+
+
+@_register("first_if_new")
+def _first_if_new(arg: Any) -> Transform:
+    """[candidate, *taken] -> the candidate, unless it is empty or one of the taken values
+    (compared ignoring case): to put a value into a free slot without writing it twice,
+    e.g. a primary phone into the home slot when it is not already the mobile one."""
+    _no_arg(arg)
+
+    def key(item: Any) -> Any:
+        return item.casefold() if isinstance(item, str) else item
+
+    def run(value: Any) -> Any:
+        if type(value) is not list:
+            return value
+        if not value or _is_empty(value[0]):
+            return None
+        taken = {key(item) for item in value[1:] if not _is_empty(item)}
+        return None if key(value[0]) in taken else value[0]
     return run
 
 
@@ -601,11 +682,74 @@ def _fast_name(text: str) -> tuple[str, str, str] | None:
     return tokens[0], tokens[1], tokens[2]
 
 
+# Scripts that write the family name first (Chinese, Japanese, Korean), and two-syllable
+# family names common enough that a name written without a space is split after them.
+_FAMILY_FIRST = ("CJK UNIFIED", "CJK COMPATIBILITY", "HIRAGANA", "KATAKANA", "HANGUL")
+_COMPOUND_FAMILY = frozenset({
+    "欧阳", "歐陽", "司马", "司馬", "诸葛", "諸葛", "上官", "东方", "東方", "皇甫", "尉迟", "尉遲",
+    "公孙", "公孫", "慕容", "夏侯", "令狐", "长孙", "長孫", "宇文", "司徒", "端木", "轩辕", "軒轅",
+    "南宫", "南宮", "西门", "西門", "독고", "남궁", "황보", "제갈", "사공", "선우", "서문"})
+
+
+def _char_script(ch: str) -> str:
+    """"east" (family name first), "latin", or "other" for one letter."""
+    if ch.isascii():
+        return "latin"
+    try:
+        name = unicodedata.name(ch)
+    except ValueError:
+        return "other"
+    if name.startswith(_FAMILY_FIRST):
+        return "east"
+    return "latin" if name.startswith("LATIN") else "other"
+
+
+def _name_script(text: str) -> str:
+    """The script of a name's letters: "east" if any is Chinese, Japanese or Korean,
+    "latin" if all are Latin, else "other" (Cyrillic, Greek, Arabic, Hebrew…)."""
+    scripts = {_char_script(ch) for ch in text if ch.isalpha()}
+    if "east" in scripts:
+        return "east"
+    return "other" if "other" in scripts else "latin"
+
+
+def _east_asian_split(text: str) -> tuple[str, str, str]:
+    """Family name first: "李 小龙" and "李小龙" are both given 小龙, family 李.
+
+    Without a space, the family name is one syllable (Chinese, Korean) unless it is a
+    known two-syllable one, or the leading kanji before kana (Japanese), or two of four
+    kanji (the usual Japanese shape).
+    """
+    tokens = text.split()
+    if len(tokens) > 1:
+        return " ".join(tokens[1:]), "", tokens[0]
+    if len(text) < 2:
+        return text, "", ""
+    if len(text) >= 3 and text[:2] in _COMPOUND_FAMILY:
+        return text[2:], "", text[:2]
+    kana = [i for i, ch in enumerate(text)
+            if unicodedata.name(ch, "").startswith(("HIRAGANA", "KATAKANA"))]
+    if kana and kana[0] > 0 and not unicodedata.name(text[0], "").startswith(("HIRAGANA", "KATAKANA")):
+        return text[kana[0]:], "", text[:kana[0]]
+    if len(text) == 4 and not kana and not unicodedata.name(text[0], "").startswith("HANGUL"):
+        return text[2:], "", text[:2]
+    return text[1:], "", text[:1]
+
+
 @lru_cache(maxsize=256)
 def _parse_name(text: str) -> tuple[str, str, str]:
     fast = _fast_name(text)
     if fast is not None:
         return fast
+    script = _name_script(text)
+    if script == "east":
+        return _east_asian_split(text)
+    if script == "other" and "," not in text and any(
+            unicodedata.name(ch, "").startswith(("ARABIC", "HEBREW")) for ch in text):
+        # The given name, then the father's and family names, one "last name" for a CRM;
+        # nameparser would take "عبد" of "أحمد عبد الله" for a middle name.
+        tokens = text.split()
+        return tokens[0], "", " ".join(tokens[1:])
     name = HumanName(text)
     return name.first, name.middle, name.last
 
@@ -642,6 +786,32 @@ def _first_name(arg: Any) -> Transform:
 def _last_name(arg: Any) -> Transform:
     _no_arg(arg)
     return _name_part(2)
+
+
+def _family_first(last: str) -> bool:
+    return _name_script(last) == "east"
+
+
+@_register("join_name")
+def _join_name(arg: Any) -> Transform:
+    """A full name from its parts [first, (middle,) last], the way its script writes it:
+    "Ann Lee", but "李小龙" (family name first, no space) for Chinese, Japanese and Korean,
+    so that split_name gives the same parts back."""
+    _no_arg(arg)
+
+    def run(value: Any) -> Any:
+        if value is None:
+            return None
+        if type(value) is not list:
+            s = _text(value).strip()
+            return s or None
+        parts = [s for s in (_text(x).strip() for x in value if x is not None) if s]
+        if not parts:
+            return None
+        if len(parts) > 1 and all(_family_first(part) for part in parts):
+            return parts[-1] + "".join(parts[:-1])
+        return " ".join(parts)
+    return run
 
 
 # ---- dates ---------------------------------------------------------------------------
@@ -805,6 +975,51 @@ def _zip5(arg: Any) -> Transform:
             return "0" + s
         raise TransformError(f"not a valid ZIP code: {s!r}")
     return _each(one)
+
+
+@_register("zip")
+def _zip(arg: Any) -> Transform:
+    """A US ZIP code as "12345", or "12345-6789" when it has its +4: for targets whose doc
+    does not ask for five digits (zip5 cuts the +4)."""
+    _no_arg(arg)
+
+    def one(value: Any) -> str | None:
+        if isinstance(value, bool):
+            raise TransformError("not a valid ZIP code")
+        s = _text(value).strip()
+        if not s:
+            return None
+        m = _ZIP_PLUS4.fullmatch(s)
+        if m is not None:
+            return f"{m[1]}-{m[2]}" if m[2] else m[1]
+        if _ZIP4.fullmatch(s):
+            return "0" + s
+        raise TransformError(f"not a valid ZIP code: {s!r}")
+    return _each(one)
+
+
+_ZIP_PLUS4 = re.compile(r"([0-9]{5})(?:[-\s]?([0-9]{4}))?")
+
+
+@_register("join_address")
+def _join_address(arg: Any) -> Transform:
+    """[street, city, state, zip] as one line "street, city, ST zip" that a target can split
+    again: an empty city keeps its place ("1 Main St, , CA 94105") instead of letting the
+    state and ZIP pass for the city."""
+    _no_arg(arg)
+
+    def run(value: Any) -> Any:
+        if value is None:
+            return None
+        if type(value) is not list:
+            return _text(value).strip() or None
+        parts = [("" if x is None else _text(x).strip()) for x in value] + ["", "", "", ""]
+        street, city, state, zip_code = parts[:4]
+        slots = [street, city, " ".join(p for p in (state, zip_code) if p)]
+        while slots and not slots[-1]:
+            slots.pop()
+        return ", ".join(slots) or None
+    return run
 
 
 _ADDRESS_PARTS = ("street", "city", "state", "zip")

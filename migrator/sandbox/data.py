@@ -21,8 +21,15 @@ TAGS = ["hot-buyer", "mobile-app", "first-time-buyer", "investor", "seller", "re
         "luxury", "sphere", "open-house", "cash-buyer", "downsizing", "vip"]
 UNICODE_NAMES = [("José", "Muñoz"), ("Zoë", "Brontë"), ("Łukasz", "Wiśniewski"),
                  ("Søren", "Kierkegård"), ("Nguyễn", "Văn An"), ("Chloé", "Dupré"),
-                 ("Björk", "Guðmundsdóttir"), ("Ana 🌵", "García"), ("李", "小龙"),
+                 ("Björk", "Guðmundsdóttir"), ("Ana 🌵", "García"), ("Ngọc", "Trần"),
                  ("Renée", "O'Brien-Łaska")]
+# Valid names in other scripts: (given, family, the full name as its script writes it).
+SCRIPT_NAMES = [("小龙", "李", "李小龙"), ("芳", "王", "王芳"), ("小明", "欧阳", "欧阳小明"),
+                ("민준", "김", "김민준"), ("서연", "이", "이서연"), ("太郎", "山田", "山田太郎"),
+                ("Иван", "Петров", "Иван Петров"), ("Ελένη", "Παπαδοπούλου", "Ελένη Παπαδοπούλου"),
+                ("أحمد", "حسن", "أحمد حسن"), ("דוד", "כהן", "דוד כהן")]
+NOTE_WORDS = ("called", "about", "the", "listing", "on", "Elm", "street", "wants", "a", "yard",
+              "pre-approved", "budget", "school", "district", "follow", "up", "next", "week")
 # The 50 states and DC (Faker's state_abbr also yields FM, PW, MH: not US states).
 STATE_CODES = sorted(s.abbr for s in us.states.STATES_AND_TERRITORIES
                      if not s.is_territory or s.abbr == "DC") or ["CA"]
@@ -41,11 +48,22 @@ class Dirt:
     duplicate_email: float = 0.0     # reuses an earlier person's e-mail
     unicode_name: float = 0.0        # accents, CJK, emoji
     empty_strings: float = 0.0       # "" where a value is expected (company, city…)
+    # Valid shapes that are easy to lose (the person stays clean): a share of people,
+    # every 1/rate-th one, so any run of 1/rate people holds each shape once.
+    zip_plus4: float = 0.0           # a home ZIP+4, "92103-1234"
+    no_city: float = 0.0             # a home address without a city
+    primary_phone: float = 0.0       # a primary number apart from the typed ones (Spark)
+    script_name: float = 0.0         # a CJK, Cyrillic, Greek, Arabic or Hebrew name
+    long_note: float = 0.0           # a note over 10,000 characters
 
 
 CLEAN = Dirt()
 DIRTY = Dirt(missing_email=0.03, invalid_phone=0.03, long_name=0.01, duplicate_email=0.02,
-             unicode_name=0.05, empty_strings=0.03)
+             unicode_name=0.05, empty_strings=0.03, zip_plus4=0.05, no_city=0.05,
+             primary_phone=0.05, script_name=0.05, long_note=0.05)
+# Each shape's place in its cycle, so that no person holds two of them.
+_SHAPE_OFFSET = {"zip_plus4": 3, "no_city": 7, "primary_phone": 11, "script_name": 13,
+                 "long_note": 17}
 
 
 @dataclass
@@ -81,6 +99,9 @@ class Person:
     created_at: datetime = datetime(2020, 1, 1, tzinfo=timezone.utc)
     updated_at: datetime = datetime(2020, 1, 1, tzinfo=timezone.utc)
     dirty: frozenset[str] = frozenset()
+    primary_phone: str | None = None  # a primary number apart from ``phones`` (Spark has one)
+    written_name: str | None = None   # the full name as its script writes it, if not "First Last"
+    shapes: frozenset[str] = frozenset()  # the valid-but-easy-to-lose shapes it holds
 
     @property
     def email(self) -> str | None:
@@ -92,7 +113,7 @@ class Person:
 
     @property
     def full_name(self) -> str:
-        return f"{self.first_name} {self.last_name}".strip()
+        return self.written_name or f"{self.first_name} {self.last_name}".strip()
 
 
 @dataclass
@@ -132,6 +153,11 @@ def _people(n: int, seed: int, dirt: Dirt) -> tuple[Person, ...]:
     for uid in range(1, n + 1):
         dirty: set[str] = set()
         first, last = fake.first_name(), fake.last_name()
+        shapes = _shapes(uid, dirt)
+        shape_rng = random.Random(f"shapes:{seed}:{uid}")  # the main streams stay as they were
+        written = None
+        if "script_name" in shapes:
+            first, last, written = shape_rng.choice(SCRIPT_NAMES)
         if rng.random() < dirt.unicode_name:
             first, last = rng.choice(UNICODE_NAMES)
             dirty.add("unicode_name")
@@ -140,7 +166,7 @@ def _people(n: int, seed: int, dirt: Dirt) -> tuple[Person, ...]:
             first = first.strip()[:90]
             dirty.add("long_name")
         user = f"{first}.{last}".lower()
-        user = "".join(ch for ch in user if ch.isascii() and (ch.isalnum() or ch == "."))
+        user = "".join(ch for ch in user if ch.isascii() and (ch.isalnum() or ch == ".")).strip(".")
         emails = [("work", f"{user or 'contact'}.{uid}@{fake.free_email_domain()}")]
         if rng.random() < 0.3:
             emails.append(("home", f"{user or 'home'}{uid}@{fake.domain_name()}"))
@@ -168,6 +194,10 @@ def _people(n: int, seed: int, dirt: Dirt) -> tuple[Person, ...]:
             company, addresses[0].city = "", ""
             dirty.add("empty_strings")
         created = base + timedelta(minutes=uid * 37 + rng.randint(0, 30))
+        if "zip_plus4" in shapes:
+            addresses[0].zip += f"-{shape_rng.randint(1, 9999):04d}"
+        if "no_city" in shapes:
+            addresses[0].city = ""
         out.append(Person(
             uid=uid, first_name=first, last_name=last, emails=emails, phones=phones,
             addresses=addresses, company=company, title=title,
@@ -177,8 +207,32 @@ def _people(n: int, seed: int, dirt: Dirt) -> tuple[Person, ...]:
             notes=[fake.sentence(nb_words=rng.randint(6, 18)) for _ in range(rng.choice([0, 0, 1, 1, 2]))],
             status=rng.choice(STATUSES), source=rng.choice(SOURCES),
             created_at=created, updated_at=created + timedelta(days=rng.randint(0, 400)),
-            dirty=frozenset(dirty)))
+            dirty=frozenset(dirty), written_name=written, shapes=frozenset(shapes),
+            primary_phone=_phone(shape_rng) if "primary_phone" in shapes else None))
+        if "long_note" in shapes:
+            out[-1].notes.append(_long_note(shape_rng))
     return tuple(out)
+
+
+def _shapes(uid: int, dirt: Dirt) -> set[str]:
+    out = set()
+    for name, offset in _SHAPE_OFFSET.items():
+        rate = getattr(dirt, name)
+        if rate > 0 and (uid + offset) % max(1, round(1 / rate)) == 0:
+            out.add(name)
+    return out
+
+
+def _long_note(rng: random.Random) -> str:
+    """A note of 10,200 to 11,000 characters, as some CRMs let an agent paste an e-mail thread."""
+    size = rng.randint(10_200, 11_000)
+    words: list[str] = []
+    length = 0
+    while length < size:
+        word = rng.choice(NOTE_WORDS)
+        words.append(word)
+        length += len(word) + 1
+    return (" ".join(words))[:size].rstrip() + "."
 
 
 def people(n: int, seed: int = 0, dirt: Dirt = CLEAN) -> list[Person]:

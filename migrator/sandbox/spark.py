@@ -436,8 +436,8 @@ class SparkSim(Simulator):
                              "Birthday": p.birthday.isoformat() if p.birthday else None,
                              "Anniversary": p.anniversary.isoformat() if p.anniversary else None,
                              "Status": p.status, "ReferredBy": p.source, "Tags": list(p.tags)}
-        if p.phones:
-            f["PrimaryPhoneNumber"] = us_phone(p.phones[0][1])
+        if p.phones or p.primary_phone:
+            f["PrimaryPhoneNumber"] = us_phone(p.primary_phone or p.phones[0][1])
         for kind, number in p.phones:
             f.setdefault({"mobile": "MobilePhoneNumber", "home": "HomePhoneNumber",
                           "work": "WorkPhoneNumber"}.get(kind, "OtherPhoneNumber"), us_phone(number))

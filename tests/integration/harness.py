@@ -175,7 +175,7 @@ def people_by_source_id(pair: Pair) -> dict[str, Any]:
                             "realeflow": ("contactId", "fullName")}[pair.source]
     assert len(records) == len(people)
     for r, p in zip(records, people):
-        assert r[name_key].startswith(p.first_name)
+        assert r[name_key].startswith(p.full_name if name_key == "fullName" else p.first_name)
     return {str(r[id_key]): p for r, p in zip(records, people)}
 
 

@@ -21,7 +21,8 @@ REQUIRED = {
     "strip", "lower", "upper", "title", "phone_e164", "split_name", "first_name", "last_name",
     "join", "split", "date", "truncate", "zip5", "state_abbrev", "bool", "int", "float",
     "first", "unique", "drop_empty", "map", "default", "digits", "address_part", "prefix",
-    "suffix", "replace",
+    "suffix", "replace", "zip", "join_name", "join_notes", "join_address",
+    "rest", "first_if_new",
 }
 
 
@@ -285,6 +286,93 @@ def test_names():
     assert t("last_name")("Cher") is None
     assert t("first_name")("  ") is None
     assert t("first_name")(["Ann Lee", "Bo Diddley"]) == ["Ann", "Bo"]
+
+
+@pytest.mark.parametrize(("full", "first", "last"), [
+    ("李 小龙", "小龙", "李"),          # family name first, with a space
+    ("李小龙", "小龙", "李"),           # and without: one-syllable family name
+    ("王芳", "芳", "王"),
+    ("欧阳小明", "小明", "欧阳"),       # a two-syllable family name
+    ("김민준", "민준", "김"),           # Korean
+    ("김 민준", "민준", "김"),
+    ("남궁민수", "민수", "남궁"),
+    ("山田太郎", "太郎", "山田"),       # Japanese: two and two kanji
+    ("山田 太郎", "太郎", "山田"),
+    ("佐藤はなこ", "はなこ", "佐藤"),   # kanji family name, kana given name
+    ("Иван Петров", "Иван", "Петров"),  # Cyrillic: given name first
+    ("Ελένη Παπαδοπούλου", "Ελένη", "Παπαδοπούλου"),
+    ("أحمد عبد الله", "أحمد", "عبد الله"),  # Arabic: given name, then the rest
+    ("José Muñoz", "José", "Muñoz"),
+])
+def test_names_split_the_way_their_script_writes_them(full, first, last):
+    assert (t("first_name")(full), t("last_name")(full)) == (first, last)
+    assert t("split_name")(full)["first"] == first
+
+
+@pytest.mark.parametrize(("first", "last", "full"), [
+    ("小龙", "李", "李小龙"), ("민준", "김", "김민준"), ("太郎", "山田", "山田太郎"),
+    ("Ann", "Lee", "Ann Lee"), ("Иван", "Петров", "Иван Петров"), ("أحمد", "حسن", "أحمد حسن"),
+])
+def test_join_name_writes_the_script_order_and_split_gives_the_parts_back(first, last, full):
+    assert t("join_name")([first, last]) == full
+    assert (t("first_name")(full), t("last_name")(full)) == (first, last)
+
+
+def test_join_name_leaves_out_empty_parts():
+    join = t("join_name")
+    assert join(["Ann", None, "  "]) == "Ann"
+    assert join([None, "李"]) == "李"
+    assert join(["Mary", "Ann", "Lee"]) == "Mary Ann Lee"
+    assert join(["Bruce", "李"]) == "Bruce 李"  # family name first only when both parts are CJK
+    assert join([]) is None and join(None) is None
+    assert join(" Cher ") == "Cher"
+
+
+def test_join_notes_keeps_each_note_date():
+    join = t("join_notes")
+    notes = [{"content": " called back ", "created_at": "2024-03-01T22:13:39Z"},
+             {"content": "", "created_at": "2024-03-02T00:00:00Z"},
+             {"content": "no date"}]
+    assert join(notes) == "2024-03-01 — called back\n\nno date"
+    spark = [{"Note": "toured", "CreatedTimestamp": "2023-12-31T23:59:00.000Z"}]
+    assert join(spark) == "2023-12-31 — toured"
+    assert t("join_notes", {"separator": "\n"})([["2024-01-02", "a"], "b"]) == "2024-01-02 — a\nb"
+    assert t("join_notes", {"text": "body", "date": "on"})([{"body": "x", "on": "01/02/2024"}]) \
+        == "2024-01-02 — x"
+    assert join([]) is None and join("plain") == "plain"
+    long = "n" * 12_000
+    assert join([{"content": long, "created_at": "2024-03-01"}]) == "2024-03-01 — " + long
+    with pytest.raises(ValueError, match="separator"):
+        t("join_notes", {"separator": 3})
+
+
+def test_rest_and_first_if_new():
+    assert t("rest")(["a", "b", "c"]) == ["b", "c"] and t("rest")(["a"]) is None
+    assert t("rest")("a") == "a"
+    pick = t("first_if_new")
+    assert pick(["+14155550134", "+12125550188", None]) == "+14155550134"
+    assert pick(["+14155550134", None, "+14155550134"]) is None
+    assert pick([None, "x"]) is None and pick(["A@x.com", "a@X.com"]) is None
+    assert pick("kept") == "kept"
+
+
+def test_zip_keeps_the_plus_four():
+    conv = t("zip")
+    assert conv("92103") == "92103"
+    assert conv("92103-1234") == conv("92103 1234") == conv("921031234") == "92103-1234"
+    assert conv("2134") == "02134" and conv(" ") is None
+    for bad in ("921", "ABCDE", "92103-12", "SW1A 1AA", True):
+        with pytest.raises(TransformError):
+            conv(bad)
+
+
+def test_join_address_keeps_the_place_of_an_empty_city():
+    join = t("join_address")
+    assert join(["1 Main St", "San Diego", "CA", "92103"]) == "1 Main St, San Diego, CA 92103"
+    assert join(["1 Main St", "", "CA", "92103-1234"]) == "1 Main St, , CA 92103-1234"
+    assert join(["1 Main St", None, None, None]) == "1 Main St"
+    assert join(["1 Main St", "Austin"]) == "1 Main St, Austin"
+    assert join([None, "", None, ""]) is None
 
 
 def test_fast_name_split_agrees_with_nameparser():
