@@ -46,7 +46,7 @@ from .limits import RateLimit, window_margin
 from .private import private_open
 from .mapping import Ref
 
-KIND_ORDER = ("auth", "meta", "page", "detail", "index", "lookup", "create", "update", "note",
+KIND_ORDER = ("auth", "meta", "page", "detail", "index", "lookup", "create", "fill", "update", "note",
               "tags", "relation")
 PRE_KINDS = ("index",)   # target reads made before any write (REI's contact index, in prepare)
 NO_PLAN = "no plan (run `migrator validate` first)"

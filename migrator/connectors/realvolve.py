@@ -2,11 +2,15 @@
 
 What sets Realvolve apart: two credentials on every call — an OAuth2 client-credentials
 token that lives two hours, and the user's ``utility_api_key`` param; a contact list whose
-rows hold only names, so every contact costs one ``contact_detail`` call for its e-mails,
-phones, addresses, tags, notes and the full contact object; writes as Rails-style
-bracketed form params (``contact[primary][first_name]``) with notes added one call each;
-an answer of ``{"success": false}`` that may arrive with HTTP 200; and no natural-key
-lookup at all, so an uncertain create is settled by the job's ``on_uncertain`` policy.
+rows are the only place contact-level fields (company, title, status, dates) can come
+from — the doc's sample row shows names alone, so nothing else is relied on — while
+every contact costs one ``contact_detail`` call for the five arrays the doc shows
+(e-mails, addresses, phones, tags, notes); writes as Rails-style bracketed form params
+(``contact[primary][first_name]``): a create takes only what the doc lists for it, so
+company, title, status, dates and phones follow in one ``update_contact`` (plan kind
+``fill``), and notes one call each; an answer of ``{"success": false}`` that may arrive
+with HTTP 200; and no natural-key lookup at all, so an uncertain create is settled by
+the job's ``on_uncertain`` policy.
 """
 from __future__ import annotations
 
@@ -49,10 +53,14 @@ PRIMARY = ("first_name", "last_name", "company", "title", "contact_source", "con
            "birth_date", "home_purchase_anniversary")
 DETAILS = {
     "work_email": "email_address", "home_email": "email_address",
-    "work_phone": "phone_number", "home_phone": "phone_number", "mobile_phone": "phone_number",
+    "work_phone": "phone_number", "home_phone": "phone_number",
     "work_address": "address", "home_address": "address",
 }
-PHONES = ("work_phone", "home_phone", "mobile_phone")
+PHONES = ("work_phone", "home_phone")
+# What Create Contact lists (names, source, addresses, e-mails, tags); the rest of a new
+# contact's fields go through update_contact right after the create.
+CREATE_FIELDS = frozenset({"first_name", "last_name", "contact_source", "work_email", "home_email",
+                           "work_address", "home_address", "tags"})
 MAX_STRING = 255
 
 CONTACT_FIELDS: tuple[Field, ...] = (
@@ -64,9 +72,9 @@ CONTACT_FIELDS: tuple[Field, ...] = (
           description="a contact source's name; an unknown name becomes a custom source"),
     Field("work_email", max_length=MAX_STRING, format="email"),
     Field("home_email", max_length=MAX_STRING, format="email"),
-    Field("work_phone", format="phone_e164", description="sent as digits only"),
+    Field("work_phone", format="phone_e164",
+          description="sent as digits only; the API takes a work and a home phone, no mobile"),
     Field("home_phone", format="phone_e164", description="sent as digits only"),
-    Field("mobile_phone", format="phone_e164", description="sent as digits only"),
     Field("work_address", max_length=MAX_STRING,
           description="one line, e.g. 3568 Front St, San Diego, CA"),
     Field("home_address", max_length=MAX_STRING,
@@ -201,7 +209,8 @@ class Realvolve(Connector):
     default_base_url = "https://start.realvolve.com"
     default_limit = RateLimit(10, 1.0)
     source_streams = ("contacts", "notes", "properties")
-    notes = ("one contact_detail call per contact (emails, phones, tags, notes); "
+    notes = ("one contact_detail call per contact (emails, phones, tags, notes); a new contact "
+             "with company, title, status, dates or phones costs a create and an update_contact; "
              "no published rate limit (10/s by default); no lookup: duplicates are not detected")
 
     def __init__(self, settings: Mapping[str, Any], ctx: Context):
@@ -402,9 +411,6 @@ class Realvolve(Connector):
         data = dict(row)
         for key in DETAIL_KEYS:
             data[key] = detail.get(key) or []
-        contact = detail.get("contact")
-        if isinstance(contact, dict):
-            data.update(contact)
         names = self._names or {}
         data["contact_status"] = names.get("status", {}).get(data.get("contact_status_id"))
         data["contact_source"] = names.get("source", {}).get(data.get("source_id"))
@@ -475,20 +481,27 @@ class Realvolve(Connector):
             return WriteResult(target_id=note_id, action="created", requests={"note": 1})
         raise JobError(f"realvolve cannot write stream {stream!r}; it takes contacts and notes")
 
-    def contact_params(self, record: Mapping[str, Any]) -> dict[str, str]:
-        """The doc's bracketed params of one mapped contact; empty values are left out."""
+    def contact_params(self, record: Mapping[str, Any],
+                       only: frozenset[str] | None = None, but: frozenset[str] = frozenset()
+                       ) -> dict[str, str]:
+        """The doc's bracketed params of one mapped contact (of the fields in ``only``,
+        less those in ``but``); empty values are left out."""
+        def wanted(name: str) -> bool:
+            return (only is None or name in only) and name not in but
         params: dict[str, str] = {}
         for name in PRIMARY:
             value = record.get(name)
-            if value not in (None, ""):
+            if value not in (None, "") and wanted(name):
                 text = value.isoformat() if isinstance(value, date) else str(value)
                 params[f"contact[primary][{name}]"] = text
         for name, group in DETAILS.items():
             value = record.get(name)
-            if value in (None, ""):
+            if value in (None, "") or not wanted(name):
                 continue
             text = phone_digits(value) if name in PHONES else str(value)
             params[f"contact[details][{group}][{name}]"] = text
+        if not wanted("tags"):
+            return params
         tags = [str(t).strip() for t in record.get("tags") or [] if str(t).strip()]
         if tags:
             bad = next((t for t in tags if "," in t), None)
@@ -499,9 +512,11 @@ class Realvolve(Connector):
         return params
 
     async def _write_contact(self, record: dict[str, Any], target_id: str | None) -> WriteResult:
-        params = self.contact_params(record)
         notes = [str(n) for n in record.get("notes") or [] if str(n).strip()]
+        rest: dict[str, str] = {}
         if target_id is None:
+            params = self.contact_params(record, only=CREATE_FIELDS)
+            rest = self.contact_params(record, but=CREATE_FIELDS)
             resp = await self.http_client.request("POST", CONTACTS, data=params, kind="create",
                                                   write=True)
             contact = _body(resp).get("contact")
@@ -509,7 +524,10 @@ class Realvolve(Connector):
             if cid is None:
                 raise UncertainWrite("realvolve answered the create without a contact id")
             action, kind = "created", "create"
+            if rest:
+                await self._fill(cid, rest, notes=len(notes))
         else:
+            params = self.contact_params(record)
             cid = target_id
             if self._overwrite_tags and "contact[details][tags]" in params:
                 params["contact[details][tag_list]"] = "overwrite"
@@ -517,6 +535,8 @@ class Realvolve(Connector):
                                            kind="update")
             action, kind = "updated", "update"
         requests = {kind: 1}
+        if rest:
+            requests["fill"] = 1
         for k, text in enumerate(notes, start=1):
             try:
                 await self._add_note_once(cid, text, notes[:k].count(text), fresh=target_id is None,
@@ -531,6 +551,25 @@ class Realvolve(Connector):
                     f"({reason}); {done}. Add the rest to contact {cid} by hand: retrying this "
                     f"record would {again}", field="notes", rule="partial") from None
         return WriteResult(target_id=str(cid), action=action, requests=requests)
+
+    async def _fill(self, cid: Any, params: dict[str, str], *, notes: int) -> None:
+        """Set what a create cannot carry (company, title, status, dates, phones) with one
+        ``update_contact``. It is idempotent, so a lost answer is simply sent again (the
+        client's retries); a refusal leaves a created contact without those fields, which
+        is said, since retrying the record would create the contact a second time."""
+        try:
+            await self.http_client.request("POST", UPDATE, data={"contact_id": str(cid), **params},
+                                           kind="fill")
+        except (RecordError, Retryable) as e:
+            reason = e.reason if isinstance(e, RecordError) else str(e)
+            names = sorted({m.group(1) for m in map(_PARAM_FIELD.fullmatch, params) if m})
+            raise RecordError(
+                f"contact {cid} was created in Realvolve, but update_contact for "
+                f"{', '.join(names)} failed ({reason}){'; its notes were not added' if notes else ''}. "
+                f"Set {'those fields and notes' if notes else 'those fields'} on contact {cid} by "
+                f"hand: retrying this record would create the contact again",
+                field=e.field if isinstance(e, RecordError) and e.field else (names[0] if names else None),
+                rule="partial") from None
 
     async def _add_note_once(self, contact_id: Any, text: str, occurrences: int, *, fresh: bool,
                              requests: dict[str, int]) -> None:
@@ -568,9 +607,10 @@ class Realvolve(Connector):
 
 
 class _NotesPlanner(WritePlanner):
-    """A contact costs its create and one ``add_note`` per note (tags go with the create);
-    a note record costs its ``add_note``. A record that fails here before any request
-    (a tag with a comma, a blank note) costs nothing."""
+    """A contact costs its create, one ``update_contact`` (``fill``) when it has fields a
+    create does not take (company, title, status, dates, phones), and one ``add_note``
+    per note (tags go with the create); a note record costs its ``add_note``. A record
+    that fails here before any request (a tag with a comma, a blank note) costs nothing."""
 
     def __init__(self, conn: Realvolve, stream: str):
         super().__init__(dedup="Realvolve has no lookup and does not dedup: every record becomes a "
@@ -587,6 +627,8 @@ class _NotesPlanner(WritePlanner):
         except RecordError:
             return
         self.counts["create"] += 1
+        if self.conn.contact_params(record, but=CREATE_FIELDS):
+            self.counts["fill"] += 1
         notes = sum(1 for n in record.get("notes") or [] if str(n).strip())
         if notes:
             self.counts["note"] += notes

@@ -18,22 +18,30 @@ Assumptions where the doc is silent (each chosen as the plausible strict behavio
   HTTP Basic. Bad client or grant type: 401 ``{"error": ..., "error_description": ...}``.
   Any number of tokens may be valid at once; a missing, unknown or expired token, or a
   missing or wrong ``utility_api_key``, answers 401 in the same shape.
-- ``contact_detail`` also returns ``"contact"``: the full contact object (the create
-  response's shape). The doc shows no other way to read status, source, company, title
-  or dates, so a migration could not work without it.
-- ``pages`` is ``ceil(total / page_size)`` (0 when there are no contacts); a page past the
-  end returns ``data: []``; ``page`` missing or blank means 1; a non-integer or < 1
-  ``page`` answers 400. ``recent_contacts`` pages the same way, requires ``updated_time``
-  (ISO 8601; naive means UTC; an unencoded ``+`` arrives as a space and fails) and keeps
-  contacts whose ``updated_at`` >= it, ascending id.
-- A missing, non-numeric or unknown ``contact_id`` answers 404
-  ``{"success": false, "msg": ...}`` (Rails' ``find`` raising RecordNotFound).
-- Writable ``contact[primary]`` keys: first_name, last_name, company, title,
-  contact_source, contact_status_id, birth_date, home_purchase_anniversary, creator_id,
-  workflow_id (the last two appear in the doc's sample request). ``contact[details]``
-  keys: address[work_address|home_address], email_address[work_email|home_email],
-  phone_number[work_phone|home_phone|mobile_phone], tags, tag_list. Any other key under
-  ``contact`` answers 422 naming it; so does a value that is not a single string.
+- ``GET /contacts`` and ``recent_contacts`` rows carry the fields of the create response's
+  ``contact`` (company, title, contact_status_id, source_id, birth_date, ...): the doc's
+  update call takes "any available field that appears in the GET /contacts calls", and
+  its list sample shows only first_name, id, last_name and profile_pic_url.
+  ``RealvolveSim(list_fields="sample")`` answers rows of exactly those four, the doc's
+  sample, so a connector can be proved to work from names alone.
+- ``contact_detail`` answers ``success`` and the five arrays of the doc's sample
+  (email_addresses, addresses, phone_numbers, tags, notes) and nothing else: no contact
+  object (Get Contact Details' sample response).
+- ``POST /contacts`` takes only the params Create Contact lists — contact[primary]
+  first_name, last_name, contact_source; contact[details] address[work_address|
+  home_address], email_address[work_email|home_email], tags — plus
+  contact[primary][workflow_id] and [creator_id], which the doc's own sample request
+  sends. Everything else (company, title, status, dates, phones, tag_list) is dropped
+  silently, not refused: Rails' strong params drop what they do not permit, and the doc
+  lists phones, company and title only for Edit Contact.
+- ``update_contact`` takes what Edit Contact lists — first_name, last_name, creator_id,
+  addresses, e-mails, phone_number[work_phone|home_phone], tags, tag_list — plus
+  contact_source, company and title (its sample request sends them) and, of "any
+  available field that appears in the GET /contacts calls", contact_status_id,
+  birth_date and home_purchase_anniversary. Other list-row fields are dropped.
+- Unknown keys (a misspelt field, ``mobile_phone`` — no call in the doc lists one —,
+  ``contact[secondary]``, any param the call does not take) are dropped silently, as a
+  Rails app does; no 422 names them. A known key whose value is not one string answers 422.
 - Validation (422 ``{"success": false, "msg": ...}``, nothing written): a create needs a
   non-blank first or last name, and an update may not blank both; strings are at most 255
   characters (Rails' string columns); e-mails must look like ``local@domain.tld``; phones
@@ -58,9 +66,10 @@ Assumptions where the doc is silent (each chosen as the plausible strict behavio
 - Every ``update_contact`` sets ``updated_at``; ``add_note`` does not (so a delta sync by
   ``recent_contacts`` does not see new notes). Blank ``note_content`` answers 422.
 - ``GET /properties`` returns every property in one response (the doc shows no paging);
-  the doc's sample is cut off, so each property carries ``address_line`` (the street),
-  city, state, zipcode, bedrooms, bathrooms, area_in_sq_feet, list_price (numbers) and
-  ``contact_ids``: the owner's Realvolve contact id.
+  the doc's sample is cut off ("..."), so each property carries ``address_line`` (the
+  street), city, state, zipcode, bedrooms, bathrooms, area_in_sq_feet, list_price
+  (numbers). No field names a property's contacts: the sample shows none, so a property's
+  owner cannot be read from the API.
 - No rate limit is published: ``default_limit`` is 10 requests per second, counted per
   ``utility_api_key``; the token endpoint is not counted. Over the limit: 429 with
   ``Retry-After`` and rack-attack's default plain-text body ``Retry later``. Injected 5xx
@@ -136,13 +145,18 @@ PROPERTY_NULLS = ("acreage", "agent_marketing_narrative", "alarm_code", "animoto
                   "broker_open_date", "broker_open_time", "buy_side_commission",
                   "youtube_link", "zillow_link")
 
-PRIMARY_FIELDS = frozenset({"first_name", "last_name", "company", "title", "contact_source",
-                            "contact_status_id", "birth_date", "home_purchase_anniversary",
-                            "creator_id", "workflow_id"})
-DETAIL_GROUPS: dict[str, dict[str, str]] = {
+# What each call takes (anything else under ``contact`` is dropped silently, see above).
+CREATE_PRIMARY = frozenset({"first_name", "last_name", "contact_source", "creator_id",
+                            "workflow_id"})
+UPDATE_PRIMARY = frozenset({"first_name", "last_name", "creator_id", "contact_source", "company",
+                            "title", "contact_status_id", "birth_date",
+                            "home_purchase_anniversary"})
+CREATE_DETAILS: dict[str, dict[str, str]] = {
     "address": {"work_address": "work", "home_address": "home"},
     "email_address": {"work_email": "work", "home_email": "home"},
-    "phone_number": {"work_phone": "work", "home_phone": "home", "mobile_phone": "mobile"},
+}
+UPDATE_DETAILS: dict[str, dict[str, str]] = {
+    **CREATE_DETAILS, "phone_number": {"work_phone": "work", "home_phone": "home"},
 }
 CATEGORY = {"work": 1, "home": 2, "mobile": 3}
 STATUS_TIME = "2015-06-26T07:15:21Z"
@@ -281,10 +295,13 @@ class RealvolveSim(Simulator):
     vendor = "realvolve"
     default_limit = (10, 1.0)
 
-    def __init__(self, *, page_size: int = 1000, **kwargs: Any):
+    def __init__(self, *, page_size: int = 1000, list_fields: str = "full", **kwargs: Any):
         if page_size < 1:
             raise ValueError("page_size must be >= 1")
+        if list_fields not in ("full", "sample"):
+            raise ValueError("list_fields must be full or sample")
         self.page_size = page_size
+        self.list_fields = list_fields
         self._tokens: dict[str, float] = {}
         self.tokens_issued = 0
         super().__init__(**kwargs)
@@ -318,8 +335,7 @@ class RealvolveSim(Simulator):
                            ((2843, "New Lead Nurture"), (3939, "Beson: 7 Years"))}
         for person in self.seed_people:
             self._seed_contact(person)
-        owners = {p.uid: CONTACT_ID_BASE + p.uid for p in self.seed_people}
-        self._properties = [self._property(p, owners.get(p.owner_uid)) for p in self.seed_properties]
+        self._properties = [self._property(p) for p in self.seed_properties]
 
     def _seed_contact(self, p: Person) -> None:
         cid = CONTACT_ID_BASE + p.uid
@@ -351,13 +367,12 @@ class RealvolveSim(Simulator):
         self._contacts[cid] = c
         self._ids.append(cid)
 
-    def _property(self, p: Property, owner: int | None) -> dict[str, Any]:
+    def _property(self, p: Property) -> dict[str, Any]:
         prop: dict[str, Any] = dict.fromkeys(PROPERTY_NULLS)
         prop.update(id=PROPERTY_ID_BASE + p.uid, address_line=p.street, city=p.city,
                     state=p.state, zipcode=p.zip, bedrooms=p.bedrooms, bathrooms=p.bathrooms,
                     area_in_sq_feet=p.sqft, list_price=p.list_price,
-                    contact_ids=[owner] if owner else [], created_at="2019-06-01T12:00:00Z",
-                    updated_at="2019-06-01T12:00:00Z")
+                    created_at="2019-06-01T12:00:00Z", updated_at="2019-06-01T12:00:00Z")
         return dict(sorted(prop.items()))
 
     @staticmethod
@@ -620,8 +635,10 @@ class RealvolveSim(Simulator):
 
     def _row(self, cid: int) -> dict[str, Any]:
         o = self._contacts[cid].obj
-        return {"first_name": o["first_name"], "id": cid, "last_name": o["last_name"],
-                "profile_pic_url": PIC}
+        if self.list_fields == "sample":
+            return {"first_name": o["first_name"], "id": cid, "last_name": o["last_name"],
+                    "profile_pic_url": PIC}
+        return o
 
     def _page(self, ids: list[int], params: dict[str, Any]) -> web.Response:
         raw = params.get("page")
@@ -674,7 +691,7 @@ class RealvolveSim(Simulator):
 
     async def _h_detail(self, request: web.Request) -> web.Response:
         c = self._find(request[PARAMS].get("contact_id"))
-        return json_response({"success": True, **self._details(c), "contact": c.obj})
+        return json_response({"success": True, **self._details(c)})
 
     def _source_list(self) -> list[dict[str, Any]]:
         return sorted(self._sources.values(), key=lambda s: s["name"].lower())
@@ -696,21 +713,21 @@ class RealvolveSim(Simulator):
 
     # -- writes
 
-    def _parse_contact(self, params: dict[str, Any]) -> _Changes:
-        """Validate every ``contact[...]`` param before anything is written."""
+    def _parse_contact(self, params: dict[str, Any], *, create: bool) -> _Changes:
+        """Validate every ``contact[...]`` param the call takes before anything is
+        written; params it does not take are dropped unread, as Rails' strong params do."""
         raw = params.get("contact", {})
         if not isinstance(raw, dict):
             raise _fail(422, "contact must be given as contact[primary][...] and contact[details][...]")
         ch = _Changes()
-        for section in raw:
-            if section not in ("primary", "details"):
-                raise _fail(422, f"Unknown parameter contact[{section}]")
         primary = self._section(raw, "primary")
         details = self._section(raw, "details")
+        allowed = CREATE_PRIMARY if create else UPDATE_PRIMARY
+        groups = CREATE_DETAILS if create else UPDATE_DETAILS
         for key, value in primary.items():
             name = f"contact[primary][{key}]"
-            if key not in PRIMARY_FIELDS:
-                raise _fail(422, f"Unknown parameter {name}")
+            if key not in allowed:
+                continue
             value = self._string(name, value).strip()
             if key == "contact_source":
                 ch.source = value
@@ -733,6 +750,8 @@ class RealvolveSim(Simulator):
                 ch.primary[key] = value or None
         for key, value in details.items():
             name = f"contact[details][{key}]"
+            if key == "tag_list" and create:
+                continue
             if key == "tags":
                 text = self._string(name, value, limit=None)
                 ch.tags = [t.strip() for t in text.split(",") if t.strip()]
@@ -742,11 +761,9 @@ class RealvolveSim(Simulator):
                 if self._string(name, value).strip() != "overwrite":
                     raise _fail(422, f"{name} accepts only the value overwrite")
                 ch.overwrite = True
-            elif key in DETAIL_GROUPS:
-                self._parse_group(ch, key, value)
-            else:
-                raise _fail(422, f"Unknown parameter {name}")
-        if params.get("tag_list") == "overwrite":
+            elif key in groups:
+                self._parse_group(ch, key, value, groups[key])
+        if not create and params.get("tag_list") == "overwrite":
             ch.overwrite = True
         return ch
 
@@ -757,15 +774,15 @@ class RealvolveSim(Simulator):
             raise _fail(422, f"contact[{name}] must be given as contact[{name}][...]")
         return section
 
-    def _parse_group(self, ch: _Changes, group: str, values: Any) -> None:
+    def _parse_group(self, ch: _Changes, group: str, values: Any, kinds: dict[str, str]) -> None:
         if not isinstance(values, dict):
             raise _fail(422, f"contact[details][{group}] must be given as "
                              f"contact[details][{group}][...]")
         for key, value in values.items():
             name = f"contact[details][{group}][{key}]"
-            kind = DETAIL_GROUPS[group].get(key)
+            kind = kinds.get(key)
             if kind is None:
-                raise _fail(422, f"Unknown parameter {name}")
+                continue
             value = self._string(name, value).strip()
             if group == "email_address":
                 if value and not EMAIL_RE.fullmatch(value):
@@ -835,7 +852,7 @@ class RealvolveSim(Simulator):
         return f"{obj.get('first_name') or ''} {obj.get('last_name') or ''}".strip()
 
     async def _h_create(self, request: web.Request) -> web.Response:
-        ch = self._parse_contact(request[PARAMS])
+        ch = self._parse_contact(request[PARAMS], create=True)
         if not (ch.primary.get("first_name") or ch.primary.get("last_name")):
             raise _fail(422, "First name or last name is required")
         when = _now()
@@ -855,7 +872,7 @@ class RealvolveSim(Simulator):
     async def _h_update(self, request: web.Request) -> web.Response:
         params = request[PARAMS]
         c = self._find(params.get("contact_id"))
-        ch = self._parse_contact(params)
+        ch = self._parse_contact(params, create=False)
         merged = {**c.obj, **ch.primary}
         if not (merged.get("first_name") or merged.get("last_name")):
             raise _fail(422, "First name or last name is required")

@@ -127,19 +127,31 @@ async def test_token_request_and_every_call_carry_the_doc_credentials():
         assert call.kwargs["headers"]["Authorization"] == "Bearer xxxxxxxxxxx"
 
 
-async def test_create_sends_the_docs_bracketed_params_then_one_add_note_per_note():
+async def test_create_sends_creates_params_then_update_contact_for_the_rest_then_notes():
+    """Create Contact lists names, source, addresses, e-mails and tags; company, title,
+    dates, status and phones are Edit Contact's, so they follow in one update_contact."""
     c = unit_connector()
     record = {"first_name": "Zooth", "last_name": "Ziggs", "company": "Hoverboard Labs, Inc",
               "title": "CEO", "contact_source": "realvolve-app",
               "work_email": "zeeth@gmail.com", "home_email": "usaseth@gmail.comm",
               "work_phone": "+18585555555", "home_phone": "+18436973932",
-              "mobile_phone": "+18436970000", "work_address": "3568 Front St, San Diego, CA",
+              "work_address": "3568 Front St, San Diego, CA", "contact_status_id": 3,
               "home_address": "2372 First Ave, San Diego, CA", "birth_date": "1980-03-08",
               "tags": ["mobile-app", "hot-buyer"], "notes": ["First call", "Wants a pool"]}
+    order: list[str] = []
+
+    def seen(name: str, payload: dict[str, Any]) -> Any:
+        def callback(url: URL, **kwargs: Any) -> CallbackResult:
+            order.append(name)
+            return reply(payload=payload)
+        return callback
     with aioresponses() as m:
         m.post(TOKEN_URL, payload=DOC_TOKEN)
-        m.post(api("/contacts"), payload=DOC_CREATED)
-        m.post(api("/contacts/add_note"), payload={"success": True, "data": DOC_NOTE}, repeat=True)
+        m.post(api("/contacts"), callback=seen("create", DOC_CREATED))
+        m.post(api("/contacts/update_contact"),
+               callback=seen("update", {"success": True, "data": DOC_CREATED["contact"]}))
+        m.post(api("/contacts/add_note"), callback=seen("note", {"success": True, "data": DOC_NOTE}),
+               repeat=True)
         await c.open()
         try:
             result = await c.write("contacts", record, source_id="s1")
@@ -150,24 +162,71 @@ async def test_create_sends_the_docs_bracketed_params_then_one_add_note_per_note
         assert create.kwargs["data"] == {
             "contact[primary][first_name]": "Zooth",
             "contact[primary][last_name]": "Ziggs",
-            "contact[primary][company]": "Hoverboard Labs, Inc",
-            "contact[primary][title]": "CEO",
             "contact[primary][contact_source]": "realvolve-app",
-            "contact[primary][birth_date]": "1980-03-08",
             "contact[details][email_address][work_email]": "zeeth@gmail.com",
             "contact[details][email_address][home_email]": "usaseth@gmail.comm",
-            "contact[details][phone_number][work_phone]": "8585555555",
-            "contact[details][phone_number][home_phone]": "8436973932",
-            "contact[details][phone_number][mobile_phone]": "8436970000",
             "contact[details][address][work_address]": "3568 Front St, San Diego, CA",
             "contact[details][address][home_address]": "2372 First Ave, San Diego, CA",
             "contact[details][tags]": "mobile-app, hot-buyer",
         }
+        [(_, fill)] = calls(m, "POST", "/utility_api/v1/contacts/update_contact")
+        assert fill.kwargs["data"] == {
+            "contact_id": "904125",
+            "contact[primary][company]": "Hoverboard Labs, Inc",
+            "contact[primary][title]": "CEO",
+            "contact[primary][contact_status_id]": "3",
+            "contact[primary][birth_date]": "1980-03-08",
+            "contact[details][phone_number][work_phone]": "8585555555",
+            "contact[details][phone_number][home_phone]": "8436973932",
+        }
         notes = [call.kwargs["data"] for _, call in calls(m, "POST", "/utility_api/v1/contacts/add_note")]
         assert notes == [{"contact_id": "904125", "note_content": "First call"},
                          {"contact_id": "904125", "note_content": "Wants a pool"}]
+    assert order == ["create", "update", "note", "note"]
     assert (result.target_id, result.action, result.requests) == ("904125", "created",
-                                                                  {"create": 1, "note": 2})
+                                                                  {"create": 1, "fill": 1, "note": 2})
+
+
+async def test_a_create_with_only_creates_fields_sends_no_update_and_the_plan_counts_fills():
+    c = unit_connector()
+    only_create = {"first_name": "Zooth", "work_email": "zeeth@gmail.com", "tags": ["vip"]}
+    with aioresponses() as m:
+        m.post(TOKEN_URL, payload=DOC_TOKEN)
+        m.post(api("/contacts"), payload=DOC_CREATED)
+        await c.open()
+        try:
+            result = await c.write("contacts", only_create, source_id="s1")
+        finally:
+            await c.close()
+        assert not calls(m, "POST", "/utility_api/v1/contacts/update_contact")
+    assert result.requests == {"create": 1}
+    planner = await c.write_planner("contacts", None)
+    for record in (only_create, {**only_create, "company": "Acme"}, {**only_create, "home_phone": "+18436973932"},
+                   {**only_create, "title": ""}):
+        planner.add(record)
+    assert dict(planner.counts) == {"create": 4, "fill": 2}
+
+
+async def test_a_refused_fill_names_the_created_contact_and_its_fields():
+    c = unit_connector()
+    with aioresponses() as m:
+        m.post(TOKEN_URL, payload=DOC_TOKEN)
+        m.post(api("/contacts"), payload=DOC_CREATED)
+        m.post(api("/contacts/update_contact"), status=422, payload={
+            "success": False, "msg": "contact[details][phone_number][work_phone]: '123' is not a phone number"})
+        await c.open()
+        try:
+            with pytest.raises(RecordError) as err:
+                await c.write("contacts", {"first_name": "Zooth", "company": "Acme", "work_phone": "123",
+                                           "notes": ["hi"]}, source_id="s1")
+        finally:
+            await c.close()
+        assert not calls(m, "POST", "/utility_api/v1/contacts/add_note")
+    reason = err.value.reason
+    assert "contact 904125 was created" in reason and "company, work_phone" in reason
+    assert "is not a phone number" in reason and "notes were not added" in reason
+    assert "create the contact again" in reason
+    assert err.value.rule == "partial" and err.value.field == "work_phone"
 
 
 @pytest.mark.parametrize("mode, expect_overwrite", [("append", False), ("overwrite", True)])
@@ -197,14 +256,16 @@ def test_phones_become_the_docs_digits():
     assert phone_digits("(858) 555-5555") == "8585555555"
 
 
-async def test_contact_detail_is_merged_with_status_and_source_names():
+async def test_list_row_fields_are_merged_with_the_details_arrays_and_status_and_source_names():
+    """Contact-level fields come from the list row (update takes "any available field
+    that appears in the GET /contacts calls"); the detail adds its five arrays only."""
     c = unit_connector()
     contact = {**DOC_CREATED["contact"], "id": 904144, "first_name": "Cary", "last_name": "Siegler",
                "contact_status_id": 3, "source_id": 194, "company": "Hoverboard Labs, Inc"}
-    detail = {**DOC_DETAIL, "notes": [{**DOC_NOTE, "entity_id": 904144}], "contact": contact}
+    detail = {**DOC_DETAIL, "notes": [{**DOC_NOTE, "entity_id": 904144}]}
     with aioresponses() as m:
         m.post(TOKEN_URL, payload=DOC_TOKEN)
-        m.get(api("/contacts"), payload=DOC_CONTACTS, repeat=True)
+        m.get(api("/contacts"), payload={**DOC_CONTACTS, "data": [contact]}, repeat=True)
         m.get(api("/contacts/contact_detail"), payload=detail, repeat=True)
         m.get(api("/contacts/contact_statuses"), payload=DOC_STATUSES)
         m.get(api("/contacts/contact_sources"), payload=DOC_SOURCES)
@@ -332,6 +393,8 @@ def test_schema_requires_a_name_and_takes_the_docs_field_names():
     assert contacts.validate({"last_name": "Ziggs", "tags": ["vip"], "notes": ["hi"],
                               "work_email": "zeeth@gmail.com", "home_phone": "+18436973932",
                               "birth_date": "1980-03-08"}) == []
+    # The doc's calls take a work and a home phone only: no mobile_phone field to map to.
+    assert "mobile_phone" not in contacts.fields
     assert {v.field for v in contacts.validate({"first_name": "A", "work_email": "nope",
                                                 "birth_date": "03/08/1980"})} == {"work_email", "birth_date"}
     notes = Realvolve.schemas()["notes"]
@@ -407,6 +470,30 @@ async def test_reads_2100_contacts_in_three_concurrent_pages_in_order_with_detai
     assert sim.tokens_issued == 1
 
 
+async def test_rows_with_only_the_doc_samples_names_still_read_every_contact():
+    """The doc's list sample shows first_name, id, last_name and profile_pic_url only. The
+    connector relies on nothing more: every contact arrives with its details, and the
+    fields no row carried are absent (validate's fill rates show them), never an error."""
+    sim = make("realvolve", contacts=25, seed=4, limit=False, list_fields="sample")
+    seeded = sim.inspect_records("contacts")
+    async with Sandbox({"realvolve": sim}):
+        c = sim_connector(sim)
+        await c.open()
+        try:
+            await c.info("contacts")
+            records = [r for p in [p async for p in c.pages("contacts", None)] for r in p.records]
+        finally:
+            await c.close()
+    assert [r.source_id for r in records] == [str(s["id"]) for s in seeded]
+    assert all(r.error is None for r in records)
+    for rec, want in zip(records, seeded):
+        d = rec.data
+        assert (d["first_name"], d["last_name"]) == (want["first_name"], want["last_name"])
+        assert d["email_addresses"] == want["email_addresses"] and d["notes"] == want["notes"]
+        assert "company" not in d and "birth_date" not in d
+        assert d["contact_status"] is None and d["contact_source"] is None
+
+
 async def test_notes_properties_resume_and_since():
     sim = make("realvolve", contacts=45, seed=11, page_size=20, limit=False)
     seeded = sim.inspect_records("contacts")
@@ -442,7 +529,7 @@ async def test_creates_contacts_with_tags_and_notes_then_a_note_and_an_update():
     sim = make("realvolve", contacts=2, seed=1, limit=False)
     people = [
         {"first_name": "Ada", "last_name": "Lovelace", "work_email": "ada@example.org",
-         "mobile_phone": "+18436973932", "home_address": "12 Elm St, Austin, TX 78701",
+         "home_phone": "+18436973932", "home_address": "12 Elm St, Austin, TX 78701",
          "contact_source": "Zillow", "tags": ["investor", "vip"], "notes": ["met at open house", "call in May"]},
         {"last_name": "Solo", "company": "Engines Ltd", "title": "Analyst", "birth_date": "1815-12-10"},
     ]
@@ -460,7 +547,8 @@ async def test_creates_contacts_with_tags_and_notes_then_a_note_and_an_update():
             await c.close()
     stored = {str(s["id"]): s for s in sim.inspect_records("contacts")}
     ada, solo = stored[results[0].target_id], stored[results[1].target_id]
-    assert results[0].requests == {"create": 1, "note": 2} and updated.action == "updated"
+    assert results[0].requests == {"create": 1, "fill": 1, "note": 2} and updated.action == "updated"
+    assert results[1].requests == {"create": 1, "fill": 1}
     assert (ada["first_name"], ada["last_name"]) == ("Ada", "Lovelace")
     assert [e["email_address"] for e in ada["email_addresses"]] == ["ada@example.org"]
     assert [p["plain_phone_number"] for p in ada["phone_numbers"]] == ["+18436973932"]

@@ -68,16 +68,24 @@ def _common(source: str, p: Person) -> tuple[set[str], Address, dict[str, Any]]:
     return carries, home, want
 
 
+def realvolve_phones(phones: list[tuple[str, str]]) -> dict[str, str]:
+    """Realvolve's API takes a work and a home phone, no mobile: the mappings send the
+    work number as work and the mobile number (else the home one) as home."""
+    typed = dict(phones)
+    out = {"work": typed["work"]} if "work" in typed else {}
+    home = typed.get("mobile") or typed.get("home")
+    return {**out, "home": home} if home else out
+
+
 def expected_realvolve(source: str, p: Person) -> dict[str, Any]:
     """The Realvolve contact a clean person should become, as ``realvolve_view`` shows it."""
     carries, home, want = _common(source, p)
     kind, number = p.phones[0]
-    phones = dict(p.phones) if "typed_phones" in carries else \
-        {"mobile" if source in ("rei", "realeflow") else kind: number}
-    if source == "spark" and p.primary_phone:  # a primary number apart takes a free slot
-        free = next((k for k in ("home", "work") if k not in phones), None)
-        if free:
-            phones[free] = p.primary_phone
+    phones = realvolve_phones(p.phones) if "typed_phones" in carries else \
+        {"work" if kind == "work" and source not in ("rei", "realeflow") else "home": number}
+    if source == "spark" and p.primary_phone and "work" not in phones \
+            and p.primary_phone not in phones.values():
+        phones["work"] = p.primary_phone  # a primary number apart takes the free work slot
     want.update(email=p.email.lower(), source=p.source, home=_parts(home), phones=phones,
                 status=p.status if "status" in carries else None)
     if "work" in carries:
@@ -176,16 +184,14 @@ def test_mapping_loads_against_target_schema(source, target):
     mapping = load_mapping(mapping_path(source, target), schemas=TARGETS[target].schemas(),
                            source_streams=streams)
     assert (mapping.source, mapping.target) == ("csv" if source in CSV_SOURCES else source, target)
-    if source == "realvolve" and target == "realeflow":
-        names, targets = ["contacts", "properties", "owners"], ["contacts", "properties", "relations"]
-    elif source == "realvolve":
+    if source == "realvolve":
         names = targets = ["contacts", "properties"]
     else:
         names = targets = ["contacts"]
     assert list(mapping.streams) == names
     assert [s.target_stream for s in mapping.streams.values()] == targets
     fields = set(mapping.streams["contacts"].fields)
-    core = {"first_name", "last_name", "work_email", "mobile_phone", "home_address", "tags",
+    core = {"first_name", "last_name", "work_email", "home_phone", "home_address", "tags",
             "contact_source"} if target == "realvolve" else \
            {"FullName", "Email", "Phone", "Address", "City", "State", "ZipCode", "Tags", "Source"}
     assert core <= fields
@@ -250,18 +256,18 @@ async def test_round_trip(tmp_path, source, target):
         assert tally.shapes >= {"zip_plus4", "no_city", "script_name", "long_note"}
 
 
-async def test_realvolve_properties_reach_realeflow(tmp_path):
+async def test_realvolve_properties_reach_realeflow_without_owners_as_the_mapping_says(tmp_path):
+    """Realvolve's doc names no field linking a property to its contacts: every property
+    arrives, none with an owner relation, and the mapping's header says so."""
     async with Pair(tmp_path, "realvolve", "realeflow", n=min(N, 60)) as pair:
         outcome = await pair.run()
         homes = pair.source_sim.inspect_records("properties")
         created = pair.target_sim.inspect_records("properties")
-    assert [s.stream for s in outcome.streams] == ["contacts", "properties", "owners"]
+        relations = pair.target_sim.inspect_records("relations")
+    assert [s.stream for s in outcome.streams] == ["contacts", "properties"]
     assert homes and outcome.streams[1].counts["done"] == len(homes)
-    owners = outcome.streams[2]
-    # A property whose owner failed (dirty data) cannot be linked: it fails, saying why.
-    assert owners.counts["done"] + owners.counts["failed"] == sum(1 for h in homes if h.get("contact_ids"))
-    assert all("was not migrated" in reason for reason in owners.failures)
-    assert owners.counts["done"] > 0
+    assert relations == []
+    assert "Owners of properties CANNOT be carried" in mapping_path("realvolve", "realeflow").read_text()
     want = sorted((h["address_line"], h["city"], h["state"], h["zipcode"],
                    [str(h[k]) for k in ("bedrooms", "bathrooms", "area_in_sq_feet", "list_price")])
                   for h in homes)
@@ -290,7 +296,7 @@ def test_realeflow_phone_type_picks_the_realvolve_phone():
     data = stream.apply({"fullName": "Ann Lee", "phone": "(415) 555-0134", "phoneType": "Work"}).data
     assert data == {"first_name": "Ann", "last_name": "Lee", "work_phone": "+14155550134"}
     data = stream.apply({"fullName": "Ann Lee", "phone": "4155550134", "phoneType": None}).data
-    assert data["mobile_phone"] == "+14155550134" and "work_phone" not in data
+    assert data["home_phone"] == "+14155550134" and "work_phone" not in data
 
 
 def test_spark_primary_phone_other_field_and_empty_work_address():
@@ -299,20 +305,19 @@ def test_spark_primary_phone_other_field_and_empty_work_address():
                          "PrimaryPhoneNumber": "415-555-0134", "Other": "prefers texts",
                          "Notes": [{"Note": "called"}], "HomeStreetAddress": "1 Main St",
                          "HomeRegion": "CA", "HomePostalCode": "94105"}).data
-    assert data == {"first_name": "Ann Marie", "last_name": "Lee", "mobile_phone": "+14155550134",
+    assert data == {"first_name": "Ann Marie", "last_name": "Lee", "home_phone": "+14155550134",
                     "home_address": "1 Main St, , CA 94105", "contact_status_id": 3,
                     "notes": ["called", "prefers texts"]}
-    # A primary number apart from the mobile one takes a free slot: home, else work.
+    # A primary number apart from the one in the home slot takes the free work slot.
     data = stream.apply({"GivenName": "Ann", "PrimaryPhoneNumber": "415-555-0134",
                          "MobilePhoneNumber": "212-555-0188"}).data
-    assert (data["mobile_phone"], data["home_phone"], "work_phone" in data) == (
-        "+12125550188", "+14155550134", False)
+    assert (data["home_phone"], data["work_phone"]) == ("+12125550188", "+14155550134")
     data = stream.apply({"GivenName": "Ann", "PrimaryPhoneNumber": "415-555-0134",
-                         "MobilePhoneNumber": "212-555-0188", "HomePhoneNumber": "312-555-0101"}).data
-    assert (data["home_phone"], data["work_phone"]) == ("+13125550101", "+14155550134")
+                         "MobilePhoneNumber": "212-555-0188", "WorkPhoneNumber": "312-555-0101"}).data
+    assert (data["home_phone"], data["work_phone"]) == ("+12125550188", "+13125550101")
     data = stream.apply({"GivenName": "Ann", "PrimaryPhoneNumber": "415-555-0134",
                          "MobilePhoneNumber": "(415) 555-0134"}).data
-    assert "home_phone" not in data and "work_phone" not in data
+    assert data["home_phone"] == "+14155550134" and "work_phone" not in data  # the same number once
 
 
 def test_realvolve_address_realvolve_could_not_split_stays_whole():

@@ -17,7 +17,7 @@ import orjson
 from migrator import plan as planning
 from migrator.cli import main
 from migrator.engine import Engine
-from tests.integration.harness import Pair, ThreadPair
+from tests.integration.harness import Pair, ThreadPair, mapping_path
 
 N = int(os.environ.get("MIGRATOR_PLAN_CONTACTS", "60"))
 
@@ -91,9 +91,20 @@ def test_csv_to_realvolve_with_notes_via_run_plan(tmp_path, monkeypatch, capsys)
 
 async def test_links_to_records_that_fail_are_not_planned(tmp_path):
     """Realvolve → Realeflow: relations link to contacts; one whose contact is invalid
-    fails before its request in the run, and the plan leaves it out too."""
-    # Seed 2: among the first 60 people, owners whose phone is invalid (Realeflow refuses it).
-    async with Pair(tmp_path, "realvolve", "realeflow", n=N, seed=2) as pair:
+    fails before its request in the run, and the plan leaves it out too. Realvolve names
+    no property's owner, so this test's own mapping links every contact to the first
+    property (the shipped mapping carries no relations)."""
+    mapping = tmp_path / "with-links.yaml"
+    mapping.write_text(mapping_path("realvolve", "realeflow").read_text() + """
+  owners:
+    from: contacts
+    to: relations
+    fields:
+      PropertyId: {ref: properties, path: "`43501`"}
+      ContactId: {ref: contacts, path: id}
+""")
+    # Seed 2: among the first 60 people, some whose phone is invalid (Realeflow refuses them).
+    async with Pair(tmp_path, "realvolve", "realeflow", n=N, seed=2, mapping=mapping) as pair:
         outcome, plan = await planning.validate_with_plan(Engine(pair.job(), mode="validate", progress=False))
         assert plan is not None
         run = await Engine(pair.job(), mode="run", progress=False).run()

@@ -1,5 +1,7 @@
-"""Realvolve -> Realeflow: contacts, properties and the owner relations between them,
-killed mid-run and resumed: every property linked to its owner's migrated contact."""
+"""Realvolve -> Realeflow: contacts and properties, killed mid-run and resumed: every
+property arrives, none doubled beyond what the checkpoint lists as uncertain. Realvolve's
+doc names no field linking a property to its contacts, so the shipped mapping carries no
+owner relations (its header says so) and none may appear."""
 import os
 import signal
 import sqlite3
@@ -11,7 +13,7 @@ from tests.integration.harness import ThreadPair
 N = int(os.environ.get("MIGRATOR_RELATIONS_CONTACTS", "300"))
 
 
-def test_contacts_properties_relations_after_a_kill(tmp_path):
+def test_contacts_and_properties_after_a_kill_and_no_owner_relations(tmp_path):
     with ThreadPair(tmp_path, "realvolve", "realeflow", n=N, concurrency=8) as pair:
         proc = subprocess.Popen(pair.cli("run"), env=pair.subprocess_env(), stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL)
@@ -26,22 +28,14 @@ def test_contacts_properties_relations_after_a_kill(tmp_path):
         assert final.returncode in (0, 1), final.stderr
         conn = sqlite3.connect(tmp_path / "ckpt.sqlite")
         rows = conn.execute("SELECT stream, status, count(*) FROM records GROUP BY stream, status").fetchall()
-        assert {s for s, st, n in rows} == {"contacts", "properties", "owners"}
+        assert {s for s, st, n in rows} == {"contacts", "properties"}
         assert {st for s, st, n in rows} <= {"done", "failed", "skipped"}, rows
         ids = {(s, sid): tid for s, sid, tid in conn.execute(
             "SELECT stream, source_id, target_id FROM records WHERE status='done'")}
         props = pair.call(lambda: pair.source_sim.inspect_records("properties"))
         relations = pair.call(lambda: pair.target_sim.inspect_records("relations"))
-        linked = {(str(r["PropertyId"]), str(r["ContactId"])) for r in relations}
-        expected = 0
-        for p in props:
-            owner = str(p["contact_ids"][0]) if p.get("contact_ids") else None
-            pid, cid = ids.get(("properties", str(p["id"]))), ids.get(("contacts", owner))
-            if pid and cid:
-                expected += 1
-                assert (pid, cid) in linked, f"property {p['id']} is not linked to its owner {owner}"
-        assert expected > N // 5
-        assert len(relations) == expected
+        assert relations == []
+        assert {sid for (s, sid) in ids if s == "properties"} == {str(p["id"]) for p in props}
         # No lookup in Realeflow: a write cut off by the kill is sent again on resume, so
         # any extra contact or property must be one the checkpoint marks uncertain.
         for stream, kind in (("contacts", "contacts"), ("properties", "properties")):

@@ -224,7 +224,7 @@ async def test_paging_returns_every_contact_once_then_an_empty_page():
             status, body = await client.get("/contacts", page=page)
             assert status == 200 and body["pages"] == 5
             for row in body["data"]:
-                assert set(row) == ROW_KEYS and row["profile_pic_url"] == PIC
+                assert set(row) == CONTACT_KEYS and row["profile_pic_url"] == PIC
             ids += [row["id"] for row in body["data"]]
         assert first["data"] == (await client.get("/contacts", page=1))[1]["data"]
         assert len(ids) == 30 and ids == sorted(set(ids))
@@ -235,20 +235,42 @@ async def test_paging_returns_every_contact_once_then_an_empty_page():
             assert (await client.get("/contacts", page=bad))[0] == 400
 
 
+async def test_list_rows_carry_the_contact_fields_or_only_the_doc_samples_names():
+    sim = RealvolveSim(contacts=12, seed=3, limit=False)
+    person = next(p for p in sim.seed_people if p.company and p.birthday)
+    async with running(sim) as client:
+        _, body = await client.get("/contacts")
+        row = next(r for r in body["data"] if r["id"] == seeded(person.uid))
+        assert set(row) == CONTACT_KEYS
+        assert (row["first_name"], row["last_name"], row["company"], row["title"], row["birth_date"]) == (
+            person.first_name, person.last_name, person.company, person.title, person.birthday.isoformat())
+        statuses = {s["id"]: s["name"] for s in (await client.get("/contacts/contact_statuses"))[1]["data"]}
+        sources = {s["id"]: s["name"] for s in (await client.get("/contacts/contact_sources"))[1]["data"]}
+        assert statuses[row["contact_status_id"]] == person.status
+        assert sources[row["source_id"]] == person.source
+    sample = RealvolveSim(contacts=12, seed=3, limit=False, list_fields="sample")
+    async with running(sample) as client:
+        _, body = await client.get("/contacts")
+        assert body["pages"] == 1 and len(body["data"]) == 12
+        assert all(set(r) == ROW_KEYS and r["profile_pic_url"] == PIC for r in body["data"])
+        _, body = await client.get("/contacts/recent_contacts", updated_time="2000-01-01T00:00:00Z")
+        assert all(set(r) == ROW_KEYS for r in body["data"])
+
+
 async def test_contact_detail_has_doc_shapes_and_the_seeded_person():
     sim = RealvolveSim(contacts=40, seed=3, limit=False)
     person = next(p for p in sim.seed_people if len(p.emails) > 1 and p.notes and p.tags)
     async with running(sim) as client:
         status, d = await client.get("/contacts/contact_detail", contact_id=seeded(person.uid))
         assert status == 200 and d["success"] is True
+        # Exactly the keys of the doc's sample response: no contact object.
         assert set(d) == {"success", "email_addresses", "addresses", "phone_numbers", "tags",
-                          "notes", "contact"}
+                          "notes"}
         assert all(set(e) == EMAIL_KEYS for e in d["email_addresses"])
         assert all(set(a) == ADDRESS_KEYS for a in d["addresses"])
         assert all(set(p) == PHONE_KEYS for p in d["phone_numbers"])
         assert all(set(t) == TAG_KEYS for t in d["tags"])
         assert all(set(n) == NOTE_KEYS for n in d["notes"])
-        assert set(d["contact"]) == CONTACT_KEYS
         assert [e["email_address"] for e in d["email_addresses"]] == [e for _, e in person.emails]
         assert [e["google_type"] for e in d["email_addresses"]] == [k for k, _ in person.emails]
         assert [p["plain_phone_number"] for p in d["phone_numbers"]] == [n for _, n in person.phones]
@@ -256,13 +278,6 @@ async def test_contact_detail_has_doc_shapes_and_the_seeded_person():
         assert d["addresses"][0]["geo_city"] == person.addresses[0].city
         assert [t["name"] for t in d["tags"]] == person.tags
         assert [n["content"] for n in d["notes"]] == person.notes
-        contact = d["contact"]
-        assert (contact["first_name"], contact["last_name"]) == (person.first_name, person.last_name)
-        assert contact["company"] == person.company
-        statuses = {s["id"]: s["name"] for s in (await client.get("/contacts/contact_statuses"))[1]["data"]}
-        sources = {s["id"]: s["name"] for s in (await client.get("/contacts/contact_sources"))[1]["data"]}
-        assert statuses[contact["contact_status_id"]] == person.status
-        assert sources[contact["source_id"]] == person.source
         for bad in ("999", "abc", ""):
             status, body = await client.get("/contacts/contact_detail", contact_id=bad)
             assert status == 404 and body["success"] is False and body["msg"]
@@ -287,7 +302,7 @@ async def test_lookup_lists_match_the_doc():
         assert tags == {t for p in sim.seed_people for t in p.tags}
 
 
-async def test_properties_carry_the_owner_contact_id():
+async def test_properties_name_no_contacts_as_the_doc_shows_none():
     sim = RealvolveSim(contacts=25, limit=False)
     async with running(sim) as client:
         status, body = await client.get("/properties")
@@ -295,11 +310,10 @@ async def test_properties_carry_the_owner_contact_id():
         assert len(body["data"]) == len(sim.seed_properties) > 0
         for prop, seed in zip(body["data"], sim.seed_properties):
             assert {"id", "address_line", "city", "state", "zipcode", "bedrooms", "bathrooms",
-                    "area_in_sq_feet", "list_price", "contact_ids", "acreage",
-                    "zillow_link"} <= set(prop)
+                    "area_in_sq_feet", "list_price", "acreage", "zillow_link"} <= set(prop)
+            assert not any("contact" in key or "owner" in key for key in prop)
             assert (prop["address_line"], prop["zipcode"], prop["list_price"]) == (
                 seed.street, seed.zip, seed.list_price)
-            assert prop["contact_ids"] == [seeded(seed.owner_uid)]
 
 
 async def test_recent_contacts_filters_by_updated_at_and_pages():
@@ -313,7 +327,7 @@ async def test_recent_contacts_filters_by_updated_at_and_pages():
         while True:
             status, body = await client.get("/contacts/recent_contacts",
                                             updated_time=since.isoformat(), page=page)
-            assert status == 200 and all(set(r) == ROW_KEYS for r in body["data"])
+            assert status == 200 and all(set(r) == CONTACT_KEYS for r in body["data"])
             if not body["data"]:
                 break
             ids += [r["id"] for r in body["data"]]
@@ -362,7 +376,10 @@ async def test_create_contact_doc_sample_request():
         assert sim.stats.creates_by_key["zeeth@gmail.com"] == 1
 
 
-async def test_create_contact_from_form_body_with_every_field():
+async def test_create_takes_only_the_create_params_and_drops_the_rest_silently():
+    """Create Contact lists names, addresses, e-mails, tags and source; company, title,
+    status, dates and phones are Edit Contact's. A create carrying them stores only what
+    create takes (no error), and the same fields then land through update_contact."""
     sim = RealvolveSim(contacts=5, limit=False)
     async with running(sim) as client:
         form = {"contact[primary][first_name]": "Ada", "contact[primary][last_name]": "Lovelace",
@@ -373,22 +390,34 @@ async def test_create_contact_from_form_body_with_every_field():
                 "contact[primary][home_purchase_anniversary]": "2020-02-29",
                 "contact[details][address][home_address]": "12 St James Sq, London, KY 40741",
                 "contact[details][email_address][home_email]": "ada@example.org",
-                "contact[details][phone_number][mobile_phone]": "18436973932",
+                "contact[details][phone_number][home_phone]": "18436973932",
                 "contact[details][phone_number][work_phone]": "8585555555",
                 "contact[details][tags]": "Lakefront, Beach-House ,lakefront,,"}
         status, body = await client.post("/contacts", form)
         assert status == 200, body
         c = body["contact"]
+        assert set(c) == CONTACT_KEYS
         sources = {s["id"]: s for s in (await client.get("/contacts/contact_sources"))[1]["data"]}
         assert sources[c["source_id"]]["name"] == "Zillow"
+        assert (c["first_name"], c["last_name"]) == ("Ada", "Lovelace")
         assert (c["company"], c["title"], c["contact_status_id"], c["birth_date"],
-                c["home_purchase_anniversary"]) == ("Engines Ltd", "Analyst", 4, "1815-12-10", "2020-02-29")
+                c["home_purchase_anniversary"]) == (None, None, None, None, None)
+        _, d = await client.get("/contacts/contact_detail", contact_id=c["id"])
+        assert d["phone_numbers"] == []
+        assert d["addresses"][0]["zipcode"] == "40741"
+        assert [e["email_address"] for e in d["email_addresses"]] == ["ada@example.org"]
+        rest = {k: v for k, v in form.items() if "company" in k or "title" in k or "status" in k
+                or "date" in k or "anniversary" in k or "phone" in k}
+        status, body = await client.post("/contacts/update_contact", rest, contact_id=c["id"])
+        assert status == 200, body
+        u = body["data"]
+        assert (u["company"], u["title"], u["contact_status_id"], u["birth_date"],
+                u["home_purchase_anniversary"]) == ("Engines Ltd", "Analyst", 4, "1815-12-10", "2020-02-29")
         _, d = await client.get("/contacts/contact_detail", contact_id=c["id"])
         assert [(p["google_type"], p["phone_number"], p["plain_phone_number"], p["phone_type"])
                 for p in d["phone_numbers"]] == [
-            ("mobile", "843-697-3932", "+18436973932", "mobile"),
+            ("home", "843-697-3932", "+18436973932", "phone"),
             ("work", "858-555-5555", "+18585555555", "phone")]
-        assert d["addresses"][0]["zipcode"] == "40741"
         assert [t["name"] for t in d["tags"]] == ["Lakefront", "Beach-House"]
         form2 = {"contact[primary][last_name]": "Solo",
                  "contact[primary][contact_source]": "Realvolve App"}
@@ -405,19 +434,10 @@ async def test_create_contact_from_form_body_with_every_field():
 @pytest.mark.parametrize("form, fragment", [
     ({"contact[primary][company]": "No Name Inc"}, "name"),
     ({"contact[primary][first_name]": "   "}, "name"),
-    ({"contact[primary][first_name]": "A", "contact[primary][nickname]": "x"}, "contact[primary][nickname]"),
-    ({"contact[primary][first_name]": "A", "contact[details][fax]": "1"}, "contact[details][fax]"),
-    ({"contact[primary][first_name]": "A", "contact[details][email_address][other_email]": "a@b.co"},
-     "contact[details][email_address][other_email]"),
-    ({"contact[primary][first_name]": "A", "contact[secondary][x]": "1"}, "contact[secondary]"),
-    ({"contact[primary][first_name]": "A", "contact[details][phone_number][work_phone]": "843-697-3932"},
-     "work_phone"),
-    ({"contact[primary][first_name]": "A", "contact[details][phone_number][home_phone]": "12345"},
-     "home_phone"),
     ({"contact[primary][first_name]": "A", "contact[details][email_address][work_email]": "not-an-email"},
      "work_email"),
-    ({"contact[primary][first_name]": "A", "contact[primary][contact_status_id]": "9"}, "contact_status_id"),
-    ({"contact[primary][first_name]": "A", "contact[primary][birth_date]": "03/08/1980"}, "birth_date"),
+    ({"contact[primary][first_name]": "A", "contact[details][email_address][home_email][]": "a@b.co"},
+     "home_email"),
     ({"contact[primary][first_name]": "A", "contact[primary][workflow_id]": "1"}, "workflow_id"),
     ({"contact[primary][first_name]": "A", "contact[primary][creator_id]": "me"}, "creator_id"),
     ({"contact[primary][first_name]": "x" * 256}, "first_name"),
@@ -506,10 +526,56 @@ async def test_update_contact_doc_sample_then_tag_overwrite():
         status, body = await client.post("/contacts/update_contact", contact_id=cid, **{
             "contact[primary][first_name]": "", "contact[primary][last_name]": ""})
         assert status == 422 and body["success"] is False
-        status, body = await client.post("/contacts/update_contact", contact_id=cid,
-                                         **{"contact[primary][colour]": "red"})
-        assert status == 422 and "contact[primary][colour]" in body["msg"]
         assert sim.inspect_records("contacts")[person.uid - 1]["first_name"] == person.first_name
+
+
+@pytest.mark.parametrize("form, fragment", [
+    ({"contact[details][phone_number][work_phone]": "843-697-3932"}, "work_phone"),
+    ({"contact[details][phone_number][home_phone]": "12345"}, "home_phone"),
+    ({"contact[primary][contact_status_id]": "9"}, "contact_status_id"),
+    ({"contact[primary][birth_date]": "03/08/1980"}, "birth_date"),
+    ({"contact[primary][title]": "x" * 256}, "title"),
+])
+async def test_update_contact_validation_errors_write_nothing(form, fragment):
+    sim = RealvolveSim(contacts=3, limit=False)
+    async with running(sim) as client:
+        before = sim.inspect_records("contacts")
+        status, body = await client.post("/contacts/update_contact", form, contact_id=seeded(2))
+        assert status == 422 and body["success"] is False and fragment in body["msg"]
+        assert sim.inspect_records("contacts") == before
+
+
+UNKNOWN = {"contact[primary][nickname]": "x", "contact[primary][colour]": "red",
+           "contact[details][fax]": "1", "contact[secondary][x]": "1",
+           "contact[details][email_address][other_email]": "a@b.co",
+           "contact[details][phone_number][mobile_phone]": "8436973932",
+           "contact[primary][prefix]": "Dr", "contact[primary][fist_name]": "Typo"}
+
+
+async def test_unknown_keys_are_dropped_silently_on_create_and_update():
+    """No call in the doc names these keys: the server drops them as a Rails app drops
+    unpermitted params — a 200, and nothing of them stored."""
+    sim = RealvolveSim(contacts=3, limit=False)
+    async with running(sim) as client:
+        status, body = await client.post("/contacts", {"contact[primary][first_name]": "Una", **UNKNOWN})
+        assert status == 200, body
+        cid = body["contact"]["id"]
+        status, body = await client.post("/contacts/update_contact", {
+            "contact[primary][last_name]": "Known", **UNKNOWN}, contact_id=cid)
+        assert status == 200, body
+        stored = sim.inspect_records("contacts")[-1]
+        assert (stored["first_name"], stored["last_name"], stored["prefix"]) == ("Una", "Known", None)
+        assert stored["phone_numbers"] == [] and stored["email_addresses"] == []
+        assert "nickname" not in stored and "colour" not in stored and "fist_name" not in stored
+        # update-only params on a create are dropped too; workflow_id on an update as well
+        status, body = await client.post("/contacts", {
+            "contact[primary][last_name]": "Tagless", "contact[details][tag_list]": "overwrite",
+            "contact[details][phone_number][work_phone]": "8585555555",
+            "contact[primary][company]": "Co"})
+        assert status == 200 and body["contact"]["company"] is None
+        status, _ = await client.post("/contacts/update_contact", {"contact[primary][workflow_id]": "3939"},
+                                      contact_id=cid)
+        assert status == 200 and sim.inspect_records("contacts")[3]["workflow_ids"] == []
 
 
 async def test_add_note_doc_shape_and_validation():
