@@ -329,12 +329,14 @@ class _CreatePlanner(WritePlanner):
 
     def __init__(self, conn: Realeflow, stream: str):
         dedup = "Realeflow has no lookup and does not dedup: every record is created"
+        self.batch = conn.readback_slots()
         if stream in LIST_PATHS:
-            path = LIST_PATHS[stream][0].rsplit("/", 2)[-2] + "/list"
+            path = LIST_PATHS[stream][0].removeprefix("/api/")
             dedup += (f"; a create answers an integer Id but relations take GUIDs, so each GUID is read "
-                      f"back from {path} (the {LIST_SIZE} newest): one read serves every create "
-                      f"answered before it, up to {conn.readback_slots()} at a time — planned as one "
-                      f"per create, the most it can cost")
+                      f"back from {path} (the {LIST_SIZE} newest): a read serves every create answered "
+                      f"before it went out, up to the {self.batch} let in flight — planned as one read "
+                      f"per {self.batch} creates (what a run over a real network spends); at most one "
+                      f"per create")
         super().__init__(dedup=dedup)
         self.conn, self.stream = conn, stream
 
@@ -348,7 +350,15 @@ class _CreatePlanner(WritePlanner):
         except RecordError:
             return
         self.counts["create"] += 1
-        self.counts["list"] += 1
+
+    def requests(self) -> dict[str, int]:
+        """The list reads: while one is out, the other writers' creates are answered and
+        wait for the next, so with network latency a read serves nearly every slot
+        (measured: 200 creates, 8 slots, 20 ms → 26 reads; 100 creates at 20/s → 13)."""
+        out = dict(self.counts)
+        if self.stream in LIST_PATHS and out.get("create"):
+            out["list"] = -(-out["create"] // self.batch)
+        return out
 
 
 class _GuidReader:
