@@ -3,36 +3,66 @@
 The trap: a refused create still answers HTTP 200, with ``{"Successful": false, "Id": 0,
 "Error": "<why>"}``; a client that only checks the status code loses records silently.
 The list endpoints return only the 25 newest records, so a full export cannot come from
-the API at all.
+the API at all. A create answers the record's integer id, but the relation endpoint takes
+GUIDs, which only the list rows show: a client must read them back from the newest 25.
 
-Assumptions where the doc is silent (each the plausible strict reading):
+Every reading this simulator chose where the doc (``vendor-docs/realeflow-api.txt``) is
+silent or ambiguous, with the doc line it rests on — each the strictest plausible one:
 
-- Auth: ``Authorization: Basic base64("<key>:")``. A key encoded without the colon, a
-  non-empty password, another scheme or a wrong key answers 401
-  ``{"Message": "Authorization has been denied for this request."}`` (ASP.NET's wording)
-  with ``WWW-Authenticate: Basic``.
-- Limits are unpublished: 10 requests per second per key (sliding window); over it,
-  429 ``{"Message": ...}`` with ``Retry-After``. 5xx bodies are ``{"Message": ...}``.
-- An account whose status is not "Active" (constructor ``account_status``) still reads
-  but every write answers 403 ``{"Message": "Account is not active."}``.
-- POST bodies must be ``application/json`` (else 415 with ASP.NET's wording). Body keys
-  are case-insensitive (the doc's sample is lowercase, its table PascalCase); when two
-  keys differ only in case the last wins, as in Json.NET. Unknown keys are refused
-  (``Successful: false``) so a misspelt field is never silently dropped. A body that is
-  not a JSON object is refused the same way (HTTP 200, ``Successful: false``).
-- ``null`` or ``""`` in an optional field means "not given". Text fields must be JSON
-  strings (no number → string coercion). ``State`` must be an upper-case code of a US
-  state, DC or territory; ``ZipCode`` exactly five digits (no ZIP+4); ``Email``, when
-  given, must be a syntactically valid address. ``Phone`` is stored as sent (the doc's
-  own sample is not a real number); ``mobilePhoneDigits`` is its digits, with a leading
-  1 for ten-digit numbers, when the phone type is Mobile.
-- Every failing field is reported, joined with "; ", in the one ``Error`` string.
-- No dedup: the same e-mail twice makes two contacts.
-- ``created`` has no zone (as in the doc's sample); the simulator writes UTC.
-- A relation names each side by its int id or its GUID (surrounding spaces ignored, as
-  .NET's ``Guid.Parse`` does). ``Is*`` flags accept booleans or "true"/"false" in any
-  case; absent flags are false. Relating the same pair again updates the flags and
-  answers the same relation ``Id``.
+- Auth — "use your API key as the username while leaving the password blank. Requests
+  not properly authenticated will return a 401": ``Authorization: Basic
+  base64("<key>:")``. A key encoded without the colon, a non-empty password, another
+  scheme or a wrong key answers 401 ``{"Message": "Authorization has been denied for this
+  request."}`` (ASP.NET's wording) with ``WWW-Authenticate: Basic``.
+- Limits — the doc publishes none (its error table lists only 401 and 500): 10 requests
+  per second per key (sliding window); over it, 429 ``{"Message": ...}`` with
+  ``Retry-After``. 5xx bodies are ``{"Message": ...}``.
+- "Any response other than “Active” may prevent you from further interactions": an
+  account whose status is not "Active" (constructor ``account_status``) still reads, but
+  every write answers 403 ``{"Message": "Account is not active."}``.
+- The samples are JSON bodies ("The above request returns JSON structured like this"):
+  POST bodies must be ``application/json`` (else 415 with ASP.NET's wording). A body that
+  is not a JSON object answers HTTP 200 ``Successful: false``, the one refusal shape the
+  doc shows ("“Error” provides a string value if “Successful” is false").
+- The sample keys are lowercase (``"fullname"``), the parameter tables PascalCase
+  (``FullName``): keys are matched case-insensitively; two keys differing only in case,
+  the last wins (Json.NET).
+- Unknown keys: the doc lists the accepted parameters and says nothing of others. A .NET
+  model binder ignores properties it does not have, so an unknown or misspelt key is
+  dropped silently (constructor ``refuse_unknown=True`` refuses it instead). A mapping
+  that writes a field Realeflow ignores must be caught by our own schema, not by the server.
+- "Error provides a string value": every failing field is reported, joined with "; ", in
+  the one ``Error`` string; ``Id`` is 0 on a refusal.
+- ``null`` or ``""`` in an optional field means "not given" ("To skip over a field, pass
+  in null"). Text fields must be JSON strings (no number → string coercion).
+- "State — Two-letter state abbreviation (i.e. OH)": an upper-case code of a US state, DC
+  or territory. "ZipCode — Five-digit U.S. zip code": exactly five digits (no ZIP+4).
+  The Email row of the table has no name or description: when given, it must be a
+  syntactically valid address. "PhoneType — Mobile, Work, or Home (defaults to Mobile if
+  not specificed)": one of those, in any case. "Type — Accepted values: Buyer, Seller":
+  any case, as the sample sends ``["buyer", "seller"]``. "(array size limit 28)": at most
+  28 custom fields, strings or null.
+- ``Phone`` is stored as sent (the sample's "1112224444" is not a real number); the list
+  row's ``mobilePhoneDigits`` (sample "18888888888") is its digits, with a leading 1 for
+  ten-digit numbers, when the phone type is Mobile.
+- No dedup is documented: the same e-mail twice makes two contacts.
+- The create samples answer ``"Id": 1234``: the record's integer id — the list row's
+  ``contactId`` (sample 335275) or ``propertyId`` (sample 1113557). The row's ``id`` is the
+  GUID (sample "d71a29d1-…"). ``created`` has no zone (sample "2019-12-04T21:30:52.52");
+  the simulator writes UTC.
+- "Returns your most recent 25 contacts, listed in decsending order": the 25 newest by
+  creation, newest first, no paging parameters.
+- Relations — the sample sends GUIDs (``"PropertyId": "D71A29D1-…"``, ``"ContactId": "
+  EJ1A29D1-…"``) and the table describes neither: each side must be named by its GUID,
+  in any case, surrounding spaces ignored (the sample's leading space; .NET's
+  ``Guid.Parse`` trims). An integer id, or a string that is not a GUID (the sample's own
+  "EJ1A29D1-…" holds a non-hex "J"), is refused with ``Successful: false``; so is a GUID
+  that names no record.
+- Relation flags — the sample sends ``"IsOwner": "true"``, strings: each flag must be the
+  string "true" or "false" (any case); a JSON boolean or anything else is refused; an
+  absent flag is false. Relating the same pair again updates the flags and answers the
+  same relation ``Id`` (the doc says "Creates a contact in relation to a specific
+  property", one relation per pair).
 """
 from __future__ import annotations
 
@@ -95,15 +125,15 @@ def result(successful: bool, id_: int = 0, error: str | None = None) -> web.Resp
 class Fields:
     """Case-insensitive view of a request body that collects every failure."""
 
-    def __init__(self, body: dict[str, Any], names: dict[str, str]):
+    def __init__(self, body: dict[str, Any], names: dict[str, str], refuse_unknown: bool = False):
         self.errors: list[str] = []
         self.values: dict[str, Any] = {}
         for key, value in body.items():
             low = key.lower()
-            if low not in names:
-                self.errors.append(f"Unknown field '{key}'.")
-            else:
+            if low in names:
                 self.values[low] = value
+            elif refuse_unknown:
+                self.errors.append(f"Unknown field '{key}'.")
         self.names = names
 
     def raw(self, key: str) -> Any:
@@ -162,8 +192,8 @@ class Fields:
 
     def flag(self, key: str) -> bool:
         value = self.values.get(key)
-        if value is None or isinstance(value, bool):
-            return bool(value)
+        if value is None:
+            return False
         if isinstance(value, str) and value.strip().lower() in ("true", "false"):
             return value.strip().lower() == "true"
         self.errors.append(f"{self.names[key]} must be true or false.")
@@ -180,8 +210,9 @@ class RealeflowSim(Simulator):
     vendor = "realeflow"
     default_limit = (10, 1.0)
 
-    def __init__(self, *, account_status: str = "Active", **kwargs: Any):
+    def __init__(self, *, account_status: str = "Active", refuse_unknown: bool = False, **kwargs: Any):
         self.account_status = account_status
+        self.refuse_unknown = refuse_unknown
         super().__init__(**kwargs)
 
     # ---- store -----------------------------------------------------------------
@@ -251,7 +282,8 @@ class RealeflowSim(Simulator):
     def _relate(self, pid: int, cid: int, flags: dict[str, bool]) -> int:
         rel = self._relations.get((pid, cid))
         if rel is None:
-            rel = {"Id": self._next_relation, "PropertyId": pid, "ContactId": cid}
+            rel = {"Id": self._next_relation, "PropertyId": self._properties[pid]["id"],
+                   "ContactId": self._contacts[cid]["id"]}
             self._next_relation += 1
             self._relations[(pid, cid)] = rel
         rel.update(flags)
@@ -325,7 +357,7 @@ class RealeflowSim(Simulator):
         return json_response({"AccountStatus": self.account_status})
 
     def _h_contact_create(self, body: dict[str, Any]) -> web.Response:
-        f = Fields(body, CONTACT_FIELDS)
+        f = Fields(body, CONTACT_FIELDS, self.refuse_unknown)
         full_name = f.text("fullname", required=True)
         email = f.text("email")
         if email is not None:
@@ -355,7 +387,7 @@ class RealeflowSim(Simulator):
         return result(True, cid)
 
     def _h_property_create(self, body: dict[str, Any]) -> web.Response:
-        f = Fields(body, PROPERTY_FIELDS)
+        f = Fields(body, PROPERTY_FIELDS, self.refuse_unknown)
         fields = {"address": f.text("address", required=True), "city": f.text("city"),
                   "state": f.state(), "zipCode": f.zipcode(), "source": f.text("source"),
                   "tags": f.string_list("tags") or [],
@@ -364,37 +396,29 @@ class RealeflowSim(Simulator):
             return result(False, error=f.error)
         return result(True, self._add_property(fields, None))
 
-    def _resolve(self, f: Fields, key: str, by_id: dict[int, Any], by_guid: dict[str, int],
-                 what: str) -> int | None:
+    def _resolve(self, f: Fields, key: str, by_guid: dict[str, int], what: str) -> int | None:
+        """A relation side: its GUID only (the doc's sample), never the integer id."""
         value = f.values.get(key)
         name = f.names[key]
         if value is None or value == "":
             f.errors.append(f"{name} is required.")
             return None
-        found: int | None = None
-        if isinstance(value, int) and not isinstance(value, bool):
-            found = value if value in by_id else None
-        elif isinstance(value, str):
-            s = value.strip()
-            if s.isdigit():
-                found = int(s) if int(s) in by_id else None
-            else:
-                try:
-                    found = by_guid.get(str(uuid.UUID(s)))
-                except ValueError:
-                    f.errors.append(f"{name} is not a valid id or GUID.")
-                    return None
-        else:
-            f.errors.append(f"{name} is not a valid id or GUID.")
+        try:
+            guid = str(uuid.UUID(value.strip())) if isinstance(value, str) else None
+        except ValueError:
+            guid = None
+        if guid is None:
+            f.errors.append(f"{name} is not a valid GUID.")
             return None
+        found = by_guid.get(guid)
         if found is None:
-            f.errors.append(f"{what} '{value}' was not found.")
+            f.errors.append(f"{what} '{value.strip()}' was not found.")
         return found
 
     def _h_relation(self, body: dict[str, Any]) -> web.Response:
-        f = Fields(body, RELATION_FIELDS)
-        pid = self._resolve(f, "propertyid", self._properties, self._property_guid, "Property")
-        cid = self._resolve(f, "contactid", self._contacts, self._contact_guid, "Contact")
+        f = Fields(body, RELATION_FIELDS, self.refuse_unknown)
+        pid = self._resolve(f, "propertyid", self._property_guid, "Property")
+        cid = self._resolve(f, "contactid", self._contact_guid, "Contact")
         flags = {name: f.flag(name.lower()) for name in RELATION_FLAGS}
         if f.error or pid is None or cid is None:
             return result(False, error=f.error)

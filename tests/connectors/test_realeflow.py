@@ -16,6 +16,7 @@ from migrator.connectors.base import Context
 from migrator.connectors.realeflow import RELATION_FLAGS, Realeflow
 from migrator.errors import AccountError, AuthError, JobError, MappingError, RecordError
 from migrator.limits import RateLimit
+from migrator.sandbox.base import Faults
 from migrator.sandbox.server import Sandbox, make
 
 API = "https://api.realeflow.com"
@@ -36,9 +37,9 @@ DOC_PROPERTY_ROW = {
 }
 
 
-def connector(**settings: Any) -> Realeflow:
+def connector(concurrency: int = 8, **settings: Any) -> Realeflow:
     base = {"system": "realeflow", "api_key": KEY, "custom_fields": LABELS, "rate_limit": "off"}
-    return Realeflow({**base, **settings}, Context(role="target", concurrency=8))
+    return Realeflow({**base, **settings}, Context(role="target", concurrency=concurrency))
 
 
 def sent(m: aioresponses, method: str, path: str, n: int = 0) -> Any:
@@ -108,8 +109,11 @@ async def test_contact_body_uses_the_doc_sample_keys_and_positional_custom_field
               "custom_1": "this is custom 1", "custom.Condition": "fair", "custom.Timeline": "90 days"}
     with aioresponses() as m:
         m.post(API + "/api/contact/create", payload=DOC_OK)
+        m.get(API + "/api/contact/list", payload=[{**DOC_CONTACT_ROW, "contactId": 1234}])
         res = await rf.write("contacts", record, source_id="s1")
-    assert (res.target_id, res.action) == ("1234", "created")
+    # The create answers the integer Id; the GUID the relations need is read back from the list.
+    assert (res.target_id, res.action) == (DOC_CONTACT_ROW["id"], "created")
+    assert res.requests == {"create": 1, "list": 1}
     assert sent_json(m, "/api/contact/create") == {
         "fullname": "John Smith", "email": "test@email.com", "companyname": "Test LLC",
         "phone": "1112224444", "phonetype": "Work", "source": "google ads 1",
@@ -123,6 +127,7 @@ async def test_contact_body_uses_the_doc_sample_keys_and_positional_custom_field
 async def test_custom_fields_gaps_are_null_and_trailing_nulls_trimmed(rf):
     with aioresponses() as m:
         m.post(API + "/api/property/create", payload=DOC_OK, repeat=True)
+        m.get(API + "/api/property/list", payload=[], repeat=True)
         await rf.write("properties", {"Address": "1 Elm St", "custom_2": "b", "custom_4": None},
                        source_id="p1")
         await rf.write("properties", {"Address": "2 Elm St", "custom_28": "last"}, source_id="p2")
@@ -144,15 +149,37 @@ async def test_same_custom_position_twice_with_different_values_is_a_record_erro
 async def test_relation_sends_every_flag_as_the_docs_strings(rf):
     with aioresponses() as m:
         m.post(API + "/api/contact/propertyrelation", payload={"Successful": True, "Id": 77, "Error": None})
-        res = await rf.write("relations", {"PropertyId": "1113001", "ContactId": "335001",
+        res = await rf.write("relations", {"PropertyId": DOC_PROPERTY_ROW["id"], "ContactId": DOC_CONTACT_ROW["id"],
                                            "IsOwner": True, "IsTenant": False},
                              source_id="r1")
     assert res.target_id == "77" and res.requests == {"relation": 1}
     body = sent_json(m, "/api/contact/propertyrelation")
-    assert body["PropertyId"] == "1113001" and body["ContactId"] == "335001"
+    assert body["PropertyId"] == DOC_PROPERTY_ROW["id"] and body["ContactId"] == DOC_CONTACT_ROW["id"]
     assert body["IsOwner"] == "true" and body["IsTenant"] == "false"
     assert {k for k in body if k.startswith("Is")} == set(RELATION_FLAGS)
     assert all(isinstance(v, str) for v in body.values())
+
+
+async def test_a_record_whose_guid_was_not_read_back_keeps_its_integer_id(rf):
+    """Other users' creates pushed it out of the newest 25, or the list cannot be read:
+    the create stands under its integer id (never sent again), and a relation to it
+    fails before any request, saying why."""
+    rf.http.backoff_base = 0.001   # the 500s below are retried as any read is: quickly here
+    with aioresponses() as m:
+        m.post(API + "/api/contact/create", payload=DOC_OK, repeat=True)
+        m.get(API + "/api/contact/list", payload=[DOC_CONTACT_ROW])   # contactId 335275, not 1234
+        m.get(API + "/api/contact/list", status=500, repeat=True)
+        pushed_out = await rf.write("contacts", {"FullName": "A"}, source_id="1")
+        unreadable = await rf.write("contacts", {"FullName": "B"}, source_id="2")
+        assert len(m.requests[("POST", URL(API + "/api/contact/create"))]) == 2
+    assert pushed_out.target_id == unreadable.target_id == "1234"
+    with aioresponses() as m:
+        with pytest.raises(RecordError) as e:
+            await rf.write("relations", {"PropertyId": DOC_PROPERTY_ROW["id"], "ContactId": "1234"},
+                           source_id="r")
+        assert not m.requests
+    assert e.value.field == "ContactId" and e.value.rule == "guid"
+    assert "contact 1234 was created, but its GUID was not among the 25 newest contacts" in e.value.reason
 
 
 async def test_successful_false_on_http_200_is_a_record_error(rf):
@@ -245,21 +272,47 @@ async def test_write_100_contacts_properties_and_relations_into_the_simulator():
             async with anyio.create_task_group() as tg:
                 for i in range(100):
                     tg.start_soon(one, i)
+            stats = c.request_stats()
         finally:
             await c.close()
-    stored = {str(r["contactId"]): r for r in sim.inspect_records("contacts")}
+    stored = {r["id"]: r for r in sim.inspect_records("contacts")}
     assert len(stored) == 100 and set(stored) == set(contacts.values())
     row = stored[contacts[7]]
     assert (row["fullName"], row["email"], row["zipCode"], row["type"]) == \
         ("Person 007", "person7@example.com", "44107", ["Buyer"])
     assert row["customFields"] == ["m7", None, "7 days"]
-    props = {str(p["propertyId"]): p for p in sim.inspect_records("properties")}
+    props = {p["id"]: p for p in sim.inspect_records("properties")}
     assert len(props) == 100 and props[properties[7]]["customFields"] == [None, "p7"]
     rels = sim.inspect_records("relations")
     assert len(rels) == 100
     assert {(str(r["PropertyId"]), str(r["ContactId"])) for r in rels} == \
         {(properties[i], contacts[i]) for i in range(100)}
     assert all(r["IsOwner"] and r["IsPrimaryContact"] and not r["IsTenant"] for r in rels)
+    # One list read serves many creates.
+    listed = stats["requests"]["list"]
+    assert stats["requests"]["create"] == 200 and 200 // 8 <= listed < 200
+
+
+async def test_creates_in_flight_are_bounded_so_every_guid_is_still_in_the_newest_25():
+    """60 concurrent creates with room for 40: unbounded, most would have left the 25
+    newest before a list read; bounded to 20 awaiting their GUID, every one is found."""
+    sim = make("realeflow", limit=False, faults=Faults(latency=0.01, jitter=0.02, seed=3))
+    async with Sandbox({"realeflow": sim}):
+        c = sim_connector(sim, concurrency=40)
+        await c.open()
+        try:
+            ids: list[str] = []
+
+            async def one(i: int) -> None:
+                ids.append((await c.write("contacts", {"FullName": f"P {i}"}, source_id=str(i))).target_id)
+
+            async with anyio.create_task_group() as tg:
+                for i in range(60):
+                    tg.start_soon(one, i)
+        finally:
+            await c.close()
+    assert sorted(ids) == sorted(r["id"] for r in sim.inspect_records("contacts"))
+    assert c.readback_slots() == 20
 
 
 async def test_reads_only_the_25_newest_and_says_so():
@@ -295,8 +348,9 @@ async def test_simulator_refusals_become_typed_errors():
                 await c.write("contacts", {"FullName": "A", "State": "Ohio", "ZipCode": "4411"}, source_id="1")
             assert "State" in e.value.reason and "ZipCode" in e.value.reason and e.value.field == "State"
             with pytest.raises(RecordError) as e:
-                await c.write("relations", {"PropertyId": "999", "ContactId": "1"}, source_id="r")
-            assert e.value.field == "PropertyId"
+                await c.write("relations", {"PropertyId": "d71a29d1-b44d-43ed-ac24-322afe37410d",
+                                            "ContactId": "edfc33df-328f-4553-bcfb-b0b03ac56117"}, source_id="r")
+            assert e.value.field == "PropertyId" and "was not found" in e.value.reason
         finally:
             await c.close()
         bad = sim_connector(sim, api_key="wrong-key")

@@ -109,9 +109,19 @@ async def test_links_to_records_that_fail_are_not_planned(tmp_path):
         assert plan is not None
         run = await Engine(pair.job(), mode="run", progress=False).run()
         assert plan.requests("source") == run.source_requests["requests"]
-        assert plan.requests("target") == run.target_requests["requests"]
+        planned, actual = plan.requests("target"), dict(run.target_requests["requests"])
+        # Realeflow's GUID read-backs depend on timing: one per create at most, one per
+        # create in flight at least (what the plan counts); every other kind is exact.
+        creates, slots = actual["create"], pair_slots(pair)
+        assert planned.pop("list") == -(-creates // slots) <= actual.pop("list") <= creates
+        assert planned == actual
         owners = next(s for s in run.streams if s.target_stream == "relations")
         assert owners.counts["failed"] > 0, "the seed no longer has a relation to an invalid contact"
+
+
+def pair_slots(pair) -> int:
+    from migrator.connectors.realeflow import READBACK_SLOTS
+    return min(pair.concurrency, READBACK_SLOTS)
 
 
 def test_a_run_beyond_the_daily_quota_is_told_before_it_starts(tmp_path, monkeypatch, capsys):

@@ -121,7 +121,6 @@ async def test_pascal_case_keys_and_default_phone_type():
     ({"type": "Buyer"}, "Type"),
     ({"tags": "vip"}, "Tags"),
     ({"email": "not-an-email"}, "Email"),
-    ({"FirstName": "John"}, "FirstName"),
 ])
 async def test_validation_failure_is_http_200_with_successful_false(change, needle):
     async with running() as c:
@@ -131,6 +130,21 @@ async def test_validation_failure_is_http_200_with_successful_false(change, need
         assert res["Successful"] is False and res["Id"] == 0
         assert needle in res["Error"]
         assert c.sim.inspect_records("contacts") == []
+
+
+async def test_unknown_keys_are_dropped_silently_unless_told_to_refuse():
+    """A misspelt key is ignored, as a .NET model binder does: the record is created
+    without it and the answer is the doc's plain success."""
+    async with running() as c:
+        res = await c.post("/api/contact/create", {**DOC_CONTACT, "FirstName": "John", "emial": "x@y.z"})
+        assert set(res) == set(DOC_OK) and res["Successful"] is True and res["Error"] is None
+        row = (await c.call("GET", "/api/contact/list"))[1][0]
+        assert set(row) == CONTACT_ROW_KEYS and row["email"] == "test@email.com"
+        res = await c.post("/api/property/create", {**DOC_PROPERTY, "bedrooms": 3})
+        assert res["Successful"] is True
+    async with running(refuse_unknown=True) as c:
+        res = await c.post("/api/contact/create", {**DOC_CONTACT, "FirstName": "John"})
+        assert res["Successful"] is False and "FirstName" in res["Error"]
 
 
 async def test_every_failing_field_is_named_and_28_custom_fields_pass():
@@ -233,31 +247,81 @@ async def test_doc_sample_property_and_its_validation():
         assert len(c.sim.inspect_records("properties")) == 1
 
 
-async def test_relations_by_guid_and_int_and_both_ids_required():
+DOC_RELATION = {
+    "PropertyId": "D71A29D1-B44D-43ED-AC24-322AFE37410D",
+    "ContactId": " EJ1A29D1-B64D-43ED-A324-322AFE99410D",
+    "IsOwner": "true", "IsPrimaryContact": "true", "IsRealtor": "false", "IsOccupier": "true",
+    "IsInterested": "true", "IsTitleEscrowAgent": "false", "IsAttorney": "false",
+    "IsInsuranceAgent": "false", "IsInspector": "false", "IsLenderMtgBroker": "false",
+    "IsLossMitigator": "false", "IsBpoAgent": "false", "IsAppraiser": "false",
+    "IsContractor": "false", "IsTenant": "false", "IsPropertyManager": "false",
+    "IsHoaContact": "false", "IsLienContact": "false",
+}
+DOC_OK = {"Successful": True, "Id": 1234, "Error": None}
+
+
+def same_shape(got: Any, want: Any) -> bool:
+    """The same keys, each value of the same JSON type (None matching None or a string)."""
+    if isinstance(want, dict):
+        return isinstance(got, dict) and set(got) == set(want) and all(same_shape(got[k], want[k]) for k in want)
+    if want is None:
+        return got is None or isinstance(got, str)
+    return type(got) is type(want)
+
+
+async def test_doc_samples_answer_in_the_doc_shapes():
+    """Every write sample of the doc, sent as printed: each answer has the sample answer's
+    shape (an integer ``Id``); the list rows carry the GUID ``id`` and the integer id."""
+    async with running() as c:
+        contact = await c.post("/api/contact/create", DOC_CONTACT)
+        prop = await c.post("/api/property/create", DOC_PROPERTY)
+        assert same_shape(contact, DOC_OK) and same_shape(prop, DOC_OK)
+        crow = (await c.call("GET", "/api/contact/list"))[1][0]
+        prow = (await c.call("GET", "/api/property/list"))[1][0]
+        assert (crow["contactId"], prow["propertyId"]) == (contact["Id"], prop["Id"])
+        assert isinstance(crow["id"], str) and isinstance(prow["id"], str)
+        # The doc's relation sample names records this account does not hold, and its
+        # ContactId is not even a GUID ("EJ…"): refused the doc's way, HTTP 200.
+        status, refused, _ = await c.call("POST", "/api/contact/propertyrelation", DOC_RELATION)
+        assert status == 200 and same_shape(refused, DOC_OK | {"Error": "x"})
+        assert refused["Successful"] is False and refused["Id"] == 0 and "ContactId" in refused["Error"]
+        # The same sample naming the records just made (upper case, the leading space kept).
+        body = {**DOC_RELATION, "PropertyId": prow["id"].upper(), "ContactId": " " + crow["id"].upper()}
+        rel = await c.post("/api/contact/propertyrelation", body)
+        assert same_shape(rel, DOC_OK) and rel["Successful"] is True and rel["Error"] is None
+        [stored] = c.sim.inspect_records("relations")
+        assert (stored["PropertyId"], stored["ContactId"]) == (prow["id"], crow["id"])
+        assert stored["IsOwner"] is True and stored["IsRealtor"] is False
+
+
+async def test_relations_take_only_guids_and_both_are_required():
     async with running() as c:
         cid = (await c.post("/api/contact/create", {"FullName": "Owner One"}))["Id"]
         pid = (await c.post("/api/property/create", DOC_PROPERTY))["Id"]
         cguid = (await c.call("GET", "/api/contact/list"))[1][0]["id"]
         pguid = (await c.call("GET", "/api/property/list"))[1][0]["id"]
-        doc = {"PropertyId": pguid.upper(), "ContactId": " " + cguid.upper(), "IsOwner": "true",
-               "IsPrimaryContact": "true", "IsRealtor": "false", "IsOccupier": "true",
-               "IsInterested": "true", "IsTenant": "false"}
-        rel = await c.post("/api/contact/propertyrelation", doc)
-        assert rel["Successful"] is True and rel["Error"] is None
+        rel = await c.post("/api/contact/propertyrelation", {"PropertyId": pguid, "ContactId": cguid,
+                                                             "IsOwner": "true"})
+        assert rel["Successful"] is True
         again = await c.post("/api/contact/propertyrelation",
-                             {"propertyid": pid, "contactid": str(cid), "isowner": False, "IsTenant": True})
+                             {"propertyid": pguid, "contactid": cguid, "isowner": "False", "IsTenant": "TRUE"})
         assert again["Id"] == rel["Id"]
         stored = c.sim.inspect_records("relations")
         assert len(stored) == 1
         assert (stored[0]["PropertyId"], stored[0]["ContactId"], stored[0]["IsOwner"], stored[0]["IsTenant"]) \
-            == (pid, cid, False, True)
-        for body, needle in (({"ContactId": cid}, "PropertyId is required"),
-                             ({"PropertyId": pid}, "ContactId is required"),
-                             ({"PropertyId": pid, "ContactId": 999}, "Contact"),
-                             ({"PropertyId": "d71a29d1-b44d-43ed-ac24-322afe37410d", "ContactId": cid}, "Property"),
-                             ({"PropertyId": "EJ1A29D1-nope", "ContactId": cid}, "PropertyId"),
-                             ({"PropertyId": pid, "ContactId": cid, "IsOwner": "yes"}, "IsOwner"),
-                             ({"PropertyId": pid, "ContactId": cid, "IsOwner": 1}, "IsOwner")):
+            == (pguid, cguid, False, True)
+        for body, needle in (({"ContactId": cguid}, "PropertyId is required"),
+                             ({"PropertyId": pguid}, "ContactId is required"),
+                             ({"PropertyId": pid, "ContactId": cguid}, "PropertyId is not a valid GUID"),
+                             ({"PropertyId": pguid, "ContactId": str(cid)}, "ContactId is not a valid GUID"),
+                             ({"PropertyId": pguid, "ContactId": cid}, "ContactId is not a valid GUID"),
+                             ({"PropertyId": pguid, "ContactId": pguid}, "Contact"),
+                             ({"PropertyId": "d71a29d1-b44d-43ed-ac24-322afe37410d", "ContactId": cguid},
+                              "Property"),
+                             ({"PropertyId": "EJ1A29D1-nope", "ContactId": cguid}, "PropertyId"),
+                             ({"PropertyId": pguid, "ContactId": cguid, "IsOwner": "yes"}, "IsOwner"),
+                             ({"PropertyId": pguid, "ContactId": cguid, "IsOwner": True}, "IsOwner"),
+                             ({"PropertyId": pguid, "ContactId": cguid, "IsOwner": 1}, "IsOwner")):
             out = await c.post("/api/contact/propertyrelation", body)
             assert out["Successful"] is False and out["Id"] == 0 and needle in out["Error"], (body, out)
         assert len(c.sim.inspect_records("relations")) == 1
@@ -267,7 +331,7 @@ async def test_seeded_owners_become_relations():
     sim = RealeflowSim(contacts=20, seed=5, limit=False)
     rels = sim.inspect_records("relations")
     assert len(rels) == len(sim.seed_properties) > 0
-    contact_by_email = {c["email"]: c["contactId"] for c in sim.inspect_records("contacts")}
+    contact_by_email = {c["email"]: c["id"] for c in sim.inspect_records("contacts")}
     for rel, prop in zip(rels, sim.seed_properties):
         owner = sim.seed_people[prop.owner_uid - 1]
         assert rel["ContactId"] == contact_by_email[owner.email] and rel["IsOwner"] is True

@@ -177,7 +177,12 @@ def test_realeflow_brokerkit_and_files():
     contacts.add({"FullName": "B", "custom_1": "x", "custom.Nope": "y"})  # unknown label: no request
     relations = anyio_run(ref.write_planner("relations", None))
     relations.add({"PropertyId": "1", "ContactId": "2"})
-    assert contacts.requests() == {"create": 1} and relations.requests() == {"relation": 1}
+    # Each create's GUID is read back from contact/list: one read per create in flight (8).
+    assert contacts.requests() == {"create": 1, "list": 1} and relations.requests() == {"relation": 1}
+    for n in range(16):
+        contacts.add({"FullName": f"C {n}"})
+    assert contacts.requests() == {"create": 17, "list": 3}
+    assert "read back from contact/list" in contacts.dedup and "list" not in relations.dedup
 
     bk = anyio_run(Brokerkit({**URL, "api_key": "k"}, Context()).write_planner("leads", None))
     for email in ("a@x.com", "A@X.com", "b@x.com", None):
