@@ -68,24 +68,24 @@ def _common(source: str, p: Person) -> tuple[set[str], Address, dict[str, Any]]:
     return carries, home, want
 
 
-def realvolve_phones(phones: list[tuple[str, str]]) -> dict[str, str]:
+def realvolve_phones(phones: list[tuple[str, str]], primary: str | None = None) -> dict[str, str]:
     """Realvolve's API takes a work and a home phone, no mobile: the mappings send the
-    work number as work and the mobile number (else the home one) as home."""
+    first of mobile, home (and a primary number apart) as home, and the work number as
+    work — else the next different number, so two numbers always both arrive."""
     typed = dict(phones)
-    out = {"work": typed["work"]} if "work" in typed else {}
-    home = typed.get("mobile") or typed.get("home")
-    return {**out, "home": home} if home else out
+    others = list(dict.fromkeys(n for n in (typed.get("mobile"), typed.get("home"), primary) if n))
+    out = {"home": others[0]} if others else {}
+    work = typed.get("work") or (others[1] if len(others) > 1 else None)
+    return {**out, "work": work} if work else out
 
 
 def expected_realvolve(source: str, p: Person) -> dict[str, Any]:
     """The Realvolve contact a clean person should become, as ``realvolve_view`` shows it."""
     carries, home, want = _common(source, p)
     kind, number = p.phones[0]
-    phones = realvolve_phones(p.phones) if "typed_phones" in carries else \
+    phones = realvolve_phones(p.phones, p.primary_phone if source == "spark" else None) \
+        if "typed_phones" in carries else \
         {"work" if kind == "work" and source not in ("rei", "realeflow") else "home": number}
-    if source == "spark" and p.primary_phone and "work" not in phones \
-            and p.primary_phone not in phones.values():
-        phones["work"] = p.primary_phone  # a primary number apart takes the free work slot
     want.update(email=p.email.lower(), source=p.source, home=_parts(home), phones=phones,
                 status=p.status if "status" in carries else None)
     if "work" in carries:
@@ -314,6 +314,9 @@ def test_spark_primary_phone_other_field_and_empty_work_address():
     assert (data["home_phone"], data["work_phone"]) == ("+12125550188", "+14155550134")
     data = stream.apply({"GivenName": "Ann", "PrimaryPhoneNumber": "415-555-0134",
                          "MobilePhoneNumber": "212-555-0188", "WorkPhoneNumber": "312-555-0101"}).data
+    assert (data["home_phone"], data["work_phone"]) == ("+12125550188", "+13125550101")
+    data = stream.apply({"GivenName": "Ann", "MobilePhoneNumber": "212-555-0188",
+                         "HomePhoneNumber": "312-555-0101"}).data
     assert (data["home_phone"], data["work_phone"]) == ("+12125550188", "+13125550101")
     data = stream.apply({"GivenName": "Ann", "PrimaryPhoneNumber": "415-555-0134",
                          "MobilePhoneNumber": "(415) 555-0134"}).data
