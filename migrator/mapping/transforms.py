@@ -954,8 +954,24 @@ def _state_abbrev(arg: Any) -> Transform:
     return _each(one)
 
 
-_ZIP = re.compile(r"([0-9]{5})(?:[-\s]?[0-9]{4})?")
+_ZIP_PLUS4 = re.compile(r"([0-9]{5})(?:[-\s]?([0-9]{4}))?")
 _ZIP4 = re.compile(r"[0-9]{4}")
+
+
+def _zip_parts(value: Any) -> tuple[str, str | None] | None:
+    """A US ZIP code's five digits and its +4 (or None); None for an empty value. Four
+    digits are a ZIP whose leading zero a spreadsheet dropped."""
+    if isinstance(value, bool):
+        raise TransformError("not a valid ZIP code")
+    s = _text(value).strip()
+    if not s:
+        return None
+    m = _ZIP_PLUS4.fullmatch(s)
+    if m is not None:
+        return m[1], m[2]
+    if _ZIP4.fullmatch(s):
+        return "0" + s, None
+    raise TransformError(f"not a valid ZIP code: {s!r}")
 
 
 @_register("zip5")
@@ -963,17 +979,8 @@ def _zip5(arg: Any) -> Transform:
     _no_arg(arg)
 
     def one(value: Any) -> str | None:
-        if isinstance(value, bool):
-            raise TransformError("not a valid ZIP code")
-        s = _text(value).strip()
-        if not s:
-            return None
-        m = _ZIP.fullmatch(s)
-        if m is not None:
-            return m[1]
-        if _ZIP4.fullmatch(s):
-            return "0" + s
-        raise TransformError(f"not a valid ZIP code: {s!r}")
+        parts = _zip_parts(value)
+        return None if parts is None else parts[0]
     return _each(one)
 
 
@@ -984,21 +991,11 @@ def _zip(arg: Any) -> Transform:
     _no_arg(arg)
 
     def one(value: Any) -> str | None:
-        if isinstance(value, bool):
-            raise TransformError("not a valid ZIP code")
-        s = _text(value).strip()
-        if not s:
+        parts = _zip_parts(value)
+        if parts is None:
             return None
-        m = _ZIP_PLUS4.fullmatch(s)
-        if m is not None:
-            return f"{m[1]}-{m[2]}" if m[2] else m[1]
-        if _ZIP4.fullmatch(s):
-            return "0" + s
-        raise TransformError(f"not a valid ZIP code: {s!r}")
+        return f"{parts[0]}-{parts[1]}" if parts[1] else parts[0]
     return _each(one)
-
-
-_ZIP_PLUS4 = re.compile(r"([0-9]{5})(?:[-\s]?([0-9]{4}))?")
 
 
 @_register("join_address")

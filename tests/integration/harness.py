@@ -140,6 +140,16 @@ class ThreadPair(Pair):
     def cli(self, *args: str) -> list[str]:
         return [sys.executable, "-m", "migrator.cli", *args, str(self.tmp / "job.yaml"), "--no-progress"]
 
+    def main(self, monkeypatch: Any, capsys: Any, *args: str) -> tuple[int, str]:
+        """``migrator ARGS job.yaml`` in this process (the pair's credentials in the
+        environment): its exit code and what it printed to stderr."""
+        from migrator.cli import main
+        for k, v in self.env.items():
+            monkeypatch.setenv(k, v)
+        capsys.readouterr()
+        code = main([*args, str(self.tmp / "job.yaml"), "--no-progress"])
+        return code, capsys.readouterr().err
+
     def subprocess_env(self) -> dict[str, str]:
         return {**os.environ, **self.env}
 

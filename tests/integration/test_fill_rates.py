@@ -10,7 +10,6 @@ from pathlib import Path
 import orjson
 import pytest
 
-from migrator.cli import main
 from migrator.mapping.fill import dead_lines
 from tests.integration.harness import Pair, ThreadPair, mapping_path
 
@@ -29,11 +28,7 @@ def typo_mapping(tmp: Path) -> Path:
 
 
 def cli(pair: ThreadPair, monkeypatch, capsys, *args: str) -> tuple[int, str]:
-    for k, v in pair.env.items():
-        monkeypatch.setenv(k, v)
-    capsys.readouterr()
-    code = main([*args, str(pair.tmp / "job.yaml"), "--no-progress"])
-    return code, capsys.readouterr().err
+    return pair.main(monkeypatch, capsys, *args)
 
 
 def report(pair: Pair, mode: str) -> dict:

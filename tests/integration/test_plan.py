@@ -15,7 +15,6 @@ from typing import Any
 import orjson
 
 from migrator import plan as planning
-from migrator.cli import main
 from migrator.engine import Engine
 from tests.integration.harness import Pair, ThreadPair, mapping_path
 
@@ -23,11 +22,7 @@ N = int(os.environ.get("MIGRATOR_PLAN_CONTACTS", "60"))
 
 
 def cli(pair: ThreadPair, monkeypatch, capsys, *args: str) -> tuple[int, str]:
-    for k, v in pair.env.items():
-        monkeypatch.setenv(k, v)
-    capsys.readouterr()
-    code = main([*args, str(pair.tmp / "job.yaml"), "--no-progress"])
-    return code, capsys.readouterr().err
+    return pair.main(monkeypatch, capsys, *args)
 
 
 def report(pair: Pair, mode: str) -> dict[str, Any]:
