@@ -122,11 +122,20 @@ def cmd_status(args: argparse.Namespace) -> int:
         unc = conn.execute("SELECT count(*) FROM records WHERE uncertain=1").fetchone()[0]
         if unc:
             print(f"  uncertain: {unc} records (see the report)")
-        for run, mode, started, ended, outcome in conn.execute(
-                "SELECT run, mode, started, ended, outcome FROM runs ORDER BY run DESC LIMIT 5"):
+        from .lock import lock_path, running
+        holder = running(lock_path(job.checkpoint))
+        for i, (run, mode, started, ended, outcome) in enumerate(conn.execute(
+                "SELECT run, mode, started, ended, outcome FROM runs ORDER BY run DESC LIMIT 5")):
             import datetime as dt
             when = dt.datetime.fromtimestamp(started).isoformat(timespec="seconds")
-            print(f"  run {run}: {mode} at {when} — {outcome or 'did not finish (crashed or killed)'}")
+            if outcome:
+                state = outcome
+            elif i == 0 and holder is not None:
+                state = (f"in progress (pid {holder.get('pid', '?')} on host {holder.get('host', '?')}, "
+                         f"since {holder.get('since', '?')})")
+            else:
+                state = "did not finish (crashed or killed)"
+            print(f"  run {run}: {mode} at {when} — {state}")
     finally:
         conn.close()
     return EXIT_OK

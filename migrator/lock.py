@@ -23,6 +23,7 @@ import portalocker
 from .errors import ConfigError, RunInProgress
 
 SUFFIX = ".lock"
+SETTLE = 0.5   # seconds a writer keeps trying before it names the holder
 
 
 def lock_path(checkpoint: str | Path) -> Path:
@@ -46,8 +47,18 @@ class JobLock:
 
     def acquire(self) -> "JobLock":
         fh = self._open()
+        deadline = time.monotonic() + SETTLE
         try:
-            portalocker.lock(fh, portalocker.LOCK_EX | portalocker.LOCK_NB)
+            while True:
+                try:
+                    portalocker.lock(fh, portalocker.LOCK_EX | portalocker.LOCK_NB)
+                    break
+                except portalocker.exceptions.LockException:
+                    # `status` looks with a shared lock for an instant, and a run that is
+                    # ending lets go in a moment: only a holder that stays is another run.
+                    if time.monotonic() >= deadline:
+                        raise
+                    time.sleep(0.05)
         except portalocker.exceptions.LockException:
             holder = _read_holder(fh)
             fh.close()
@@ -92,6 +103,26 @@ class JobLock:
 
     def __exit__(self, *exc: object) -> None:
         self.release()
+
+
+def running(path: str | Path) -> dict[str, Any] | None:
+    """The writer holding the job's lock right now (its pid, host, command, since), or None.
+    For ``status``: it takes a shared lock for an instant, which never blocks the holder;
+    a writer starting in that instant retries for ``SETTLE`` seconds."""
+    path = Path(path)
+    if not path.exists():
+        return None
+    try:
+        fh = open(path, "rb")
+    except OSError:
+        return None
+    with fh:
+        try:
+            portalocker.lock(fh, portalocker.LOCK_SH | portalocker.LOCK_NB)
+        except portalocker.exceptions.LockException:
+            return _read_holder(fh) or {}
+        portalocker.unlock(fh)
+        return None
 
 
 def _read_holder(fh: IO[bytes], wait: float = 1.0) -> dict[str, Any] | None:

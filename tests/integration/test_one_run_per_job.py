@@ -166,6 +166,7 @@ def test_a_second_run_is_refused_and_touches_nothing_while_status_and_validate_w
         status = job.run("status")
         assert status.returncode == 0, status.stderr
         assert "run 1: run at" in status.stdout, status.stdout
+        assert f"in progress (pid {first.pid} on host" in status.stdout, status.stdout
         validate = job.run("validate", "--no-progress")
         assert validate.returncode == 0, validate.stderr
         assert "Traceback" not in status.stderr + validate.stderr
@@ -193,6 +194,9 @@ def test_after_kill_9_of_the_holder_the_next_run_proceeds(job):
         first.wait(30)
     assert first.returncode == -signal.SIGKILL
     assert _holder_pid(lock_path(job.tmp / "ckpt.sqlite")) == first.pid  # its line is left behind
+    status = job.run("status")
+    assert "did not finish (crashed or killed)" in status.stdout and "in progress" not in status.stdout, \
+        status.stdout
 
     again = job.run("run", "--no-progress")
     assert again.returncode == 0, again.stderr

@@ -100,3 +100,25 @@ def test_an_unwritable_folder_is_a_user_error(tmp_path):
     blocker.write_text("x")
     with pytest.raises(UserError, match="cannot write there"):
         JobLock(blocker / "ckpt.sqlite.lock", "job.yaml", "run").acquire()
+
+
+def test_running_names_the_holder_and_never_blocks_it(tmp_path):
+    from migrator.lock import running
+    path = tmp_path / "ckpt.sqlite.lock"
+    assert running(path) is None
+    with JobLock(path, "job.yaml", "run"):
+        holder = running(path)
+        assert holder is not None and holder["pid"] == os.getpid() and holder["command"] == "run"
+    assert running(path) is None
+
+
+def test_a_writer_starting_while_status_looks_waits_out_the_instant(tmp_path):
+    import threading
+    import portalocker
+    path = tmp_path / "ckpt.sqlite.lock"
+    path.write_bytes(b"")
+    reader = open(path, "rb")   # what `status` holds for an instant
+    portalocker.lock(reader, portalocker.LOCK_SH | portalocker.LOCK_NB)
+    threading.Timer(0.15, lambda: (portalocker.unlock(reader), reader.close())).start()
+    with JobLock(path, "job.yaml", "run"):
+        pass
