@@ -121,6 +121,18 @@ class QuotaExhausted(Retryable):
         self.stop = stop
 
 
+class CredentialExpired(QuotaExhausted, UserError):
+    """A credential that cannot be renewed by the tool (a bearer token with no refresh token)
+    has expired. The refused request was not carried out: mid-run the engine stops cleanly
+    and resumably, as at a spent quota; before the run, it is a one-line user error.
+    The message says which variable to renew, never its value."""
+
+    cause = "credential_expired"
+
+    def __init__(self, message: str):
+        super().__init__(message, stop=True)
+
+
 class TokenExpired(Retryable):
     """The access token or session is no longer valid; refresh once and retry."""
 

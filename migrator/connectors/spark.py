@@ -27,9 +27,10 @@ from typing import Any, AsyncIterator, Iterable, Mapping
 from urllib.parse import urlsplit
 
 import orjson
+from yarl import URL
 
-from ..errors import (AuthError, ConfigError, JobError, RateLimited, RecordError, Retryable,
-                      TokenExpired, UncertainWrite)
+from ..errors import (AuthError, ConfigError, CredentialExpired, JobError, RateLimited, RecordError,
+                      Retryable, TokenExpired, UncertainWrite)
 from ..http import Auth, HttpClient, Request, Response, StaticHeaderAuth, retry_after_seconds
 from ..paging import in_order
 from ..limits import RateLimit
@@ -42,6 +43,7 @@ from .dedup import (ON_MERGE, Choice, Dedup, KeyLocks, KeyStore, MemoryKeys, Pla
 
 PAGE_SIZE = 25
 SESSION_PATH = "/v1/session"
+GRANT_PATH = "/v1/oauth2/grant"   # the OAuth2 token endpoint the vendor's Ruby client refreshes at
 CONTACTS = "/v1/contacts"
 LISTS = (CONTACTS, CONTACTS + "/unconnected")   # every contact the 1055 rule compares with
 EMAIL = "PrimaryEmail"
@@ -168,26 +170,77 @@ class SessionAuth(Auth):
                     await self.login(client)
         assert self.token is not None
         params = {k: str(v) for k, v in (req.params or {}).items()}
-        service_path = urlsplit(client.base_url).path.rstrip("/") + req.path
+        # Signed as sent: the path percent-encoded, as the server sees it.
+        service_path = URL(urlsplit(client.base_url).path.rstrip("/") + req.path).raw_path
         sig = self.request_signature(service_path, self.token, params, req.body_bytes())
         req.params = {**params, "AuthToken": self.token, "ApiSig": sig}
+
+
+class OAuth2Auth(Auth):
+    """A bearer token renewed by the OAuth2 refresh grant, once for every concurrent caller
+    (``Auth.refresh`` is single flight): a new access token ends the one before it, so two
+    workers that each refreshed would knock each other out. Without a refresh token the
+    given access token is used as it is until it expires."""
+
+    def __init__(self, access_token: str | None, refresh: tuple[str, str, str] | None,
+                 login_http: HttpClient | None, names: str):
+        super().__init__()
+        self.token = access_token
+        self.refresh_grant = refresh        # (refresh token, client id, client secret)
+        self.login_http = login_http
+        self.names = names
+
+    async def login(self, client: HttpClient) -> None:
+        if self.refresh_grant is None or self.login_http is None:
+            raise AuthError(f"spark: the access token cannot be renewed: set {self.names}")
+        refresh_token, client_id, client_secret = self.refresh_grant
+        try:
+            resp = await self.login_http.request(
+                "POST", GRANT_PATH, json={"client_id": client_id, "client_secret": client_secret,
+                                          "grant_type": "refresh_token", "refresh_token": refresh_token},
+                kind="auth")
+        except (AuthError, RecordError) as e:   # OAuth2's {"error": ...}, not Spark's envelope
+            why = getattr(e, "reason", None) or str(e)
+            raise AuthError(f"spark: the refresh grant was refused ({why}): check {self.names}") from None
+        body = resp.json()
+        token = body.get("access_token") if isinstance(body, dict) else None
+        if not isinstance(token, str) or not token:
+            raise AuthError(f"spark: {GRANT_PATH} answered without an access_token: check {self.names}")
+        self.token = token
+        renewed = body.get("refresh_token")
+        if isinstance(renewed, str) and renewed:   # a server that rotates it: keep the new one
+            self.refresh_grant = (renewed, client_id, client_secret)
+
+    async def apply(self, client: HttpClient, req: Request) -> None:
+        if self.token is None or self._lock.locked():
+            async with self._lock:
+                if self.token is None:
+                    await self.login(client)
+        req.headers["Authorization"] = f"Bearer {self.token}"
 
 
 class Spark(Connector):
     system = "spark"
     title = "Flexmls (Spark API)"
     filters_since = True
-    credentials_help = ("an OAuth2 access token (SPARK_ACCESS_TOKEN), or the API key and secret of your "
-                        "Spark Platform developer account (SPARK_API_KEY, SPARK_API_SECRET) for session auth")
+    credentials_help = ("an OAuth2 access token (SPARK_ACCESS_TOKEN), with its refresh token, client id and "
+                        "secret (SPARK_REFRESH_TOKEN, SPARK_CLIENT_ID, SPARK_CLIENT_SECRET) so it is renewed "
+                        "when it expires; or the API key and secret of your Spark Platform developer account "
+                        "(SPARK_API_KEY, SPARK_API_SECRET) for session auth")
     reads = "api"
     writes = True
     settings_spec = {
         "access_token": Setting("OAuth2 bearer token (or use api_key + api_secret for session auth)",
                                 secret=True, env="SPARK_ACCESS_TOKEN"),
+        "refresh_token": Setting("OAuth2 refresh token: renews access_token when it expires (a day)",
+                                 secret=True, env="SPARK_REFRESH_TOKEN"),
+        "client_id": Setting("OAuth2 client id, for the refresh", secret=True, env="SPARK_CLIENT_ID"),
+        "client_secret": Setting("OAuth2 client secret, for the refresh", secret=True,
+                                 env="SPARK_CLIENT_SECRET"),
         "api_key": Setting("API key, for session auth", secret=True, env="SPARK_API_KEY"),
         "api_secret": Setting("API secret, for session auth", secret=True, env="SPARK_API_SECRET"),
         "user_agent": Setting("sent as X-SparkApi-User-Agent on every request", default="crm-migrator/0.1"),
-        "auth_base_url": Setting("host of /v1/session (defaults to base_url)"),
+        "auth_base_url": Setting("host of /v1/session and /v1/oauth2/grant (defaults to base_url)"),
     }
     default_base_url = "https://sparkapi.com"
     default_limit = RateLimit(1500, 300)
@@ -211,25 +264,45 @@ class Spark(Connector):
         self._dedup: dict[str, Dedup] = {}
         self._plans: dict[str, PlanState] = {}
         self._locks = KeyLocks()
+        self.id_lookups_needed = False   # a create answered with no id: each create costs a lookup
         headers = {"X-SparkApi-User-Agent": self.user_agent, "Accept": "application/json"}
         token = self.setting("access_token")
         key, secret = self.setting("api_key"), self.setting("api_secret")
-        if token:
-            self.session_auth = False
-            self.credential_names = self._var("access_token")
-            auth: Auth = StaticHeaderAuth({"Authorization": f"Bearer {token}"}, self.credential_names)
+        grant = tuple(self.setting(n) for n in ("refresh_token", "client_id", "client_secret"))
+        where = f"{ctx.where}: " if ctx.where else ""
+        self.session_auth = False
+        self.refreshable = all(grant)
+        if any(grant) and not self.refreshable:
+            raise ConfigError(f"{where}spark renews an access token only with all three of "
+                              f"{self._var('refresh_token')}, {self._var('client_id')} and "
+                              f"{self._var('client_secret')}")
+
+        def login_client() -> HttpClient:
+            auth_base = self.setting("auth_base_url") or self.setting("base_url") or self.default_base_url
+            return HttpClient(self.system, str(auth_base), limit=None, headers=headers, classify=self._classify,
+                              allow_insecure_http=ctx.allow_insecure_http,
+                              timeout=float(self.setting("timeout") or 30), connections=2)
+
+        if token or self.refreshable:
+            self.credential_names = (f"{self._var('refresh_token')}, {self._var('client_id')} and "
+                                     f"{self._var('client_secret')}" if self.refreshable
+                                     else self._var("access_token"))
+            if self.refreshable:
+                self._login_http = login_client()
+                auth: Auth = OAuth2Auth(str(token) if token else None,
+                                        tuple(str(v) for v in grant),  # type: ignore[arg-type]
+                                        self._login_http, self.credential_names)
+            else:
+                auth = StaticHeaderAuth({"Authorization": f"Bearer {token}"}, self.credential_names)
         elif key and secret:
             self.session_auth = True
             self.credential_names = f"{self._var('api_key')} and {self._var('api_secret')}"
-            auth_base = self.setting("auth_base_url") or self.setting("base_url") or self.default_base_url
-            self._login_http = HttpClient(
-                self.system, str(auth_base), limit=None, headers=headers, classify=self._classify,
-                allow_insecure_http=ctx.allow_insecure_http,
-                timeout=float(self.setting("timeout") or 30), connections=2)
+            self._login_http = login_client()
             auth = SessionAuth(str(key), str(secret), self._login_http, self.credential_names)
         else:
-            where = f"{ctx.where}: " if ctx.where else ""
-            raise ConfigError(f"{where}spark needs {self._var('access_token')}, or "
+            raise ConfigError(f"{where}spark needs {self._var('access_token')} (with "
+                              f"{self._var('refresh_token')}, {self._var('client_id')} and "
+                              f"{self._var('client_secret')} to renew it), or "
                               f"{self._var('api_key')} and {self._var('api_secret')} for session auth")
         self.make_http(auth=auth, classify=self._classify, headers=headers)
         if self._login_http is not None:
@@ -282,9 +355,12 @@ class Spark(Connector):
         if code == 1550:
             return RateLimited(f"spark: rate limited ({said})", retry_after=retry_after_seconds(resp.headers))
         if code == 1020:
-            if self.session_auth:
+            if self.session_auth or self.refreshable:
                 return TokenExpired(f"spark: session expired ({said})")
-            return AuthError(f"spark: the access token has expired ({said}): renew {self.credential_names}")
+            return CredentialExpired(
+                f"spark: the access token in {self.credential_names} has expired ({said}): renew it, or set "
+                f"{self._var('refresh_token')}, {self._var('client_id')} and {self._var('client_secret')} "
+                "so the run renews it")
         if code in _AUTH_CODES:
             return AuthError(f"spark refused the credentials ({said}): check {self.credential_names}")
         if code == 1016:
@@ -315,7 +391,8 @@ class Spark(Connector):
         self._expand = ("Notes",) if wants else ()
 
     def _list_params(self, page: int) -> dict[str, str]:
-        params = {"_pagination": "1", "_limit": str(PAGE_SIZE), "_page": str(page), "_orderby": "Id"}
+        # No _orderby: the doc offers none to this key. Pages come in the server's order.
+        params = {"_pagination": "1", "_limit": str(PAGE_SIZE), "_page": str(page)}
         if self._expand:
             params["_expand"] = ",".join(self._expand)
         if self.ctx.since:
@@ -348,8 +425,9 @@ class Spark(Connector):
         return StreamInfo(stream, total=int(total) if isinstance(total, int) else None)
 
     async def pages(self, stream: str, cursor: Any) -> AsyncIterator[Page]:
-        """Pages in Id (creation) order, so contacts added during the read land at the end;
-        up to ``ctx.concurrency`` fetched at once, yielded in order."""
+        """Pages in the server's order (the doc offers this key no ``_orderby``), up to
+        ``ctx.concurrency`` fetched at once, yielded in order. A contact that a change
+        during the read moved onto a later page is yielded once (its Id seen before)."""
         self._check_stream(stream)
         start = int((cursor or {}).get("page", 0)) + 1
         results, paging = await self._fetch_page(start)
@@ -364,9 +442,13 @@ class Spark(Connector):
             following += 1
             return following
 
+        seen: set[str] = set()
+
         def page(n: int, rows: list[dict[str, Any]], p: dict[str, Any]) -> Page:
             total = p.get("TotalRows")
-            return Page([Record(str(r.get("Id")), r) for r in rows], None if n >= last else {"page": n},
+            fresh = [r for r in rows if str(r.get("Id")) not in seen]
+            seen.update(str(r.get("Id")) for r in fresh)
+            return Page([Record(str(r.get("Id")), r) for r in fresh], None if n >= last else {"page": n},
                         total=int(total) if isinstance(total, int) else None)
 
         if results:
@@ -405,7 +487,7 @@ class Spark(Connector):
 
     async def _index_page(self, path: str, page: int) -> _PageData:
         assert self.http is not None
-        params = {"_pagination": "1", "_limit": str(PAGE_SIZE), "_page": str(page), "_orderby": "Id"}
+        params = {"_pagination": "1", "_limit": str(PAGE_SIZE), "_page": str(page)}
         d = _envelope(await self.http.request("GET", path, params=params, kind="index"))
         results, paging = d.get("Results") or [], d.get("Pagination") or {}
         if not isinstance(results, list) or not isinstance(paging, dict):
@@ -436,7 +518,7 @@ class Spark(Connector):
 
     async def _read_index(self, firsts: dict[str, _PageData], fields: tuple[str, ...], store: KeyStore) -> None:
         """Every contact's keys into ``store``: the pages after each first one, several at a
-        time, stored in Id (creation) order, so of two contacts sharing an e-mail the older wins."""
+        time, stored in the order read (the first of two contacts sharing an e-mail wins)."""
         for path, (rows, paging) in firsts.items():
             last = int(paging.get("TotalPages") or 0)
             self._store_rows(rows, fields, store)
@@ -466,11 +548,11 @@ class Spark(Connector):
             return None
         return await self._find_by_email(email.strip())
 
-    async def _find_by_email(self, email: str) -> str | None:
+    async def _find_by_email(self, email: str, kind: str = "lookup") -> str | None:
         assert self.http is not None
         resp = await self.http.request(
             "GET", CONTACTS, params={"_filter": f"PrimaryEmail Eq {quote_filter_value(email)}",
-                                     "_limit": str(PAGE_SIZE)}, kind="lookup")
+                                     "_limit": str(PAGE_SIZE)}, kind=kind)
         wanted = email.casefold()
         for row in _envelope(resp).get("Results") or []:
             if isinstance(row, dict) and str(row.get("PrimaryEmail") or "").casefold() == wanted:
@@ -520,11 +602,19 @@ class Spark(Connector):
             result = await self._merged(found, EMAIL, record, body, source_id)
             result.requests = {"create": 1, "lookup": 1, **result.requests}
             return result
-        try:
-            new_id = _envelope(resp)["Results"][0]["Id"]
-        except (KeyError, IndexError, TypeError):
-            raise UncertainWrite("spark: the create answered without D.Results[0].Id") from None
-        return WriteResult(str(new_id), "created", requests={"create": 1})
+        new_id = _created_id(_envelope(resp))
+        if new_id is not None:
+            return WriteResult(new_id, "created", requests={"create": 1})
+        # "The standard success/fail response" promises no id: find the new contact by the
+        # e-mail the account holds once (1055). Still a create, never a merge.
+        self.id_lookups_needed = True
+        email = record.get(EMAIL)
+        found = await self._find_by_email(email.strip(), kind="id_lookup") \
+            if isinstance(email, str) and email.strip() else None
+        if found is None:
+            raise UncertainWrite("spark: the create succeeded without naming the new contact, and "
+                                 "no contact holds its PrimaryEmail")
+        return WriteResult(found, "created", requests={"create": 1, "id_lookup": 1})
 
     async def _merged(self, matched: str, name: str, record: Mapping[str, Any],
                       body: dict[str, Any], source_id: str) -> WriteResult:
@@ -610,6 +700,9 @@ class _SparkPlanner(WritePlanner):
         if hit is None:
             self.counts["create"] += 1
             self.optimistic["create"] += 1
+            if self.spark.id_lookups_needed:   # this account's creates answer no id
+                self.counts["id_lookup"] += 1
+                self.optimistic["id_lookup"] += 1
             state.remember(keys)
             return
         self.matched += 1
@@ -640,7 +733,12 @@ class _SparkPlanner(WritePlanner):
                    f"{self.matched} records share an e-mail with an earlier record; matches with the "
                    f"{choice.existing} contacts the account holds are not counted (reading them for the plan "
                    "would cost too much)")
-        return f"{way}: {choice.reason}. {counted}; on_merge: {self.spark.on_merge} (reported as merges)"
+        ids = ("; each create's answer named no contact, so each costs one id_lookup by PrimaryEmail"
+               if self.spark.id_lookups_needed else
+               "; a create whose answer names no contact (neither Id nor ResourceUri) costs one "
+               "id_lookup by PrimaryEmail")
+        return (f"{way}: {choice.reason}. {counted}; on_merge: {self.spark.on_merge} (reported as merges)"
+                + ids)
 
     @dedup.setter
     def dedup(self, value: str) -> None:
@@ -655,6 +753,21 @@ def _envelope(resp: Response) -> dict[str, Any]:
             raise UncertainWrite('spark: the answer was not a {"D": ...} envelope')
         raise Retryable('spark: the answer was not a {"D": ...} envelope', cause="garbled")
     return d
+
+
+def _created_id(d: Mapping[str, Any]) -> str | None:
+    """The new contact's id: ``Id`` when the answer has one, else the last segment of its
+    ``ResourceUri`` (``/v1/contacts/<Id>``), else None."""
+    rows = d.get("Results")
+    row = rows[0] if isinstance(rows, list) and rows and isinstance(rows[0], dict) else {}
+    if row.get("Id"):
+        return str(row["Id"])
+    uri = row.get("ResourceUri")
+    if isinstance(uri, str):
+        head, _, tail = urlsplit(uri).path.rstrip("/").rpartition("/")
+        if tail and head.endswith("/contacts"):
+            return tail
+    return None
 
 
 def _payload(record: Mapping[str, Any]) -> dict[str, Any]:

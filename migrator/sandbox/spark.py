@@ -8,18 +8,52 @@ every query parameter and the body; and only one session per API key lives at a 
 so two workers that each re-authenticate knock each other out (``sessions_opened``
 counts how often that happened).
 
-Assumptions where the doc and the notes are silent (each the plausible strict reading):
+Readings where the doc and the notes are silent or ambiguous (each the strictest
+plausible one, with the doc line it rests on; "doc" is ``spark-flexmls-contacts-api.txt``,
+"notes" is ``vendor-notes.md``):
 
-- Credentials: one API key. The OAuth2 bearer token (``Bearer`` or ``OAuth`` scheme) is
-  issued to that key, so bearer and session requests share its rate window. The bearer
-  token never expires here (a job cannot refresh it); the "tokens" fault profile
-  shortens sessions. No credential at all, an unknown token or a wrong signature answer
-  401 Code 1000; a session past its 24 hours (``token_ttl``), idle for an hour, or ended
-  by a newer session answers 401 Code 1020. ``POST /v1/session`` without ``ApiKey`` or
-  ``ApiSig`` answers 400 Code 1050; its other methods answer 405, as the auth page says.
+- Credentials: one API key. The OAuth2 bearer token (``Bearer`` or ``OAuth`` scheme — the
+  vendor's Ruby client sends ``OAuth``) is issued to that key, so bearer and session
+  requests share its rate window. No credential at all, an unknown token or a wrong
+  signature answer 401 Code 1000; a session past its 24 hours (``token_ttl``), idle for
+  an hour, or ended by a newer session answers 401 Code 1020 (notes: "Session auth").
+  ``POST /v1/session`` without ``ApiKey`` or ``ApiSig`` answers 400 Code 1050; its other
+  methods answer 405, as the auth page says.
+- OAuth2 access tokens expire (the doc names no lifetime; the vendor's Ruby client,
+  ``BaseOAuth2Provider#session_timeout``, takes a day when the grant names none): a day
+  here, ``access_token_ttl=`` or a fault profile's ``token_ttl`` for tests. An expired
+  token answers 401 Code 1020, the notes' "session token expired: authenticate again".
+  The only way to a new one is the OAuth2 refresh grant the Ruby client sends
+  (``grant_type_refresh.rb``): ``POST /v1/oauth2/grant`` with a JSON body of
+  ``client_id`` (the API key), ``client_secret`` (its secret), ``grant_type:
+  refresh_token`` and ``refresh_token``; it answers ``{"access_token", "refresh_token",
+  "expires_in"}``. The authorization-code grant needs a person at a browser and always
+  answers ``invalid_grant``; other grant types ``unsupported_grant_type``; a wrong client
+  401 ``invalid_client`` (OAuth2's error shape, which the Ruby client reads as
+  ``body["error"]``). A new access token ends the one before it (one credential per key
+  at a time, as the notes say of sessions): requests still carrying the old one get
+  1020, so a client must refresh once for all its workers. The refresh token is not
+  rotated (the answer repeats it). The grant endpoint is not counted in the key's window.
+- ``POST /v1/contacts`` answers "The standard success/fail response" (doc, POST
+  Response) — HTTP 201, ``{"D": {"Success": true, "Results": [{"ResourceUri":
+  "/v1/contacts/<Id>"}]}}`` — and no ``Id``: the doc does not promise one there.
+  ``create_answer="id"`` adds it (as the GET sample's rows have), ``"bare"`` answers only
+  ``{"D": {"Success": true}}``, so a client can be proved against all three.
+- A create body is the doc's ``{"D": {<contact>}}`` or what the vendor's Ruby client
+  sends, ``{"D": {"Contacts": [<contact>, …]}}``; every contact of a batch is checked
+  before any is stored (all or nothing), and the answer has one ``Results`` row each.
+- Unknown attributes (a misspelt key, one the "Contacts Description" table does not
+  list) are dropped silently, as real services do; only what the table marks
+  ``Writeable: No`` is refused (1053). A PUT of unknown keys only changes nothing.
+- Order: the doc shows no sort for an IDX key but ``_orderby=-Score`` under the Activity
+  expansion (Private role), so ``_orderby=Score`` answers 403 Code 1500 and any other
+  ``_orderby`` 400 Code 1040 (notes: "the field cannot be searched"). Without it, rows
+  come in the order the account stores them — oldest first — which the doc does not
+  promise; ``_page``/``_limit``/``_pagination`` are the notes' paging.
 - The session signature is ``secret + "ApiKey" + key + "ServicePath" + path +
   "AuthToken" + token`` then every other query parameter but ``ApiSig`` sorted by name
-  (name then decoded value), then the raw body. On a request with a body the signature
+  (name then decoded value), then the raw body; the path is the one sent, percent-encoded
+  (the Ruby client signs ``URI.escape(path)``). On a request with a body the signature
   is checked before anything else looks at the body; on a session that is already
   dead a wrong body signature answers 1020, not 1000.
 - A missing ``X-SparkApi-User-Agent`` is refused before the credential is looked at and
@@ -29,7 +63,7 @@ Assumptions where the doc and the notes are silent (each the plausible strict re
   1053). Codes the table leaves out follow the Ruby client's ``ResponseCodes``: an
   unknown contact or path is HTTP 404 Code 404, a method the doc says is not implemented
   is HTTP 405 Code 405. An injected 5xx carries Code = its HTTP status.
-- A create answers HTTP 201; PUT and DELETE answer 200 ``{"D": {"Success": true}}``.
+- PUT and DELETE answer 200 ``{"D": {"Success": true}}``.
 - Query parameters: a parameter given but blank is invalid (``_filter``/``_orderby`` →
   1040, the others → 1053). ``_pagination`` is ``0``, ``1`` or ``count``; ``_page`` an
   integer ≥ 1; ``_limit`` 0–25; ``_expand`` a comma list of the doc's expansions
@@ -43,11 +77,10 @@ Assumptions where the doc and the notes are silent (each the plausible strict re
   Timestamps take unquoted ISO 8601 values (a bare date is midnight, no zone is UTC)
   with ``Eq Ne Gt Ge Lt Le`` and ``Bt a,b`` (inclusive). ``Tags`` ``Eq`` matches a
   contact holding the tag. Anything else, or a field the table marks unsearchable, is
-  1040. ``_orderby`` takes searchable non-list fields, comma-separated, ``-`` for
-  descending; ties fall back to Id.
+  1040.
 - Writes: body ``{"D": {...}}`` as ``application/json`` (else 1035 — also when the JSON
-  is not an object holding an object ``D``). Attributes the table marks unwriteable, or
-  that it does not list, are 1053; so is a value of the wrong JSON type, an address
+  is not an object holding an object ``D``). Attributes the table marks unwriteable are
+  1053; so is a value of the wrong JSON type, an address
   without one ``@`` and a dotted domain (PrimaryEmail, SecondaryEmails, each at most 75
   characters like PrimaryEmail), AdditionalNotificationEmails not a subset of
   SecondaryEmails, RecordStatus other than Connected/Unconnected or going back to
@@ -87,6 +120,9 @@ from .data import Person
 UTC = timezone.utc
 SESSION_IDLE = 3600.0
 SESSION_TTL = 86400.0
+ACCESS_TOKEN_TTL = 86400.0   # the vendor's Ruby client: BaseOAuth2Provider#session_timeout, "1.day"
+GRANT_PATH = "/v1/oauth2/grant"
+CREATE_ANSWERS = ("uri", "id", "bare")
 MAX_LIMIT = 25
 DEFAULT_LIMIT = 10
 OWNER_ID = "20100815223215294334000000"
@@ -395,10 +431,15 @@ class SparkSim(Simulator):
     default_limit = (1500, 300.0)
 
     def __init__(self, *, rate_limit_status: int = 503, clock: Callable[[], float] = time.time,
-                 **kwargs: Any):
+                 create_answer: str = "uri", access_token_ttl: float | None = None, **kwargs: Any):
+        if create_answer not in CREATE_ANSWERS:
+            raise ValueError(f"create_answer must be one of {', '.join(CREATE_ANSWERS)}")
         self.rate_limit_status = rate_limit_status
         self.clock = clock
+        self.create_answer = create_answer
+        self._access_token_ttl = access_token_ttl
         self.sessions_opened = 0
+        self.grants = 0
         self._sessions: dict[str, Session] = {}
         self._active: dict[str, str] = {}
         super().__init__(**kwargs)
@@ -406,10 +447,23 @@ class SparkSim(Simulator):
         self.access_token = digest[:32]
         self.api_key = "idx_" + digest[32:48]
         self.api_secret = digest[48:64]
+        self._ended_tokens: set[str] = set()
+        self.refresh_token = hashlib.sha256(f"spark-refresh-{self.seed}".encode()).hexdigest()[:32]
+        self.access_expires = self.clock() + self.access_token_ttl()
+
+    def access_token_ttl(self) -> float:
+        """An explicit lifetime, else the fault profile's token lifetime, else a day."""
+        if self._access_token_ttl is not None:
+            return self._access_token_ttl
+        return self.token_ttl(ACCESS_TOKEN_TTL)
 
     def credentials(self) -> dict[str, str]:
-        return {"SPARK_ACCESS_TOKEN": self.access_token, "SPARK_API_KEY": self.api_key,
-                "SPARK_API_SECRET": self.api_secret}
+        return {"SPARK_ACCESS_TOKEN": self.access_token, "SPARK_REFRESH_TOKEN": self.refresh_token,
+                "SPARK_CLIENT_ID": self.api_key, "SPARK_CLIENT_SECRET": self.api_secret,
+                "SPARK_API_KEY": self.api_key, "SPARK_API_SECRET": self.api_secret}
+
+    def extra_stats(self) -> dict[str, Any]:
+        return {"sessions_opened": self.sessions_opened, "oauth2_grants": self.grants}
 
     # ---- store -------------------------------------------------------------------
 
@@ -543,12 +597,19 @@ class SparkSim(Simulator):
             raise Unauthorized(envelope(400, 1016, "The X-SparkApi-User-Agent header is required."))
         if request.path == "/v1/session":
             return self._session_key(request) if request.method == "POST" else None
+        if request.path == GRANT_PATH:
+            return None
         header = request.headers.get("Authorization")
         if header is not None:
             scheme, _, token = header.strip().partition(" ")
+            token = token.strip()
             if scheme.lower() in ("bearer", "oauth") and secrets.compare_digest(
-                    token.strip().encode(), self.access_token.encode()):
+                    token.encode(), self.access_token.encode()):
+                if self.clock() >= self.access_expires:
+                    raise Unauthorized(envelope(401, 1020, "Access token has expired."))
                 return self.api_key
+            if scheme.lower() in ("bearer", "oauth") and token in self._ended_tokens:
+                raise Unauthorized(envelope(401, 1020, "Access token has expired."))
             raise Unauthorized(envelope(401, 1000, "Invalid access token."))
         token, sig = request.query.get("AuthToken"), request.query.get("ApiSig")
         session = self._sessions.get(token) if token else None
@@ -568,7 +629,8 @@ class SparkSim(Simulator):
     def _sig_prefix(self, request: web.Request, token: str) -> bytes:
         params = sorted(((k, v) for k, v in request.query.items() if k not in ("ApiSig", "AuthToken")),
                         key=lambda kv: kv[0])
-        return (f"{self.api_secret}ApiKey{self.api_key}ServicePath{request.path}AuthToken{token}"
+        path = request.raw_path.partition("?")[0]   # as sent: percent-encoded
+        return (f"{self.api_secret}ApiKey{self.api_key}ServicePath{path}AuthToken{token}"
                 + "".join(k + v for k, v in params)).encode()
 
     def _session_key(self, request: web.Request) -> str:
@@ -587,6 +649,8 @@ class SparkSim(Simulator):
         return [
             web.post("/v1/session", g(self._h_session)),
             web.route("*", "/v1/session", g(self._h_405)),
+            web.post(GRANT_PATH, self._h_grant),
+            web.route("*", GRANT_PATH, g(self._h_405)),
             web.get("/v1/contacts", g(self._h_list)),
             web.post("/v1/contacts", g(self._h_create)),
             web.route("*", "/v1/contacts", g(self._h_405)),
@@ -631,6 +695,37 @@ class SparkSim(Simulator):
         expires = datetime.fromtimestamp(now + ttl, UTC).isoformat(timespec="seconds")
         return json_response({"D": {"Success": True, "Results": [
             {"AuthToken": token, "Expires": expires, "Roles": ["idx"]}]}})
+
+    async def _h_grant(self, request: web.Request) -> web.Response:
+        """The OAuth2 token endpoint, refresh grant only (the others need a person at a browser)."""
+        def refuse(status: int, error: str, why: str) -> web.Response:
+            return json_response({"error": error, "error_description": why}, status)
+        try:
+            doc = orjson.loads(await request.read())
+        except orjson.JSONDecodeError:
+            doc = None
+        if not isinstance(doc, dict) or not all(isinstance(v, str) for v in doc.values()):
+            return refuse(400, "invalid_request", "The body must be a JSON object of strings.")
+        missing = [n for n in ("client_id", "client_secret", "grant_type") if not doc.get(n)]
+        if missing:
+            return refuse(400, "invalid_request", f"{', '.join(missing)} is required.")
+        if doc["client_id"] != self.api_key or not secrets.compare_digest(
+                doc["client_secret"].encode(), self.api_secret.encode()):
+            return refuse(401, "invalid_client", "Unknown client or wrong secret.")
+        if doc["grant_type"] == "authorization_code":
+            return refuse(400, "invalid_grant", "The authorization code is invalid or expired.")
+        if doc["grant_type"] != "refresh_token":
+            return refuse(400, "unsupported_grant_type", f"{doc['grant_type']} is not supported.")
+        if not doc.get("refresh_token") or not secrets.compare_digest(
+                doc["refresh_token"].encode(), self.refresh_token.encode()):
+            return refuse(400, "invalid_grant", "The refresh token is invalid.")
+        self._ended_tokens.add(self.access_token)
+        self.access_token = secrets.token_hex(16)
+        ttl = self.access_token_ttl()
+        self.access_expires = self.clock() + ttl
+        self.grants += 1
+        return json_response({"access_token": self.access_token, "refresh_token": self.refresh_token,
+                              "expires_in": int(ttl) if float(ttl).is_integer() else ttl})
 
     # ---- reads -------------------------------------------------------------------
 
@@ -721,15 +816,14 @@ class SparkSim(Simulator):
 
     @staticmethod
     def _order_keys(orderby: str) -> list[tuple[str, bool]]:
-        keys = []
         for part in orderby.split(","):
             part = part.strip()
-            desc = part.startswith("-")
-            name = part[1:] if desc else part
-            if SEARCHABLE.get(name) not in (TEXT, STAMP):
-                raise bad_filter(f"cannot order by {name!r}")
-            keys.append((name, desc))
-        return keys
+            name = part[1:] if part.startswith("-") else part
+            if name == "Score":
+                raise SparkError(403, 1500, "Ordering by Score needs the Activity expansion, "
+                                 "which is not available to this key's role.")
+            raise bad_filter(f"cannot order by {name!r}")
+        return []
 
     def _contact(self, request: web.Request) -> Contact:
         c = self._contacts.get(request.match_info["Id"])
@@ -764,14 +858,13 @@ class SparkSim(Simulator):
                     raise SparkError(400, 1053, "Notify must be a boolean.", name)
             elif name == "OwnerId":
                 raise SparkError(400, 1053, "OwnerId may only be sent alone, to transfer a contact.", name)
-            elif name not in WRITEABLE:
-                known = name in READ_ONLY or name == "Notify"
-                why = "is not writeable" if known else "is not an attribute of contacts"
-                raise SparkError(400, 1053, f"{name} {why}.", name)
+            elif name in READ_ONLY or name == "Notify":
+                raise SparkError(400, 1053, f"{name} is not writeable.", name)
         for name in REQUIRED:
             value = d.get(name)
             if (creating or name in d) and (value is None or (isinstance(value, str) and not value.strip())):
                 raise SparkError(400, 1050, f"{name} is required.")
+        d = {k: v for k, v in d.items() if k in WRITEABLE or k == "Notify"}   # unknown: dropped
         values: dict[str, Any] = {}
         for name, value in d.items():
             if name in MAX_LEN:
@@ -838,15 +931,31 @@ class SparkSim(Simulator):
             raise SparkError(409, 1055, f"A contact with PrimaryEmail {email} already exists.")
 
     async def _h_create(self, request: web.Request) -> web.Response:
-        values, note = self._validate(await self._body(request), None)
-        self._check_unique(values["PrimaryEmail"], None)
-        now = self._now()
-        c = self._new_contact(values, now, now)
-        if note:
-            self._add_note(c, note, now)
-        self.count_create(values["PrimaryEmail"].casefold())
-        return json_response({"D": {"Success": True, "Results": [
-            {"ResourceUri": f"/v1/contacts/{c.id}", "Id": c.id}]}}, 201)
+        d = await self._body(request)
+        if set(d) == {"Contacts"}:
+            batch = d["Contacts"]
+            if not isinstance(batch, list) or not batch or not all(isinstance(x, dict) for x in batch):
+                raise SparkError(400, 1035, 'Contacts must be a list of contact objects.')
+        else:
+            batch = [d]
+        checked = [self._validate(one, None) for one in batch]
+        emails = [values["PrimaryEmail"].casefold() for values, _ in checked]
+        for values, _ in checked:
+            self._check_unique(values["PrimaryEmail"], None)
+        if len(set(emails)) < len(emails):
+            raise SparkError(409, 1055, "Two of the contacts share a PrimaryEmail.")
+        results = []
+        for values, note in checked:
+            now = self._now()
+            c = self._new_contact(values, now, now)
+            if note:
+                self._add_note(c, note, now)
+            self.count_create(values["PrimaryEmail"].casefold())
+            uri = {"ResourceUri": f"/v1/contacts/{c.id}"}
+            results.append({"uri": uri, "id": {**uri, "Id": c.id}}.get(self.create_answer))
+        if self.create_answer == "bare":
+            return json_response({"D": {"Success": True}}, 201)
+        return json_response({"D": {"Success": True, "Results": results}}, 201)
 
     async def _h_update(self, request: web.Request) -> web.Response:
         c = self._contact(request)

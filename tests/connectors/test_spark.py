@@ -15,7 +15,7 @@ from yarl import URL
 
 from migrator.connectors.base import Context
 from migrator.connectors.spark import Spark, SparkRefused
-from migrator.errors import (AuthError, ConfigError, RateLimited, RecordError, Retryable,
+from migrator.errors import (AuthError, ConfigError, CredentialExpired, RateLimited, RecordError, Retryable,
                              TokenExpired, UncertainWrite)
 from migrator.http import Request, Response
 from migrator.sandbox.base import Faults
@@ -85,7 +85,7 @@ async def test_list_request_and_unwrapped_envelope() -> None:
         await c.close()
     [(_, url, kwargs)] = calls(m, "GET")
     assert url.path == "/v1/contacts"
-    assert query(url) == {"_pagination": "1", "_limit": "25", "_page": "1", "_orderby": "Id"}
+    assert query(url) == {"_pagination": "1", "_limit": "25", "_page": "1"}   # no _orderby: the doc lists none
     assert kwargs["headers"]["Authorization"] == f"Bearer {TOKEN}"
     assert kwargs["headers"]["X-SparkApi-User-Agent"] == UA
     [page] = pages
@@ -306,7 +306,10 @@ def test_auth_codes_name_the_variables_never_the_values(code: int, status: int) 
 def test_1020_renews_a_session_but_not_a_bearer_token() -> None:
     assert isinstance(classify(session(), 401, failure(1020, "expired")), TokenExpired)
     err = classify(bearer(), 401, failure(1020, "expired"))
-    assert isinstance(err, AuthError) and "SPARK_ACCESS_TOKEN" in str(err)
+    assert isinstance(err, CredentialExpired) and err.stop and "SPARK_ACCESS_TOKEN" in str(err)
+    assert "renew" in str(err) and TOKEN not in str(err) and "\n" not in str(err)
+    refreshing = bearer(refresh_token="r", client_id="c", client_secret="s")
+    assert isinstance(classify(refreshing, 401, failure(1020, "expired")), TokenExpired)
 
 
 def test_1016_and_1017() -> None:
@@ -370,6 +373,9 @@ async def sandbox(contacts: int = 0, *, auth: str = "session", rate_limit: Any =
             settings.update(api_key=env["SPARK_API_KEY"], api_secret=env["SPARK_API_SECRET"])
         else:
             settings["access_token"] = env["SPARK_ACCESS_TOKEN"]
+        if auth == "oauth2":
+            settings.update(refresh_token=env["SPARK_REFRESH_TOKEN"], client_id=env["SPARK_CLIENT_ID"],
+                            client_secret=env["SPARK_CLIENT_SECRET"])
         c = Spark(settings, Context(role="target", concurrency=concurrency))
         await c.open()
         try:
@@ -568,3 +574,96 @@ async def test_a_large_account_and_few_records_create_optimistically_and_resolve
     assert "creates optimistically" in dedup
     assert (result.action, result.target_id, result.matched_key) == \
         ("updated", seeded["Id"], f"PrimaryEmail={seeded['PrimaryEmail']}")
+
+
+# ---- issue 17: only what the doc promises ----------------------------------------------------
+
+@pytest.mark.parametrize("answer,requests", [("id", {"create": 1}), ("uri", {"create": 1}),
+                                             ("bare", {"create": 1, "id_lookup": 1})])
+async def test_a_create_is_a_create_whatever_the_answer_names(answer: str, requests: dict) -> None:
+    async with sandbox(3, auth="bearer", create_answer=answer) as (sim, c):
+        res = await c.write("contacts", dict(DOC_POST), source_id="s1")
+        stored = {r["PrimaryEmail"]: r["Id"] for r in sim.inspect_records("contacts")}
+        assert res.action == "created" and res.matched_key is None
+        assert res.target_id == stored[DOC_POST["PrimaryEmail"]] and res.requests == requests
+        assert c.request_stats()["requests"] == requests
+        assert c.id_lookups_needed is (answer == "bare")
+
+
+def test_created_id_from_id_then_resource_uri() -> None:
+    from migrator.connectors.spark import _created_id
+    assert _created_id({"Results": [{"Id": "1", "ResourceUri": "/v1/contacts/2"}]}) == "1"
+    assert _created_id({"Results": [{"ResourceUri": "/vX/contacts/201010122342756895000000"}]}) \
+        == "201010122342756895000000"
+    assert _created_id({"Success": True}) is None
+    assert _created_id({"Results": [{"ResourceUri": "/v1/other/3"}]}) is None
+
+
+async def test_oauth2_refresh_once_for_all_in_flight_requests() -> None:
+    async with sandbox(5, auth="oauth2", limit=None, access_token_ttl=1.0, concurrency=16) as (sim, c):
+        started = time.perf_counter()
+        done = 0
+
+        async def worker(i: int) -> None:
+            nonlocal done
+            while time.perf_counter() - started < 2.3:
+                assert await c.lookup("contacts", {"PrimaryEmail": f"w{i}@example.com"}, "s") is None
+                done += 1
+                await anyio.sleep(0.005)
+
+        async with anyio.create_task_group() as tg:
+            for i in range(16):
+                tg.start_soon(worker, i)
+        stats = c.request_stats()
+    assert done > 100
+    assert 1 <= sim.grants <= 3                      # one per expiry, never one per worker
+    assert stats["token_refreshes"] == sim.grants
+    assert stats["requests"].get("auth") == sim.grants
+
+
+async def test_oauth2_refresh_token_alone_gets_the_first_access_token() -> None:
+    sim = make("spark", contacts=2, seed=11)
+    async with Sandbox({"spark": sim}):
+        env = sim.credentials()
+        c = Spark({"system": "spark", "base_url": sim.base_url, "refresh_token": env["SPARK_REFRESH_TOKEN"],
+                   "client_id": env["SPARK_CLIENT_ID"], "client_secret": env["SPARK_CLIENT_SECRET"]},
+                  Context(role="source"))
+        await c.open()
+        try:
+            assert len([r async for p in c.pages("contacts", None) for r in p.records]) == 2
+        finally:
+            await c.close()
+    assert sim.grants == 1
+
+
+async def test_a_wrong_refresh_grant_is_one_auth_line_naming_the_variables() -> None:
+    sim = make("spark", contacts=1, seed=11)
+    async with Sandbox({"spark": sim}):
+        c = Spark({"system": "spark", "base_url": sim.base_url, "refresh_token": "wrong-refresh",
+                   "client_id": sim.credentials()["SPARK_CLIENT_ID"], "client_secret": "wrong-secret"},
+                  Context(role="source"))
+        await c.open()
+        try:
+            with pytest.raises(AuthError) as e:
+                await c.info("contacts")
+        finally:
+            await c.close()
+    msg = str(e.value)
+    assert "SPARK_REFRESH_TOKEN" in msg and "wrong-secret" not in msg and "wrong-refresh" not in msg
+
+
+def test_refresh_settings_come_all_three_or_none() -> None:
+    with pytest.raises(ConfigError) as e:
+        bearer(refresh_token="r")
+    assert "SPARK_CLIENT_ID" in str(e.value) and "SPARK_CLIENT_SECRET" in str(e.value)
+
+
+async def test_an_expiring_bearer_without_refresh_stops_the_run() -> None:
+    async with sandbox(30, auth="bearer", access_token_ttl=0.3) as (sim, c):
+        await c.info("contacts")
+        await anyio.sleep(0.35)
+        with pytest.raises(CredentialExpired) as e:
+            await c.write("contacts", dict(DOC_POST), source_id="s1")
+    assert e.value.stop and "SPARK_ACCESS_TOKEN" in str(e.value)
+    assert sim.credentials()["SPARK_ACCESS_TOKEN"] not in str(e.value)
+    assert DOC_POST["PrimaryEmail"] not in {r["PrimaryEmail"] for r in sim.inspect_records("contacts")}

@@ -10,6 +10,7 @@ from typing import Any, AsyncIterator
 import aiohttp
 import orjson
 import pytest
+from yarl import URL
 
 from migrator.sandbox.base import Faults
 from migrator.sandbox.data import Dirt
@@ -41,6 +42,11 @@ def assert_error(status: int, body: dict, want_status: int, want_code: int) -> N
     assert body["D"]["Success"] is False
     assert body["D"]["Code"] == want_code
     assert isinstance(body["D"]["Message"], str) and body["D"]["Message"]
+
+
+def new_id(body: dict) -> str:
+    """The created contact's Id, from the ResourceUri the standard success response carries."""
+    return body["D"]["Results"][0]["ResourceUri"].rsplit("/", 1)[1]
 
 
 def md5(text: bytes) -> str:
@@ -110,7 +116,8 @@ async def test_post_put_get_delete_samples() -> None:
                                                    "PrimaryEmail": "mycontact@sparkplatform.com"})
         assert status == 201 and body["D"]["Success"] is True
         new = body["D"]["Results"][0]
-        assert new["ResourceUri"] == f"/v1/contacts/{new['Id']}" and len(new["Id"]) == 24
+        assert set(new) == {"ResourceUri"}, "the standard success response promises no Id"
+        assert new["ResourceUri"].startswith("/v1/contacts/") and len(new["ResourceUri"]) == 13 + 24
         status, body, _ = await call(http, "GET", new["ResourceUri"], bearer(sim))
         got = body["D"]["Results"][0]
         assert status == 200 and got["DisplayName"] == "My Contact"
@@ -202,8 +209,7 @@ async def test_dirty_seed_keeps_its_dirt_and_still_pages() -> None:
         seen = []
         for page in (1, 2):
             _, body, _ = await call(http, "GET", "/v1/contacts", bearer(sim), params={
-                "_limit": "25", "_page": str(page), "_orderby": "PrimaryEmail",
-                "_expand": "UniquePrimaryEmail"})
+                "_limit": "25", "_page": str(page), "_expand": "UniquePrimaryEmail"})
             seen += body["D"]["Results"]
         assert sorted(c["Id"] for c in seen) == sorted(c["Id"] for c in stored)
         shared = {e for e in emails if emails.count(e) > 1}
@@ -229,7 +235,7 @@ async def test_filters_and_the_display_name_wildcard_rule() -> None:
         status, body, _ = await create(http, sim, {"DisplayName": "Neddy Nederlander",
                                                    "PrimaryEmail": "Neddy@Example.com"})
         assert status == 201
-        neddy = body["D"]["Results"][0]["Id"]
+        neddy = new_id(body)
         for pattern, hit in [("Neddy*", True), ("Neder*", True), ("neder*", True), ("*lander", True),
                              ("Neddy Ned*", True), ("Nederlander", False), ("Ned Neder*", False),
                              ("neddy nederlander", True), ("Nedd", False)]:
@@ -265,7 +271,7 @@ async def test_filter_or_not_lists_tags_and_between() -> None:
                                   ("Bob Beta", "bob@example.com", ["investor", "VIP"]),
                                   ("Cy Gamma", "cy@example.com", [])]:
             _, body, _ = await create(http, sim, {"DisplayName": name, "PrimaryEmail": email, "Tags": tags})
-            ids[name.split()[0]] = body["D"]["Results"][0]["Id"]
+            ids[name.split()[0]] = new_id(body)
             await asyncio.sleep(0.005)
         ann, bob, cy = ids["Ann"], ids["Bob"], ids["Cy"]
         assert await all_ids(http, sim, {"_filter": "Tags Eq 'vip'"}) == [ann, bob]
@@ -295,7 +301,7 @@ async def test_unconnected_contacts_and_other_expansions() -> None:
         assert [c["DisplayName"] for c in body["D"]["Results"]] == ["Linked"]
         _, body, _ = await call(http, "GET", "/v1/contacts/unconnected", bearer(sim),
                                 params={"_pagination": "1"})
-        assert [c["Id"] for c in body["D"]["Results"]] == [loose["Id"]]
+        assert [c["Id"] for c in body["D"]["Results"]] == [new_id({"D": {"Results": [loose]}})]
         assert body["D"]["Pagination"]["TotalRows"] == 1
         status, _, _ = await call(http, "PUT", loose["ResourceUri"], bearer(sim),
                                   json={"D": {"RecordStatus": "Connected"}})
@@ -319,23 +325,22 @@ async def test_unconnected_contacts_and_other_expansions() -> None:
     {"_filter": "ModificationTimestamp Gt yesterday"}, {"_filter": "(PrimaryEmail Eq 'a@b.co'"},
     {"_filter": "PrimaryEmail Eq 'a@b.co' and DisplayName Eq 'x'"}, {"_filter": "DisplayName Gt 'a'"},
     {"_filter": "PrimaryEmail Eq 'unterminated"}, {"_filter": ""},
-    {"_orderby": "Bogus"}, {"_orderby": "-SecondaryEmails"}])
+    {"_orderby": "Bogus"}, {"_orderby": "-SecondaryEmails"}, {"_orderby": "Id"},
+    {"_orderby": "-DisplayName"}, {"_orderby": "ModificationTimestamp"}])
 async def test_bad_filter_or_orderby_is_1040(params: dict[str, str]) -> None:
     async with serve(contacts=2) as (sim, http):
         status, body, _ = await call(http, "GET", "/v1/contacts", bearer(sim), params=params)
         assert_error(status, body, 400, 1040)
 
 
-async def test_orderby() -> None:
+async def test_orderby_is_only_what_the_doc_lists() -> None:
+    """The doc lists one sort, ``_orderby=-Score``, under the Activity expansion (Private role)."""
     async with serve(contacts=12, seed=6) as (sim, http):
-        _, body, _ = await call(http, "GET", "/v1/contacts", bearer(sim),
-                                params={"_orderby": "-DisplayName", "_limit": "25"})
-        names = [c["DisplayName"] for c in body["D"]["Results"]]
-        assert names == sorted(names, key=str.casefold, reverse=True) and len(names) == 12
-        _, body, _ = await call(http, "GET", "/v1/contacts", bearer(sim),
-                                params={"_orderby": "ModificationTimestamp", "_limit": "25"})
-        stamps = [c["ModificationTimestamp"] for c in body["D"]["Results"]]
-        assert stamps == sorted(stamps)
+        for value in ("-Score", "Score"):
+            status, body, _ = await call(http, "GET", "/v1/contacts", bearer(sim), params={"_orderby": value})
+            assert_error(status, body, 403, 1500)
+        _, body, _ = await call(http, "GET", "/v1/contacts", bearer(sim), params={"_limit": "25"})
+        assert len(body["D"]["Results"]) == 12
 
 
 async def test_expand_notes() -> None:
@@ -375,7 +380,6 @@ OK = {"DisplayName": "Valid Person", "PrimaryEmail": "valid@example.com"}
     ({**OK, "Note": "n" * 10_001}, 1053, "Note"),
     ({**OK, "Id": "201901010056000000000000"}, 1053, "Id"),
     ({**OK, "ModificationTimestamp": "2020-01-01T00:00:00Z"}, 1053, "ModificationTimestamp"),
-    ({**OK, "Nickname": "Val"}, 1053, "Nickname"),
     ({**OK, "Organization": 42}, 1053, "Organization"),
     ({**OK, "SecondaryEmails": ["not-an-email"]}, 1053, "SecondaryEmails"),
     ({**OK, "SecondaryEmails": ["a@example.com"], "AdditionalNotificationEmails": ["b@example.com"]},
@@ -601,3 +605,98 @@ async def test_fault_token_ttl_expires_sessions() -> None:
         assert_error(status, body, 401, 1020)
         assert (await client.open())[0] == 200
         assert (await client.request("GET", "/v1/contacts"))[0] == 200
+
+
+# ---- issue 17: as strict as the doc ------------------------------------------------------
+
+DOC_POST = {"D": {"DisplayName": "My Contact", "PrimaryEmail": "mycontact@sparkplatform.com"}}
+
+
+@pytest.mark.parametrize("answer,want", [("uri", {"ResourceUri"}), ("id", {"ResourceUri", "Id"}), ("bare", None)])
+async def test_doc_post_sample_answers_the_standard_success_response(answer: str, want: set | None) -> None:
+    async with serve(create_answer=answer) as (sim, http):
+        status, body, _ = await call(http, "POST", "/v1/contacts", bearer(sim), json=DOC_POST)
+        assert status == 201 and body["D"]["Success"] is True
+        stored = sim.inspect_records("contacts")
+        assert [c["DisplayName"] for c in stored] == ["My Contact"]
+        if want is None:
+            assert body == {"D": {"Success": True}}
+        else:
+            (row,) = body["D"]["Results"]
+            assert set(row) == want and row["ResourceUri"] == f"/v1/contacts/{stored[0]['Id']}"
+
+
+async def test_the_ruby_clients_contacts_body_is_accepted() -> None:
+    async with serve() as (sim, http):
+        d = {"D": {"Contacts": [DOC_POST["D"], {"DisplayName": "Two", "PrimaryEmail": "two@example.com"}]}}
+        status, body, _ = await call(http, "POST", "/v1/contacts", bearer(sim), json=d)
+        assert status == 201 and len(body["D"]["Results"]) == 2
+        assert sorted(c["DisplayName"] for c in sim.inspect_records("contacts")) == ["My Contact", "Two"]
+        # all or nothing: one bad contact stores none
+        d = {"D": {"Contacts": [{"DisplayName": "Three", "PrimaryEmail": "three@example.com"},
+                                {"DisplayName": "No mail"}]}}
+        status, body, _ = await call(http, "POST", "/v1/contacts", bearer(sim), json=d)
+        assert_error(status, body, 400, 1050)
+        assert len(sim.inspect_records("contacts")) == 2
+
+
+async def test_unknown_keys_are_dropped_silently() -> None:
+    async with serve() as (sim, http):
+        status, body, _ = await create(http, sim, {**OK, "Nickname": "Val", "GivenNmae": "Typo"})
+        assert status == 201, body
+        (stored,) = sim.inspect_records("contacts")
+        assert "Nickname" not in stored and "GivenNmae" not in stored and stored["GivenName"] is None
+        status, body, _ = await call(http, "PUT", body["D"]["Results"][0]["ResourceUri"], bearer(sim),
+                                     json={"D": {"Bogus": 1}})
+        assert status == 200 and body == {"D": {"Success": True}}
+
+
+async def test_session_signature_covers_the_path_as_sent() -> None:
+    async with serve(contacts=1) as (sim, http):
+        client = SessionClient(sim, http)
+        await client.open()
+        # a path with a character that is sent percent-encoded: signed as sent, it is a 404
+        # (no such contact); signed decoded, the signature is wrong (1000)
+        sent, decoded = "/v1/contacts/a%20b", "/v1/contacts/a b"
+        params = {"AuthToken": client.token, "ApiSig": client.sign(sent, {})}
+        status, body, _ = await call(http, "GET", URL(sent, encoded=True).with_query(params), UA)
+        assert_error(status, body, 404, 404)
+        params = {"AuthToken": client.token, "ApiSig": client.sign(decoded, {})}
+        status, body, _ = await call(http, "GET", URL(sent, encoded=True).with_query(params), UA)
+        assert_error(status, body, 401, 1000)
+
+
+async def test_access_token_expires_and_the_refresh_grant_renews_it() -> None:
+    now = [1000.0]
+    async with serve(contacts=1, clock=lambda: now[0]) as (sim, http):
+        env = sim.credentials()
+        assert (await call(http, "GET", "/v1/contacts", bearer(sim)))[0] == 200
+        now[0] += 86400
+        status, body, _ = await call(http, "GET", "/v1/contacts", bearer(sim))
+        assert_error(status, body, 401, 1020)
+        grant = {"client_id": env["SPARK_CLIENT_ID"], "client_secret": env["SPARK_CLIENT_SECRET"],
+                 "grant_type": "refresh_token", "refresh_token": env["SPARK_REFRESH_TOKEN"]}
+        for bad, want in [({**grant, "client_secret": "x"}, (401, "invalid_client")),
+                          ({**grant, "refresh_token": "x"}, (400, "invalid_grant")),
+                          ({**grant, "grant_type": "password"}, (400, "unsupported_grant_type")),
+                          ({**grant, "grant_type": "authorization_code", "code": "c"}, (400, "invalid_grant")),
+                          ({"client_id": env["SPARK_CLIENT_ID"]}, (400, "invalid_request"))]:
+            status, body, _ = await call(http, "POST", "/v1/oauth2/grant", UA, json=bad)
+            assert (status, body["error"]) == want and body["error_description"]
+        status, body, _ = await call(http, "POST", "/v1/oauth2/grant", UA, json=grant)
+        assert status == 200 and set(body) == {"access_token", "refresh_token", "expires_in"}
+        assert body["expires_in"] == 86400 and body["refresh_token"] == env["SPARK_REFRESH_TOKEN"]
+        fresh = {**UA, "Authorization": f"OAuth {body['access_token']}"}
+        assert (await call(http, "GET", "/v1/contacts", fresh))[0] == 200
+        # the old token is over; a second grant ends the first new one too
+        status, body2, _ = await call(http, "POST", "/v1/oauth2/grant", UA, json=grant)
+        assert_error(*(await call(http, "GET", "/v1/contacts", fresh))[:2], 401, 1020)
+        assert sim.grants == 2
+
+
+async def test_access_token_lifetime_is_configurable() -> None:
+    async with serve(contacts=1, access_token_ttl=0.2) as (sim, http):
+        assert (await call(http, "GET", "/v1/contacts", bearer(sim)))[0] == 200
+        await asyncio.sleep(0.25)
+        status, body, _ = await call(http, "GET", "/v1/contacts", bearer(sim))
+        assert_error(status, body, 401, 1020)
