@@ -20,6 +20,13 @@ What shapes this module:
   fails it.
   A location that allows duplicates answers a new id instead: that stray is deleted, the
   record is written onto the match with PUT, and later merges go that way.
+- Without ``match_on`` (or for a record no index knew) the location still merges, and
+  its answer does not say so. A create is reported as a merge (``matched``) when the id
+  it answers is one this run was already given, or one the checkpoint settled another
+  record on in an earlier run of the job, or when the contact's ``dateAdded`` — the one
+  date the doc's create answer shows — is older than the answer by more than
+  ``MERGE_AGE`` (clocks compared on the server's side, by the answer's ``Date``). Records
+  sharing an e-mail or phone are created one after the other, so the first is the create.
 - Every response carries ``X-RateLimit-*``. The headers may lower the limiter (never
   raise it above the configured limit), an exhausted window pauses it, and a 429 with
   the daily budget spent is a quota to wait for, not a burst to retry.
@@ -28,6 +35,8 @@ from __future__ import annotations
 
 import math
 import time
+from collections import OrderedDict
+from email.utils import parsedate_to_datetime
 from datetime import date, datetime
 from typing import Any, AsyncIterator, Mapping
 from urllib.parse import quote
@@ -52,6 +61,8 @@ CONTACTS = "/v1/contacts/"
 CUSTOM_FIELDS = "/v1/custom-fields/"
 DEDUP_FIELDS = ("email", "phone")   # what the location merges a create on, in its order
 PLAN_READ_LIMIT = 1000   # a plan reads the location's contacts only when that costs no more
+MERGE_AGE = 60.0         # s: a contact added this long before a create's answer was there before it
+CLOCK_SKEW = 300.0       # s: allowed between our clock and the server's when it sends no Date
 NOTES_FIELD = "notes"    # the custom field (any case) a combined merge appends notes and lines to
 
 
@@ -67,6 +78,25 @@ def _int_header(headers: Mapping[str, str], name: str) -> int | None:
         return int(float(raw))
     except ValueError:
         return None
+
+
+def _server_time(headers: Mapping[str, str]) -> float:
+    """The answer's ``Date`` (the server's clock, whole seconds), else ours."""
+    try:
+        return parsedate_to_datetime(headers["Date"]).timestamp()
+    except (KeyError, TypeError, ValueError, IndexError):
+        return time.time()
+
+
+def _stamp(value: Any) -> float | None:
+    """``dateAdded`` (``2020-10-29T09:31:30.255Z``) as epoch seconds."""
+    if not isinstance(value, str):
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return moment.timestamp() if moment.tzinfo is not None else None
 
 
 def _plain(value: Any) -> Any:
@@ -107,6 +137,11 @@ class Rei(Connector):
         self._plans: dict[str, PlanState] = {}
         self._locks = KeyLocks()
         self._server_merges = True       # False once the location is seen to allow duplicates
+        # ids creates answered lately -> (dateAdded ms, the record's keys); older ones show by age
+        self._answered: OrderedDict[str, tuple[float, frozenset[str]]] = OrderedDict()
+        self._run_start: float | None = None        # the server's clock (s) at this run's first answer
+        self._earlier_runs = False                  # the checkpoint holds records settled before this run
+        self._job_streams: tuple[str, ...] = ()
         self.merge_slots = Slots(lists=frozenset({"tags"}))   # its note: the Notes custom field, if any
         auth = StaticHeaderAuth({"Authorization": f"Bearer {self.setting('api_key')}"}, API_KEY_ENV)
         self.make_http(auth=auth, classify=self._classify, observe=self._observe,
@@ -141,6 +176,8 @@ class Rei(Connector):
     def _observe(self, resp: Response) -> None:
         """Follow the server's own account of its windows, before it has to refuse."""
         h = resp.headers
+        if self._run_start is None:
+            self._run_start = _server_time(h)
         daily = _int_header(h, "X-RateLimit-Daily-Remaining")
         if daily is not None:
             self.daily_remaining = daily
@@ -344,6 +381,14 @@ class Rei(Connector):
             await self._notes_slot()
         if matched and "contacts" not in self._dedup:
             self._dedup["contacts"] = await self._start_dedup("contacts", streams)
+        self._job_streams = tuple(str(sm.name) for sm in streams
+                                  if getattr(sm, "target_stream", None) == "contacts" and getattr(sm, "name", None))
+        ckpt = self.checkpoint
+        if ckpt is not None and self._job_streams and hasattr(ckpt, "query"):
+            marks = ",".join("?" * len(self._job_streams))
+            self._earlier_runs = bool(await ckpt.query(
+                f"SELECT 1 FROM records WHERE stream IN ({marks}) AND status='done' AND run < ? LIMIT 1",
+                (*self._job_streams, ckpt.run)))
 
     async def _notes_slot(self) -> None:
         """A combined merge appends to the location's "Notes" custom field (named as the
@@ -459,8 +504,8 @@ class Rei(Connector):
         dedup = self._dedup.get(stream)
         keys = keys_of(record, dedup.fields) if dedup is not None else []
         if not keys:
-            contact = await self._create(body)
-            return WriteResult(target_id=str(contact["id"]), action="created", requests={"create": 1})
+            async with self._locks.hold(k for _, k in keys_of(record, DEDUP_FIELDS)):
+                return await self._create_new(body, record, source_id)
         assert dedup is not None
         async with self._locks.hold(k for _, k in keys):
             if dedup.index is not None:
@@ -473,11 +518,11 @@ class Rei(Connector):
                 hit = (self._matched_field(record, contact, dedup.fields), str(contact["id"])) if contact else None
                 requests = {"lookup": 1}
             if hit is None:
-                contact = await self._create(body)
-                new_id = str(contact["id"])
+                result = await self._create_new(body, record, source_id)
                 if dedup.index is not None:
-                    dedup.index.add((k, new_id) for _, k in keys)
-                return WriteResult(target_id=new_id, action="created", requests={**requests, "create": 1})
+                    dedup.index.add((k, result.target_id) for _, k in keys)
+                result.requests = {**requests, **result.requests}
+                return result
             name, matched = hit
             kept = merge_without_writing(self.on_merge, "REI Software", name, record, matched)
             if kept is not None:
@@ -502,12 +547,58 @@ class Rei(Connector):
                 return name
         return fields[0]
 
-    async def _create(self, body: dict[str, Any]) -> dict[str, Any]:
+    async def _post(self, body: dict[str, Any]) -> tuple[dict[str, Any], Response]:
         resp = await self.http.request("POST", CONTACTS, json=body, kind="create", write=True)
         contact = (resp.json() or {}).get("contact") or {}
         if not contact.get("id"):
             raise RecordError("REI Software answered the create without a contact id", status=resp.status)
-        return contact
+        return contact, resp
+
+    async def _create_new(self, body: dict[str, Any], record: Mapping[str, Any], source_id: str) -> WriteResult:
+        """A create the location may have merged: ``matched`` (with the key it shares) when
+        the answer names a contact that was there before, else ``created``."""
+        contact, resp = await self._post(body)
+        cid = str(contact["id"])
+        mine = frozenset(k for _, k in keys_of(record, DEDUP_FIELDS))
+        before = self._answered.get(cid)
+        merged = before is not None or await self._existed(contact, resp, source_id)
+        self._remember(cid, contact, resp, mine)
+        if not merged:
+            return WriteResult(cid, "created", requests={"create": 1})
+        shared = [(name, k) for name, k in keys_of(record, DEDUP_FIELDS) if before is None or k in before[1]]
+        name = (shared or [("email" if record.get("email") else "phone", "")])[0][0]
+        return WriteResult(cid, "matched", shown_key(name, record), requests={"create": 1})
+
+    async def _existed(self, contact: Mapping[str, Any], resp: Response, source_id: str) -> bool:
+        """Was the contact a create answered there before it? Its ``dateAdded`` against the
+        answer's time, then — for one added before this run — the checkpoint of the job."""
+        added = _stamp(contact.get("dateAdded"))
+        has_date = "Date" in resp.headers
+        now = _server_time(resp.headers)
+        margin = MERGE_AGE if has_date else MERGE_AGE + CLOCK_SKEW
+        if added is not None and now - added > margin:
+            return True
+        start = self._run_start if self._run_start is not None else now
+        if not self._earlier_runs or (added is not None and added >= start + 1 + (0 if has_date else CLOCK_SKEW)):
+            return False
+        marks = ",".join("?" * len(self._job_streams))
+        rows = await self.checkpoint.query(
+            f"SELECT 1 FROM records WHERE stream IN ({marks}) AND target_id=? AND status='done' "
+            f"AND source_id != ? LIMIT 1", (*self._job_streams, str(contact["id"]), source_id))
+        return bool(rows)
+
+    def _remember(self, cid: str, contact: Mapping[str, Any], resp: Response, keys: frozenset[str]) -> None:
+        """Keep the ids creates answered while their age cannot tell a merge; forget older."""
+        now = _server_time(resp.headers)
+        added = _stamp(contact.get("dateAdded"))
+        self._answered[cid] = (added if added is not None else now, keys)
+        self._answered.move_to_end(cid)
+        horizon = now - 2 * (MERGE_AGE + CLOCK_SKEW)
+        while self._answered:
+            first = next(iter(self._answered))
+            if self._answered[first][0] >= horizon:
+                break
+            del self._answered[first]
 
     async def _merge(self, matched: str, body: dict[str, Any], record: Mapping[str, Any],
                      fields: tuple[str, ...]) -> WriteResult:
@@ -515,11 +606,11 @@ class Rei(Connector):
         tags merged — unless it turns out to allow duplicates; then PUT and tags."""
         if not self._server_merges:
             return await self._put(matched, body, action="updated")
-        contact = await self._create(dict(body))
+        contact, resp = await self._post(dict(body))
         answered = str(contact["id"])
         if answered == matched:
             return WriteResult(matched, "updated", requests={"create": 1})
-        if contact.get("dateUpdated") != contact.get("dateAdded"):
+        if answered in self._answered or await self._existed(contact, resp, ""):
             # Merged into another contact: the location's match order differs from ours.
             return WriteResult(answered, "updated", requests={"create": 1})
         # A new contact: this location allows duplicates. Undo it, then update the match.
@@ -582,7 +673,8 @@ class Rei(Connector):
         self._check_stream(stream)
         if not getattr(sm, "match_on", ()):
             return WritePlanner("REI Software merges a create with a known e-mail, else phone, into that "
-                                "contact; without match_on such merges are not known before the run")
+                                "contact; without match_on such merges are not known before the run (the run reports "
+                                "each one it meets)")
         state = self._plans.get(stream)
         if state is None:
             fields = self._key_fields([sm])

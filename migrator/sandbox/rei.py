@@ -23,26 +23,45 @@ Assumptions where the doc is silent (each the plausible strict reading):
   parser does); otherwise the body counts as empty — so the doc's own curl samples, which
   send none, get the "Email or Phone are required" 422. Malformed JSON, or JSON that is
   not an object: 400 ``{"msg": "Invalid JSON body"}``.
-- Create/update accept exactly the doc's fields (its table plus its sample body):
-  firstName, lastName, name, email, phone, address1, city, state, postalCode, website,
-  timezone, dnd, tags, customField, source, dateOfBirth, country, companyName. Any other
-  key is refused, ``null`` is refused (omit a field instead), text must be a JSON string.
+- Create/update take the fields of the doc's table ("Create contact will allow this
+  fields": firstName … source) plus those its sample body sends (dateOfBirth, country;
+  the sample is cut at "View More" — postalCode, companyName, website come from
+  HighLevel's uncut sample, and the doc's list filter names "Company Name"). Any other
+  key — a misspelt field, ``assignedTo``, ``customFields`` — is **dropped silently**
+  (the doc promises nothing about unknown keys; a JSON API on express keeps what it
+  reads), so a mapping that sends one is caught by comparing what arrived, not by a 422.
+  ``null`` for a known field is refused (omit a field instead), text must be a JSON
+  string.
   ``email`` must be a syntactically valid address (``""`` included); ``phone`` must be a
   valid number (region US when no ``+``) and is stored as E.164; ``timezone`` an IANA
   name; ``country`` an ISO 3166 alpha-2 code in upper case; ``dateOfBirth`` YYYY-MM-DD;
   ``dnd`` a boolean; ``tags`` a list of non-empty strings; ``customField`` an object of
   known custom-field ids (``GET /v1/custom-fields/``, HighLevel's v1 endpoint — the REI
-  doc only says "Custom Fields endpoints") to a string, number or list of strings.
-  ``website`` is any string (the doc's own sample sends "35061").
+  doc only says "You can find it using *Custom Fields* endpoints") to a string, number or
+  list of strings. ``website`` is any string (HighLevel's sample sends "35061").
+- Answers have the doc's shapes: create, get and update ``{"contact": {...}}``; list
+  ``{"contacts": [...], "meta": {...}}`` (meta's keys from HighLevel's notes); lookup
+  ``{"contacts": [...]}`` (one list, as the doc's sample); tags ``{"tags": [...]}`` (the
+  contact's tags after the call); delete 200 with no body ("This request doesn't return
+  a response body"). A contact carries the keys the doc's samples show (id, locationId,
+  email, emailLowerCase, fingerprint, timezone, country, source, dateAdded) and the
+  writable fields; the samples are cut before anything else, so it also carries
+  ``dateUpdated`` (the list sorts by ``date_updated``), contactName, type, assignedTo —
+  none of which a connector may rely on in a write's answer: the doc shows ``dateAdded``
+  in the create answer, not ``dateUpdated``.
+- Tag calls and the workflow call drop keys other than ``tags`` / ``eventStartTime``
+  silently too.
 - ``name`` fills firstName/lastName (split at the first space) only when neither is
   given. ``contactName`` is the lower-cased full name, else the lower-cased e-mail, as
   HighLevel shows it. Tags are stored lower-cased and trimmed, without repeats.
-- Create-or-update (``allow_duplicates=False``, the default): the fields of
+- Create-or-update (the doc heads its Contact section "Contact create or update.";
+  HighLevel's notes: ``allow_duplicates=False``, the default): the fields of
   ``match_order`` (default e-mail, then phone) are tried in turn; the first that matches
   an existing contact (e-mail case-insensitively, phone as E.164) makes the create an
   update of that contact — provided fields overwrite, tags and custom fields merge — and
   a later dedup field whose value belongs to a *different* contact is ignored rather than
-  duplicated. ``merged_writes`` counts such merges; ``count_create`` runs only for real
+  duplicated. The answer is the merged contact — its id and its own (old) ``dateAdded``;
+  nothing in it says "merged" (the doc answers 200 either way). ``merged_writes`` counts such merges; ``count_create`` runs only for real
   creates. With ``allow_duplicates=True`` every create is a new record.
 - PUT is a partial update that must carry e-mail or phone (the doc's rule); its tags
   *replace* the contact's tags (HighLevel's known behaviour), its custom fields merge.
@@ -419,8 +438,8 @@ class ReiSim(Simulator):
         errors: dict[str, Any] = {}
         for key, value in body.items():
             if key not in WRITABLE:
-                errors[key] = _field_error(f'"{key}" is not allowed', "unknown")
-            elif key == "dnd":
+                continue   # dropped silently, as the platform does with keys it does not know
+            if key == "dnd":
                 if isinstance(value, bool):
                     clean[key] = value
                 else:
@@ -683,9 +702,6 @@ class ReiSim(Simulator):
         body = await self._body(request)
         if isinstance(body, web.Response):
             return body
-        extra = [k for k in body if k != "tags"]
-        if extra:
-            return json_response({k: _field_error(f'"{k}" is not allowed', "unknown") for k in extra}, 422)
         clean, errors = self._validate({"tags": body["tags"]}) if "tags" in body else ({}, {})
         if errors or not clean.get("tags"):
             return json_response(errors or {"tags": _field_error("tags is required", "required")}, 422)
@@ -739,7 +755,7 @@ class ReiSim(Simulator):
         body = await self._body(request)
         if isinstance(body, web.Response):
             return body
-        errors = {k: _field_error(f'"{k}" is not allowed', "unknown") for k in body if k != "eventStartTime"}
+        errors: dict[str, Any] = {}   # keys other than eventStartTime are dropped silently
         start = body.get("eventStartTime")
         if "eventStartTime" in body and not _aware_datetime(start):
             errors["eventStartTime"] = _field_error(

@@ -7,6 +7,7 @@ from collections import Counter
 import re
 import time
 from contextlib import asynccontextmanager
+from datetime import datetime, timezone
 from types import SimpleNamespace
 from typing import Any, AsyncIterator
 
@@ -72,13 +73,31 @@ def page_body(contacts: list[dict], after: Any, after_id: Any, total: int = 3) -
 
 # ---- unit: request shapes ---------------------------------------------------------------
 
-async def test_create_sends_bearer_json_and_custom_field_ids() -> None:
+async def test_the_docs_own_create_answer_is_a_merge_its_date_gives_away() -> None:
+    """The doc's create answer names a contact added in 2020: without match_on that is a
+    contact the location held before, merged into — reported as such, never as a create."""
     c = connector()
     await c.open()
     try:
         with aioresponses() as m:
             m.get(f"{BASE}/v1/custom-fields/", payload=CUSTOM_FIELDS)
             m.post(f"{BASE}/v1/contacts/", payload={"contact": DOC_CONTACT})
+            await c.prepare([mapping("email")])
+            res = await c.write("contacts", DOC_BODY, source_id="s1")
+        assert (res.target_id, res.action, res.matched_key) == ("ocQHyuzHvysMo5N5VsXc", "matched", "email=john@deo.com")
+        assert res.requests == {"create": 1}
+    finally:
+        await c.close()
+
+
+async def test_create_sends_bearer_json_and_custom_field_ids() -> None:
+    c = connector()
+    await c.open()
+    try:
+        with aioresponses() as m:
+            m.get(f"{BASE}/v1/custom-fields/", payload=CUSTOM_FIELDS)
+            just_now = datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+            m.post(f"{BASE}/v1/contacts/", payload={"contact": {**DOC_CONTACT, "dateAdded": just_now}})
             await c.prepare([mapping("email", "custom.Spouse Name", "custom.lead score")])
             res = await c.write("contacts", {**DOC_BODY, "tags": ["tag1", "tag2"],
                                              "custom.Spouse Name": "Value 1", "custom.lead score": "7"},
@@ -518,7 +537,9 @@ async def test_writes_merges_lookups_and_updates() -> None:
         spouse = next(f["id"] for f in sim.custom_fields if f["name"] == "Spouse Name")
         with pytest.raises(RecordError) as refused:
             await c.write("contacts", {"email": "bob@example.com", "timezone": "Mars/Olympus"}, source_id="c")
-    assert again.target_id == first.target_id and again.action == "created"
+    assert (first.action, first.matched_key) == ("created", None)
+    assert again.target_id == first.target_id
+    assert (again.action, again.matched_key) == ("matched", "email=ADA@example.com")   # the location merged it
     assert sim.merged_writes == 1
     assert by_phone == by_email == first.target_id
     ada = stored[first.target_id]
