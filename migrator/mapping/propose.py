@@ -37,11 +37,11 @@ _SYNONYMS: dict[str, tuple[str, ...]] = {
     "id": ("id", "contactid", "recordid", "externalid", "uid", "contactnumber", "kontaktid",
            "kundennummer", "identifiant", "identificador", "leadid", "personid"),
     "first_name": ("firstname", "first", "givenname", "forename", "fname", "vorname", "prenom",
-                   "nombre", "nombrepila", "primernombre"),
+                   "nombre", "nombrepila", "primernombre", "nome"),
     "middle_name": ("middlename", "middle", "additionalname", "secondname", "zweitname",
                     "deuxiemeprenom", "segundonombre"),
     "last_name": ("lastname", "last", "surname", "familyname", "lname", "nachname", "familienname",
-                  "nom", "nomdefamille", "apellido", "apellidos"),
+                  "nom", "nomdefamille", "apellido", "apellidos", "primerapellido", "cognome"),
     "full_name": ("name", "fullname", "contactname", "displayname", "contact", "nomcomplet",
                   "nombrecompleto", "vollstandigername", "kontaktname", "leadname"),
     "salutation": ("salutation", "prefix", "nameprefix", "anrede", "civilite", "tratamiento",
@@ -58,10 +58,11 @@ _SYNONYMS: dict[str, tuple[str, ...]] = {
                "telefono2", "additionalphone"),
     "phone_mobile": ("mobile", "mobilephone", "cell", "cellphone", "cellular", "mobil", "mobiltelefon",
                      "handy", "portable", "telephoneportable", "telephonemobile", "movil", "celular",
-                     "telefonomovil", "telefonocelular", "mobilenumber", "cellnumber", "mobilnummer"),
+                     "telefonomovil", "telefonocelular", "mobilenumber", "cellnumber", "mobilnummer",
+                     "cellulare", "telefonocellulare"),
     "phone_home": ("homephone", "phonehome", "privatephone", "telefonprivat", "privattelefon",
                    "telephonedomicile", "telephoneperso", "telefonocasa", "telefonoparticular",
-                   "telefonodecasa", "residencephone"),
+                   "telefonodecasa", "residencephone", "telefonofijo", "festnetz"),
     "phone_work": ("workphone", "businessphone", "officephone", "phonework", "phonebusiness",
                    "telefongeschaftlich", "telefonbuero", "telefonburo", "geschaftlichestelefon",
                    "telephonetravail", "telephonebureau", "telephoneprofessionnel", "telefonotrabajo",
@@ -73,16 +74,18 @@ _SYNONYMS: dict[str, tuple[str, ...]] = {
               "fonction", "cargo", "puesto", "occupation"),
     "street": ("street", "address", "address1", "streetaddress", "addressline1", "street1",
                "strasse", "strassehausnummer", "anschrift", "adresse", "rue", "direccion", "calle",
-               "domicilio", "mailingstreet", "homeaddress", "mailingaddress", "propertyaddress"),
+               "domicilio", "mailingstreet", "homeaddress", "mailingaddress", "propertyaddress", "indirizzo",
+               "calleynumero"),
     "city": ("city", "town", "locality", "ort", "stadt", "wohnort", "ville", "ciudad", "localidad",
-             "poblacion", "mailingcity"),
+             "poblacion", "mailingcity", "citta"),
     "state": ("state", "region", "province", "stateprovince", "stateregion", "bundesland", "provincia",
               "estado", "etat", "mailingstate", "st"),
     "zip": ("zip", "zipcode", "postalcode", "postcode", "plz", "postleitzahl", "codepostal", "cp",
-            "codigopostal", "mailingzip", "mailingpostalcode", "zippostalcode"),
+            "codigopostal", "mailingzip", "mailingpostalcode", "zippostalcode", "cap"),
     "country": ("country", "land", "pays", "pais", "countryregion", "mailingcountry"),
     "birthday": ("birthday", "birthdate", "dateofbirth", "dob", "geburtstag", "geburtsdatum",
-                 "anniversaire", "datedenaissance", "fechadenacimiento", "cumpleanos", "nacimiento"),
+                 "anniversaire", "datedenaissance", "fechadenacimiento", "cumpleanos", "nacimiento",
+                 "fechacumpleanos", "datanascita", "compleanno"),
     "anniversary": ("anniversary", "jahrestag", "hochzeitstag", "weddinganniversary",
                     "homeanniversary", "homepurchaseanniversary", "closinganniversary",
                     "anniversairedemariage", "aniversario", "closedate"),
@@ -108,6 +111,9 @@ _HOME_WORDS = ("home", "private", "personal", "privat", "privee", "domicile", "p
                "particular", "residence", "mailing", "main", "primary")
 _PART_CONCEPTS = ("street", "city", "state", "zip", "country")
 _NOISE = ("value", "address", "1", "0")  # "E-mail 1 - Value", "Home Address Street"
+# Words that say nothing of the meaning: "Mobile Phone Number", "Teléfono de la oficina".
+_FILLER = ("number", "nummer", "numero", "no", "nr", "num", "de", "del", "la", "le", "di", "y", "of",
+           "the", "du", "des", "der", "die", "das", "el")
 
 _SYN_INDEX = {word: concept for concept, words in _SYNONYMS.items() for word in words}
 _SALUTATIONS = {"mr", "mrs", "ms", "miss", "dr", "prof", "herr", "frau", "m", "mme", "mlle", "sr",
@@ -290,7 +296,10 @@ def _by_name(header: str) -> tuple[str | None, str]:
             qualifier = "home"
         else:
             rest.append(w)
-    for cut in (rest, [w for w in rest if w not in _NOISE]):
+    plain = [w for w in rest if w not in _FILLER]
+    for cut in (rest, [w for w in rest if w not in _NOISE], plain, [w for w in plain if w not in _NOISE]):
+        if not cut:
+            continue
         key = _key(cut)
         concept = _SYN_INDEX.get(key)
         if concept is None:
