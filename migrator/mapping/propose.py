@@ -426,7 +426,7 @@ _TABLES: dict[str, tuple[str, dict[str, tuple[str, ...]]]] = {
         "firstName": ("first_name",), "lastName": ("last_name",), "email": ("email",),
         "phone": ("phone_mobile", "phone", "phone_home", "phone_work", "phone2"),
         "companyName": ("company",), "address1": ("street",), "city": ("city",), "state": ("state",),
-        "postalCode": ("zip",), "country": ("country",), "dateOfBirth": ("birthday",),
+        "postalCode": ("zip",), "dateOfBirth": ("birthday",),
         "source": ("source",), "website": ("website",), "tags": ("tags",)}),
     "brokerkit": ("leads", {
         "first_name": ("first_name",), "last_name": ("last_name",), "email": ("email",),
@@ -608,6 +608,15 @@ def propose(header: Sequence[str], rows: Sequence[dict[str, Any]], target: str,
         add(Choice(fname, (g.column,), g.column, (), why, "medium" if unknown else g.confidence,
                    extra={"map": table_ or dict(list(words.items())[:5]), "default": default}), [g.column])
 
+    if target == "rei" and "country" in by_concept:
+        g = by_concept["country"]
+        values = sorted({str(r.get(g.column)).strip() for r in rows if str(r.get(g.column) or "").strip()})
+        table_ = {v: _alpha2(v) for v in values if _alpha2(v)}
+        unknown = [v for v in values if not _alpha2(v)]
+        why = g.why + "; REI takes ISO 3166 alpha-2 codes" + (
+            f"; values the table does not know ({', '.join(unknown[:5])}) are left out" if unknown else "")
+        add(Choice("country", (g.column,), g.column, (), why, "medium" if unknown else g.confidence,
+                   on_error_drop=True, extra={"map": table_ or {"United States": "US"}}), [g.column])
     id_guess = by_concept.get("id")
     id_column = id_guess.column if id_guess else None
     if id_column:
@@ -620,6 +629,20 @@ def propose(header: Sequence[str], rows: Sequence[dict[str, Any]], target: str,
     choices.sort(key=lambda c: order.get(c.target, len(order)))
     return Proposal(target, "contacts", stream, id_column, tuple(choices), tuple(guesses), unmapped,
                     empty, match_on)
+
+
+_US_NAMES = {"us", "usa", "u s", "u s a", "united states", "united states of america", "america",
+             "etats unis", "estados unidos", "vereinigte staaten", "stati uniti"}
+
+
+def _alpha2(value: str) -> str | None:
+    """An ISO 3166 alpha-2 code for a country value: a code as it is, the US by its names."""
+    words = " ".join(_words(value))
+    if words in _US_NAMES:
+        return "US"
+    if len(value.strip()) == 2 and value.strip().isalpha():
+        return value.strip().upper()
+    return None
 
 
 def _left(g: ColumnGuess) -> ColumnGuess:

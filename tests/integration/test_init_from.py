@@ -55,3 +55,24 @@ def test_bad_from_files_get_one_line_and_exit_2(tmp):
     assert bad.returncode == 2 and "bad.jsonl:2" in bad.stderr
     wrong = run_cli("init", "realvolve", "rei", "--from", str(tmp / "empty.csv"), "--out", str(tmp / "d"))
     assert wrong.returncode == 2 and "--from reads a CSV or JSONL export" in wrong.stderr
+
+
+def test_a_salesforce_like_export_lands_in_the_rei_sandbox(tmp):
+    from migrator.sandbox.server import SandboxThread, make
+
+    src = write(tmp / "sf.csv", "salesforce", 30)
+    res = run_cli("init", "csv", "rei", "--from", str(src), "--out", str(tmp / "j"))
+    assert res.returncode == 0, res.stderr
+    with SandboxThread({"rei": make("rei", contacts=0, seed=3, limit=None)}) as sb:
+        env = sb.env()
+        val = run_cli("validate", str(tmp / "j" / "job.yaml"), "--no-progress", env=env, cwd=tmp)
+        assert val.returncode == 0, val.stderr
+        run = run_cli("run", str(tmp / "j" / "job.yaml"), "--no-progress", env=env, cwd=tmp)
+        assert run.returncode == 0, run.stderr
+        got = sb.call(lambda: sb["rei"].inspect_records("contacts"))
+    people = {p["Email"].lower(): p for p in as_records("salesforce", 30)}
+    assert len(got) == 30 and {g["email"] for g in got} == set(people)
+    for g in got:
+        p = people[g["email"]]
+        assert (g["firstName"], g["lastName"], g["companyName"]) == (p["First Name"], p["Last Name"], p["Account Name"])
+        assert len(g["state"]) == 2 and g["postalCode"][:5] == p["Mailing Zip/Postal Code"][:5]
