@@ -280,13 +280,15 @@ _EXPECTED = {"email": "email", "email2": "email", "phone": "phone", "phone2": "p
 _SHAPE_CONCEPT = {"email": "email", "phone": "phone"}
 
 
-def _by_name(header: str) -> tuple[str | None, str]:
+def _by_name(header: str) -> str | None:
+    """The concept a header names: the whole header as a synonym, else without its home/work
+    qualifier, its noise ("1 - Value") and its filler words ("Number", "de la")."""
     words = _words(header)
     if not words:
-        return None, ""
+        return None
     whole = _key(words)
     if whole in _SYN_INDEX:
-        return _SYN_INDEX[whole], f"its name '{header}'"
+        return _SYN_INDEX[whole]
     qualifier = None
     rest = []
     for w in words:
@@ -315,25 +317,21 @@ def _by_name(header: str) -> tuple[str | None, str]:
                 concept = "work_street"
         elif qualifier == "home" and concept in ("phone", "phone2"):
             concept = "phone_home"
-        return concept, f"its name '{header}'"
-    return None, ""
+        return concept
+    return None
 
 
 def classify(header: Sequence[str], rows: Sequence[dict[str, Any]]) -> list[ColumnGuess]:
     """What each column means, from its name and its values. Columns that name the same
     concept twice (two "E-mail" columns) take the next free slot (email2, phone2), else stay
     unmapped; a concept is never read from two columns."""
-    guesses: list[ColumnGuess] = []
     taken: set[str] = set()
     pending: list[tuple[str, list[str], str | None, str | None]] = []
     for col in header:
         values = [str(r.get(col)).strip() for r in rows
                   if r.get(col) not in (None, "") and not isinstance(r.get(col), (dict, list))
                   and str(r.get(col)).strip()]
-        shape = _shape(values)
-        concept, why = _by_name(col)
-        pending.append((col, values, shape, concept))
-        del why
+        pending.append((col, values, _shape(values), _by_name(col)))
     # name matches first (in column order), then shapes fill what is left
     out: dict[str, ColumnGuess] = {}
     for col, values, shape, concept in pending:
@@ -377,9 +375,7 @@ def classify(header: Sequence[str], rows: Sequence[dict[str, Any]]) -> list[Colu
         why = (f"its values look like {shape.replace('_', ' ')}s, but its name '{col}' does not say "
                "whose" if shape else "neither its name nor its values say what it holds")
         out[col] = ColumnGuess(col, None, why, "low", shape)
-    for col in header:
-        guesses.append(out[col])
-    return guesses
+    return [out[col] for col in header]
 
 
 _NEXT = {"email": ("email", "email2"), "email2": ("email2",),
