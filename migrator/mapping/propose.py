@@ -331,7 +331,8 @@ def classify(header: Sequence[str], rows: Sequence[dict[str, Any]]) -> list[Colu
         values = [str(r.get(col)).strip() for r in rows
                   if r.get(col) not in (None, "") and not isinstance(r.get(col), (dict, list))
                   and str(r.get(col)).strip()]
-        pending.append((col, values, _shape(values), _by_name(col)))
+        # a column with no name cannot be named by a path: it is listed, never mapped
+        pending.append((col, values, _shape(values) if col.strip() else None, _by_name(col)))
     # name matches first (in column order), then shapes fill what is left
     out: dict[str, ColumnGuess] = {}
     for col, values, shape, concept in pending:

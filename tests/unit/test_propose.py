@@ -97,3 +97,10 @@ def test_spark_gets_the_outlook_fields_a_person_would_give_it():
     assert by["WorkPostalCode"] == ("Business Postal Code",) and by["Salutation"] == ("Title",)
     assert by["Position"] == ("Job Title",) and by["Tags"] == ("Categories",)
     assert "Web Page" in {g.column for g in p.unmapped}     # Spark has no website field
+
+
+def test_a_column_without_a_name_is_listed_never_mapped():
+    data = [{"": f"p{i}@example.com", "Email": f"q{i}@example.com"} for i in range(5)]
+    p = propose(["", "Email"], data, "jsonl")
+    assert [c.columns for c in p.choices] == [("Email",)]
+    assert [g.column for g in p.unmapped] == [""]
