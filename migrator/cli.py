@@ -294,11 +294,20 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--no-progress", action="store_true", help="never show progress bars")
     from .resources import init_names
     sources, targets = init_names()
-    i = command("init", "write a starter job file and mapping for a pair of systems",
-                "migrator init realvolve rei --out my-job", "migrator init realeflow-csv spark --out my-job")
-    i.add_argument("source", help=f"where the data comes from: {', '.join(sources)}")
-    i.add_argument("target", help=f"where it goes: {', '.join(targets)}")
+    i = command("init", "write a starter job file and mapping for a pair of systems, or propose a mapping "
+                "from any CRM's CSV or JSONL export (--from)",
+                "migrator init realvolve rei --out my-job", "migrator init realeflow-csv spark --out my-job",
+                "migrator init csv rei --from old-crm-export.csv --out my-job",
+                "migrator init jsonl spark --from contacts.jsonl --sample 2000 --out my-job")
+    i.add_argument("source", help=f"where the data comes from: {', '.join(sources)}; "
+                                  "with --from: csv or jsonl")
+    i.add_argument("target", help=f"where it goes: {', '.join(targets)} (with --from also csv, jsonl)")
     i.add_argument("--out", default=".", help="folder for the job and mapping files (default: here)")
+    i.add_argument("--from", dest="source_file", metavar="FILE",
+                   help="an export from any CRM: read its header and first rows, detect its encoding "
+                        "and delimiter, and propose a mapping (each field says why and how sure)")
+    i.add_argument("--sample", type=int, default=500, metavar="N",
+                   help="with --from: how many rows to read for the guess (default 500)")
     return p
 
 

@@ -79,13 +79,59 @@ def render_job(source: str, target: str) -> str:
     return "\n".join(head + body)
 
 
+def _target_lines(target: str) -> tuple[list[str], list[str]]:
+    """The target block of a job from ``--from``: a file next to the job, or a CRM's block."""
+    if target in ("csv", "jsonl"):
+        return ["target:", f"  system: {target}", f"  path: out.{target}"], []
+    return _block("target", target)
+
+
+def init_from(args: argparse.Namespace, source: str, target: str) -> int:
+    """``init csv|jsonl TARGET --from FILE``: a job and a mapping proposed from the file itself."""
+    from .init_from import proposal_for, render_job as render_file_job, render_mapping
+
+    if source not in ("csv", "jsonl"):
+        raise UserError(f"--from reads a CSV or JSONL export: use  migrator init csv {target} --from FILE"
+                        f"  (not {source})")
+    _, targets = init_names()
+    if target not in (*targets, "csv", "jsonl"):
+        raise UserError(f"unknown target '{target}'; targets: {', '.join([*targets, 'csv', 'jsonl'])}")
+    if args.sample < 1:
+        raise UserError(f"--sample must be at least 1 (got {args.sample})")
+    path = Path(args.source_file).resolve()
+    proposal, settings = proposal_for(path, source, target, args.sample)
+    out = Path(args.out)
+    job, mapping = out / "job.yaml", out / "mapping.yaml"
+    for p in (job, mapping):
+        if p.exists():
+            raise UserError(f"{p} exists already; choose another --out folder")
+    target_lines, help_lines = _target_lines(target)
+    out.mkdir(parents=True, exist_ok=True)
+    job.write_text(render_file_job(source, target, path, settings, proposal.id_column, target_lines, help_lines),
+                   encoding="utf-8")
+    mapping.write_text(render_mapping(proposal, source, path.name), encoding="utf-8")
+    mapped = len(proposal.columns) - len(proposal.unmapped)
+    print(f"wrote {job} and {mapping}: {mapped} of {len(proposal.columns)} columns mapped"
+          f" ({settings.get('encoding')}"
+          + (f", delimiter {settings['delimiter']!r}" if "delimiter" in settings else "") + ")", file=sys.stderr)
+    for g in proposal.unmapped:
+        print(f"  not mapped: {g.column!r} ({g.why})", file=sys.stderr)
+    print(f"next: read {mapping} (each field says why and how sure), then  migrator validate {job}",
+          file=sys.stderr)
+    return 0
+
+
 def init(args: argparse.Namespace) -> int:
     source, target = args.source.lower(), args.target.lower()
+    if getattr(args, "source_file", None):
+        return init_from(args, source, target)
     mapping = mapping_file(source, target)
     if not mapping.exists():
         sources, targets = init_names()
+        hint = (f"; to have one proposed from your file:  migrator init {source} {target} --from FILE"
+                if source in ("csv", "jsonl") else "")
         raise UserError(f"no shipped mapping for {source} -> {target}; sources: {', '.join(sources)}; "
-                        f"targets: {', '.join(targets)}")
+                        f"targets: {', '.join(targets)}{hint}")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     job, copy = out / "job.yaml", out / "mapping.yaml"
