@@ -175,3 +175,15 @@ def test_who_reads_each_vendors_names():
     assert who({"firstName": "Bo", "lastName": "Ek", "email": "b@x.com"}) == ("Bo Ek", "b@x.com")
     assert who({"Full Name": "Dee Du", "E-mail": "d@x.com"}) == ("Dee Du", "d@x.com")
     assert who(None) == ("", "")
+
+
+def test_retry_says_why_it_reads_the_whole_source(tmp_path, monkeypatch, capsys):
+    """A source with no read by id (Realeflow): one line saying so, then the same records retried."""
+    with ThreadPair(tmp_path, "realeflow", "rei", n=25, concurrency=4) as pair:
+        cli(pair, monkeypatch, capsys, "run")
+        failed = failed_ids(pair)
+        assert failed, "the seeded dirt should fail some contacts"
+        code, err = cli(pair, monkeypatch, capsys, "retry")
+        lines = [line for line in err.splitlines() if "retry reads all of" in line]
+        assert lines == [f"note: retry reads all of contacts to find its {len(failed)} records to retry: "
+                         "realeflow has no way to read one contacts record by its id"], err
