@@ -7,7 +7,6 @@ import re
 import signal
 import stat
 import threading
-from pathlib import Path
 
 import orjson
 import pytest
