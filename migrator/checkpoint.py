@@ -59,6 +59,12 @@ CREATE TABLE IF NOT EXISTS placements (
     PRIMARY KEY (stream, source_id)) WITHOUT ROWID;
 -- What was sent for a record a target cannot read back (Brokerkit), by natural key,
 -- so that a later record with that key is combined with it. Only records with a key.
+-- Who a failed record is and what was wrong, for the failures file: the name and e-mail
+-- as the source holds them and an excerpt of the offending value. Written only on a
+-- failure; read only joined with a record still failed.
+CREATE TABLE IF NOT EXISTS failure_context (
+    stream TEXT NOT NULL, source_id TEXT NOT NULL, value TEXT, name TEXT, email TEXT,
+    PRIMARY KEY (stream, source_id)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS sent_records (
     stream TEXT NOT NULL, key TEXT NOT NULL, body TEXT NOT NULL,
     PRIMARY KEY (stream, key)) WITHOUT ROWID;
@@ -179,7 +185,13 @@ class Checkpoint:
                     (stream, source_id, target_id, action, matched_key, int(uncertain), self.run, time.time()))
 
     def failed(self, stream: str, source_id: str, error: str, *, field: str | None = None,
-               rule: str | None = None, uncertain: bool = False) -> None:
+               rule: str | None = None, uncertain: bool = False,
+               context: tuple[str, str, str] | None = None) -> None:
+        """``context``: ``(value excerpt, name, email)`` for the failures file."""
+        if context is not None:
+            self._queue("INSERT INTO failure_context VALUES (?, ?, ?, ?, ?) ON CONFLICT (stream, source_id) "
+                        "DO UPDATE SET value=excluded.value, name=excluded.name, email=excluded.email",
+                        (stream, source_id, *context))
         self._queue("INSERT INTO records (stream, source_id, status, error, field, rule, uncertain, run, updated) "
                     "VALUES (?, ?, 'failed', ?, ?, ?, ?, ?, ?) ON CONFLICT (stream, source_id) "
                     "DO UPDATE SET status='failed', error=excluded.error, field=excluded.field, rule=excluded.rule, "
@@ -317,6 +329,14 @@ class Checkpoint:
                     (stream, *chunk)))
             return out
         return await self._read(q)
+
+    async def to_retry(self, stream: str) -> list[str]:
+        """Source ids ``retry`` writes again: failed, and left pending or in flight by an
+        interrupted run."""
+        rows = await self._read(lambda: self._conn.execute(
+            "SELECT source_id FROM records WHERE stream=? AND status IN ('failed', 'pending', 'inflight') "
+            "ORDER BY source_id", (stream,)).fetchall())
+        return [r[0] for r in rows]
 
     async def query(self, sql: str, args: tuple = ()) -> list[tuple]:
         return await self._read(lambda: self._conn.execute(sql, args).fetchall())

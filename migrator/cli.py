@@ -42,6 +42,11 @@ def cmd_run(args: argparse.Namespace, mode: str, job: Any = None) -> int:
     from . import plan as planning
 
     job = load_job(args.job) if job is None else job
+    if mode == "retry":
+        nothing = nothing_to_retry(job)
+        if nothing:
+            print(nothing, file=sys.stderr)
+            return EXIT_OK
     if getattr(args, "stop_at_quota", False):
         job.stop_at_quota = True
     if getattr(args, "on_merge", None):
@@ -78,8 +83,12 @@ def cmd_run(args: argparse.Namespace, mode: str, job: Any = None) -> int:
     csv_path = report_paths(job, mode)[1]
     if outcome.interrupted or outcome.stopped_reason:
         why = outcome.stopped_reason or "interrupted"
-        print(f"{why}. Everything settled so far is in {job.checkpoint}.\n"
-              f"Resume with:  migrator run {args.job}", file=sys.stderr)
+        if mode == "validate":  # nothing was kept: it starts over
+            print(f"{why}. validate keeps nothing; run it again with:  migrator validate {args.job}",
+                  file=sys.stderr)
+        else:
+            print(f"{why}. Everything settled so far is in {job.checkpoint}.\n"
+                  f"Resume with:  migrator {mode} {args.job}", file=sys.stderr)
         return EXIT_INTERRUPTED
     failed = outcome.total("failed")
     if plan_only:
@@ -97,6 +106,24 @@ def cmd_run(args: argparse.Namespace, mode: str, job: Any = None) -> int:
               file=sys.stderr)
         return EXIT_FAILED
     return EXIT_OK
+
+
+def nothing_to_retry(job: Any) -> str | None:
+    """What ``retry`` says, before reading anything, when no record is left to write
+    again (none failed, none left pending by an interruption); None when some are."""
+    from .checkpoint import read_only
+
+    conn = read_only(job.checkpoint)
+    try:
+        counts = dict(conn.execute("SELECT status, count(*) FROM records GROUP BY status").fetchall())
+        unfinished = conn.execute("SELECT count(*) FROM cursors WHERE finished=0").fetchone()[0]
+    finally:
+        conn.close()
+    if any(counts.get(s) for s in ("failed", "pending", "inflight")):
+        return None
+    done = ", ".join(f"{counts[s]} {s}" for s in ("done", "skipped") if counts.get(s)) or "no records"
+    rest = (f"; the run did not finish: resume it with  migrator run {job.path}" if unfinished else "")
+    return f"nothing to retry: no record failed ({done}){rest}"
 
 
 def cmd_status(args: argparse.Namespace) -> int:

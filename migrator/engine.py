@@ -33,8 +33,9 @@ from .errors import QuotaExhausted, RecordError, Retryable, SourceError, Uncerta
 from .mapping import Ref
 from .mapping.fill import FillCounter, dead_lines
 from .plan import feed
-from .protocols import Page, Record
-from .schema import Violation
+from .identity import value_excerpt
+from .protocols import Page, Record, StreamInfo
+from .schema import Violation, excerpt
 
 READ_AHEAD = 2  # pages fetched ahead of the writers
 
@@ -49,6 +50,7 @@ class Item:
     data: dict[str, Any]
     uncertain: bool = False
     marked: bool = False   # already durable as in flight (see Engine._marker)
+    raw: dict[str, Any] | None = None   # the source record: who it is, should it fail
 
 
 @dataclass
@@ -71,6 +73,7 @@ class Outcome:
     ended: float = 0.0
     interrupted: bool = False
     stopped_reason: str | None = None
+    run: int | None = None   # the checkpoint's run number (run, retry): names this run's report
     source_requests: dict[str, Any] = field(default_factory=dict)
     target_requests: dict[str, Any] = field(default_factory=dict)
 
@@ -108,7 +111,7 @@ class Engine:
                  progress: bool | None = None, since: str | None = None,
                  accept_mapping_change: bool = False,
                  out: Callable[[str], None] | None = None,
-                 sink: Callable[[str, str, str, str, str], None] | None = None,
+                 sink: Callable[..., None] | None = None,
                  stop_after: int | None = None, server: bool = False,
                  planners: dict[str, Any] | None = None):
         self.job = job
@@ -134,7 +137,8 @@ class Engine:
         self.accept_mapping_change = accept_mapping_change
         self.ckpt: Checkpoint | None = None
         self.out = out or (lambda s: print(s, file=sys.stderr))
-        self.sink = sink  # (stream, source_id, field, rule, message) for each failure, as it happens
+        # (stream, source_id, field, rule, message, value=, name=, email=) per failure, as it happens
+        self.sink = sink
         self.stop_after = stop_after  # behave as if Ctrl-C came after this many writes (demo, tests)
         self._written = 0
         self._cheap_lookup = bool(getattr(self.target, "cheap_lookup", False))
@@ -152,6 +156,7 @@ class Engine:
                 self.ckpt = await Checkpoint.open(
                     self.job.checkpoint, job_id=self.job.job_id, mapping_digest=self.job.mapping.digest,
                     accept_mapping_change=self.accept_mapping_change, mode=self.mode)
+                outcome.run = self.ckpt.run
             await self.source.open()
             for c in (self.source, self.target):  # a quota wait is told on the progress line; Ctrl-C ends it
                 c.watch_waits(self.out, lambda: self._stopping)
@@ -221,7 +226,20 @@ class Engine:
 
     # ---- one stream ----------------------------------------------------------------
     async def _stream(self, sm, result: StreamResult) -> None:
-        info = await self.source.info(sm.source_stream)
+        reader = None
+        if self.mode == "retry" and self.ckpt is not None:
+            ids = await self.ckpt.to_retry(sm.name)
+            if not ids:
+                return  # nothing of this stream to retry: not read at all
+            why = self.source.cannot_read_by_id(sm.source_stream)
+            if why is None:
+                reader = self.source.read_records(sm.source_stream, ids)
+                info = StreamInfo(sm.source_stream, total=len(ids))
+            else:
+                self.out(f"note: retry reads all of {sm.source_stream} to find its {len(ids)} records "
+                         f"to retry: {why}")
+        if reader is None:
+            info = await self.source.info(sm.source_stream)
         result.total, result.notice = info.total, info.notice
         if self.mode in ("run", "validate"):
             result.fill = FillCounter.for_stream(sm)
@@ -259,7 +277,8 @@ class Engine:
                     feed.close()
             receive.close()
             try:
-                completed_reading = await self._read(sm, schema, cursor, send, pages, result, bar, unsettled)
+                completed_reading = await self._read(sm, schema, cursor, send, pages, result, bar, unsettled,
+                                                     reader)
             finally:
                 send.close()
         if self.ckpt is not None:
@@ -276,7 +295,8 @@ class Engine:
         return bar
 
     async def _read(self, sm, schema, cursor: Any, send: MemoryObjectSendStream[Any],
-                    pages: _Pages, result: StreamResult, bar, unsettled: set[str] | None = None) -> bool:
+                    pages: _Pages, result: StreamResult, bar, unsettled: set[str] | None = None,
+                    reader: Any = None) -> bool:
         """Fetch pages in a task of their own, READ_AHEAD pages ahead of the writers, so
         reading and writing overlap; sort each page, then hand its work to the writers."""
         seq = 0
@@ -287,7 +307,8 @@ class Engine:
             # aclosing: a source generator may hold a task group across its yields; it
             # must be closed in this task, never left to the garbage collector.
             seen_cursors: set[bytes] = set()
-            async with fetched_send, aclosing(self.source.pages(sm.source_stream, cursor)) as source_pages:
+            source = reader if reader is not None else self.source.pages(sm.source_stream, cursor)
+            async with fetched_send, aclosing(source) as source_pages:
                 async for page in source_pages:
                     if self._stopping:
                         return
@@ -379,7 +400,7 @@ class Engine:
             elif self.mode == "retry":
                 continue
             if rec.error is not None or rec.data is None:
-                self._fail(result, sid, rec.error or "unreadable record", "source", "parse")
+                self._fail(result, sid, rec.error or "unreadable record", "source", "parse", raw=rec.data)
                 continue
             mapped = sm.apply(rec.data)
             if mapped.skipped is not None:
@@ -393,7 +414,8 @@ class Engine:
             if problems:
                 counts["invalid"] += 1
                 msg = "; ".join(f"{p.field}: {p.message}" for p in problems)
-                self._fail(result, sid, msg, problems[0].field, problems[0].rule, problems=problems)
+                self._fail(result, sid, msg, problems[0].field, problems[0].rule, problems=problems,
+                           raw=rec.data)
                 continue
             candidates.append((rec, mapped.data, uncertain))
         if self.mode == "validate" and self.planners:
@@ -403,7 +425,7 @@ class Engine:
             return []
         if sm.refs and candidates:
             candidates = await self._resolve_refs(sm, candidates, result)
-        return [Item(0, rec.source_id, data, uncertain) for rec, data, uncertain in candidates]
+        return [Item(0, rec.source_id, data, uncertain, raw=rec.data) for rec, data, uncertain in candidates]
 
     async def _resolve_refs(self, sm, candidates, result: StreamResult):
         wanted: dict[str, set[str]] = {}
@@ -428,7 +450,7 @@ class Engine:
                 fname, ref = missing
                 self._fail(result, rec.source_id,
                            f"{ref.stream} record {ref.source_id} was not migrated, so this cannot link to it",
-                           fname, "ref")
+                           fname, "ref", raw=rec.data, value=ref.source_id)
                 continue
             kept.append((rec, data, uncertain))
         return kept
@@ -441,14 +463,23 @@ class Engine:
             ex.append(sid)
 
     def _fail(self, result: StreamResult, sid: str, message: str, fieldname: str | None, rule: str, *,
-              problems: list[Violation] | None = None, uncertain: bool = False) -> None:
+              problems: list[Violation] | None = None, uncertain: bool = False,
+              raw: dict[str, Any] | None = None, value: Any = None) -> None:
+        """``raw``: the source record, for who it is; ``value``: what was wrong, when the
+        problems (which carry their own excerpts) do not say."""
         result.counts["failed"] += 1
-        for p in problems or [Violation(fieldname or "record", rule, message, "")]:
+        who = getattr(self.source, "who", None)
+        name, email = who(result.stream, raw) if who is not None and raw is not None else ("", "")
+        shown = "" if value is None else excerpt(value)
+        for p in problems or [Violation(fieldname or "record", rule, message, shown)]:
             self._note(result, p.field, p.rule, p.message, sid)
             if self.sink is not None:
-                self.sink(result.stream, sid, p.field, p.rule, p.message)
+                self.sink(result.stream, sid, p.field, p.rule, p.message,
+                          value=value_excerpt(p.field, p.excerpt), name=name, email=email)
         if self.ckpt is not None:
-            self.ckpt.failed(result.stream, sid, message, field=fieldname, rule=rule, uncertain=uncertain)
+            first = problems[0].excerpt if problems else shown
+            self.ckpt.failed(result.stream, sid, message, field=fieldname, rule=rule, uncertain=uncertain,
+                             context=(value_excerpt(fieldname, first), name, email))
 
     def _postfix(self, bar, result: StreamResult) -> None:
         c = result.counts
@@ -558,7 +589,8 @@ class Engine:
             await self.target.write(sm.target_stream, item.data, source_id=item.source_id)
         except RecordError as e:
             result.counts["invalid"] += 1
-            self._fail(result, item.source_id, e.reason, e.field, "server")
+            self._fail(result, item.source_id, e.reason, e.field, "server", raw=item.raw,
+                       value=item.data.get(e.field) if e.field else None)
             return
         result.counts["valid"] += 1
 
@@ -580,7 +612,7 @@ class Engine:
                     return
             elif self.job.on_uncertain == "skip":
                 result.counts["uncertain"] += 1
-                self._fail(result, sid, UNCERTAIN_SKIP, None, "uncertain", uncertain=True)
+                self._fail(result, sid, UNCERTAIN_SKIP, None, "uncertain", uncertain=True, raw=item.raw)
                 return
             else:
                 uncertain = True
@@ -592,7 +624,8 @@ class Engine:
             try:
                 res = await target.write(tstream, item.data, source_id=sid)
             except RecordError as e:
-                self._fail(result, sid, e.reason, e.field, e.rule)
+                self._fail(result, sid, e.reason, e.field, e.rule, raw=item.raw,
+                           value=item.data.get(e.field) if e.field else None)
                 return
             except UncertainWrite as e:
                 if target.can_lookup(tstream):
@@ -605,7 +638,7 @@ class Engine:
                     result.counts["uncertain"] += 1
                     self._fail(result, sid, f"{e}; the target has no lookup, so it may or may not "
                                "hold this record — check it, then `migrator retry`", None, "uncertain",
-                               uncertain=True)
+                               uncertain=True, raw=item.raw)
                     return
                 uncertain = True
                 continue
@@ -613,7 +646,7 @@ class Engine:
                 raise
             except Retryable as e:
                 self._fail(result, sid, f"{e} (gave up after retries; `migrator retry` tries again)",
-                           None, "transient")
+                           None, "transient", raw=item.raw)
                 return
             crashpoints.reached("written")
             if res.placements:   # what a combined merge put where: committed with its done
@@ -621,7 +654,7 @@ class Engine:
             await self._done(result, stream, sid, res.target_id, res.action, res.matched_key, uncertain)
             return
         self._fail(result, sid, "the write's outcome stayed unknown after several attempts",
-                   None, "uncertain", uncertain=True)
+                   None, "uncertain", uncertain=True, raw=item.raw)
 
     async def _lookup(self, tstream: str, item: Item, result: StreamResult) -> str | None:
         for attempt in range(4):

@@ -7,6 +7,7 @@ job; ``validate`` streams its failures into the CSV as it finds them.
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import io
 import sqlite3
 from collections import Counter
@@ -17,9 +18,11 @@ import orjson
 
 from . import plan as planning
 from .mapping.fill import dead_lines, table_lines
+from .identity import value_excerpt
 from .private import private_open
 
-CSV_HEADER = ["stream", "source_id", "field", "rule", "message"]
+# name and email: the record as the source holds them; value: an excerpt of what was wrong.
+CSV_HEADER = ["stream", "source_id", "name", "email", "field", "rule", "value", "message"]
 
 
 class FailureSink:
@@ -33,8 +36,9 @@ class FailureSink:
         self._w.writerow(CSV_HEADER)
         self.rows = 0
 
-    def __call__(self, stream: str, sid: str, field: str, rule: str, message: str) -> None:
-        self._w.writerow([stream, sid, field, rule, message])
+    def __call__(self, stream: str, sid: str, field: str, rule: str, message: str, *,
+                 value: str = "", name: str = "", email: str = "") -> None:
+        self._w.writerow([stream, sid, name, email, field, rule, value, message])
         self.rows += 1
 
     def close(self) -> None:
@@ -42,8 +46,24 @@ class FailureSink:
 
 
 def report_paths(job, mode: str) -> tuple[Path, Path]:
+    """The latest report of ``mode`` and its failures file, at fixed names."""
     stem = f"{job.name}-{mode}"
     return job.reports / f"{stem}-report.json", job.reports / f"{stem}-failures.csv"
+
+
+def run_report_path(job, mode: str, outcome) -> Path:
+    """This run's own report, kept beside the others: named by the checkpoint's run
+    number (run, retry) or, with no checkpoint (validate), by when it started."""
+    run = getattr(outcome, "run", None)
+    tag = str(run) if run else dt.datetime.fromtimestamp(outcome.started).strftime("%Y%m%dT%H%M%S")
+    return job.reports / f"{job.name}-{mode}-{tag}-report.json"
+
+
+def iso(ts: float | None) -> str | None:
+    """An epoch time as ISO 8601 with the local zone's offset (``2026-12-06T07:32:44.120+00:00``)."""
+    if ts is None:
+        return None
+    return dt.datetime.fromtimestamp(ts).astimezone().isoformat(timespec="milliseconds")
 
 
 def checkpoint_facts(path: Path) -> dict[str, Any]:
@@ -122,9 +142,16 @@ def write_failures_from_checkpoint(ckpt_path: Path, out: Path) -> int:
             fh.truncate(0)
             w = csv.writer(fh)
             w.writerow(CSV_HEADER)
-            for row in conn.execute("SELECT stream, source_id, coalesce(field, ''), coalesce(rule, ''), "
-                                    "coalesce(error, '') FROM records WHERE status='failed' ORDER BY stream, source_id"):
-                w.writerow(row)
+            has_context = conn.execute(
+                "SELECT 1 FROM sqlite_master WHERE name='failure_context'").fetchone() is not None
+            context = ("coalesce(c.name, ''), coalesce(c.email, ''), r.field, r.rule, coalesce(c.value, '')"
+                       if has_context else "'', '', r.field, r.rule, ''")
+            join = ("LEFT JOIN failure_context c ON c.stream = r.stream AND c.source_id = r.source_id"
+                    if has_context else "")
+            for stream, sid, name, email, field, rule, value, error in conn.execute(
+                    f"SELECT r.stream, r.source_id, {context}, coalesce(r.error, '') FROM records r {join} "
+                    "WHERE r.status='failed' ORDER BY r.stream, r.source_id"):
+                w.writerow([stream, sid, name, email, field or "", rule or "", value_excerpt(field, value), error])
                 n += 1
     finally:
         conn.close()
@@ -137,8 +164,9 @@ def build_report(job, outcome, facts: dict[str, Any] | None, plan: dict[str, Any
         "mode": outcome.mode,
         "source": job.source.system,
         "target": job.target.system,
-        "started": outcome.started,
-        "ended": outcome.ended,
+        "run": getattr(outcome, "run", None),
+        "started": iso(outcome.started),
+        "ended": iso(outcome.ended),
         "seconds": round(outcome.ended - outcome.started, 3),
         "interrupted": outcome.interrupted,
         "stopped": outcome.stopped_reason,
@@ -152,9 +180,17 @@ def build_report(job, outcome, facts: dict[str, Any] | None, plan: dict[str, Any
                          for k, n in s.failures.most_common()],
         } for s in outcome.streams],
         "requests": {"source": outcome.source_requests, "target": outcome.target_requests},
-        "plan": plan,
+        "plan": _iso_times(plan),
         **(facts or {}),
     }
+
+
+def _iso_times(section: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The plan's times (``created``; ``made`` beside a run's actuals) as ISO 8601."""
+    if not section:
+        return section
+    return {k: iso(v) if k in ("created", "made") and isinstance(v, (int, float)) else v
+            for k, v in section.items()}
 
 
 def write_report(path: Path, report: dict[str, Any]) -> None:
@@ -256,7 +292,8 @@ def finish(job, outcome, mode: str, plan=None) -> tuple[dict[str, Any], str]:
     """After a run: write the JSON report (and, for run/retry, the failures CSV from the
     checkpoint); return the report and its terminal summary. ``validate`` reports the
     plan it made; ``run`` sets the stored plan's requests beside its actual ones."""
-    json_path, csv_path = report_paths(job, mode)
+    latest, csv_path = report_paths(job, mode)
+    json_path = run_report_path(job, mode, outcome)
     facts = None
     if mode != "validate":
         write_failures_from_checkpoint(job.checkpoint, csv_path)
@@ -268,4 +305,5 @@ def finish(job, outcome, mode: str, plan=None) -> tuple[dict[str, Any], str]:
         section = planning.planned_vs_actual(planning.load_plan(job), outcome)
     report = build_report(job, outcome, facts, section)
     write_report(json_path, report)
+    write_report(latest, report)  # a copy, not a symlink: 0600 itself, and survives the run's file
     return report, summary(report, json_path, csv_path)

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, AsyncIterator, Callable, ClassVar, Mapping
 
+from .. import identity
 from ..errors import JobError
 from ..http import Auth, HttpClient
 from ..limits import RateLimit
@@ -170,6 +171,21 @@ class Connector:
 
     def pages(self, stream: str, cursor: Any) -> AsyncIterator[Page]:
         raise JobError(f"{self.system} cannot be read from")
+
+    def cannot_read_by_id(self, stream: str) -> str | None:
+        """Why ``retry`` must read the whole of ``stream`` to find its failed records
+        (one line), or None when ``read_records`` reads them by id."""
+        return f"{self.system} has no way to read one {stream} record by its id"
+
+    def read_records(self, stream: str, ids: list[str]) -> AsyncIterator[Page]:
+        """Pages holding only the records of ``ids`` (``retry``); an id the source no
+        longer holds comes back as a record with an ``error``. Pages carry no cursor."""
+        raise JobError(f"{self.system} cannot read a record by its id")
+
+    def who(self, stream: str, data: Mapping[str, Any] | None) -> tuple[str, str]:
+        """``(name, email)`` of a source record as the source holds them, for the
+        failures file; a connector whose keys the common names miss overrides it."""
+        return identity.who(data)
 
     # ---- target side ----------------------------------------------------------------
     def schema(self, stream: str) -> StreamSchema | None:

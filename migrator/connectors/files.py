@@ -106,6 +106,28 @@ class _FileConnector(Connector):
     def _open_reader(self, path: Path, cursor: Any) -> Iterator[Page]:
         raise NotImplementedError
 
+    def cannot_read_by_id(self, stream: str) -> None:
+        return None
+
+    async def read_records(self, stream: str, ids: list[str]) -> AsyncIterator[Page]:
+        """``retry``: one local pass keeping the failed rows — no request. By id, not by a
+        stored offset: fixing the file, the usual step before ``retry``, moves every row
+        after the fix. An id no longer in the file fails with that reason."""
+        wanted, found = set(ids), set()
+        pages = self.pages(stream, None)
+        try:
+            async for page in pages:
+                records = [r for r in page.records if r.source_id in wanted and r.source_id not in found]
+                if records:
+                    found.update(r.source_id for r in records)
+                    yield Page(records, None, len(ids))
+        finally:
+            await pages.aclose()  # type: ignore[attr-defined]
+        missing = [sid for sid in ids if sid not in found]
+        if missing:
+            yield Page([Record(sid, None, error=f"{self.path_for(stream).name} no longer holds a record "
+                               f"with id {sid}") for sid in missing], None, len(ids))
+
     def _encoding(self, path: Path) -> str:
         return textfile.choose_encoding(path, self.settings.get("encoding"), self.ctx.where)
 

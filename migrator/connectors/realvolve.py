@@ -383,6 +383,46 @@ class Realvolve(Connector):
             body = ahead.pop(number, None) or await self._list_page(listing, number)
             pages, rows = max(pages, body["pages"]), body["data"]
 
+    def cannot_read_by_id(self, stream: str) -> str | None:
+        if stream == "contacts":
+            return None
+        if stream == "notes":
+            return "realvolve gives a note only inside its contact's details, so every contact is read to find it"
+        return f"realvolve gives its {stream} in one list, read whole"
+
+    async def read_records(self, stream: str, ids: list[str]) -> AsyncIterator[Page]:
+        """``retry``: a contact is its list row (names: ``contact_detail`` has none) and its
+        ``contact_detail``. The list pages are walked until every failed contact is found,
+        and ``contact_detail`` is asked for those alone: a list page per page, not a detail
+        per contact."""
+        if stream != "contacts":
+            raise JobError(f"realvolve cannot read one {stream} record by its id")
+        await self._load_names()
+        wanted, found = set(ids), set()
+        listing = self._listing(stream)
+        number, pages = 1, 1
+        while number <= pages and len(found) < len(wanted):
+            body = await self._list_page(listing, number)
+            pages = max(pages, body["pages"])
+            rows = [r for r in body["data"] if str(r.get("id")) in wanted and str(r.get("id")) not in found]
+            if rows:
+                todo = iter(range(len(rows)))
+                details: list[Any] = [None] * len(rows)
+
+                async def load(i: int, rows: list[dict] = rows) -> Any:
+                    return await self._detail(rows[i].get("id"))
+
+                async with aclosing(in_order(load, lambda: next(todo, None), self.ctx.concurrency)) as loaded:
+                    async for i, detail in loaded:
+                        details[i] = detail
+                found.update(str(r.get("id")) for r in rows)
+                yield Page([self._contact_record(r, d) for r, d in zip(rows, details)], None, len(ids))
+            number += 1
+        missing = [sid for sid in ids if sid not in found]
+        if missing:
+            yield Page([Record(sid, None, error=f"realvolve no longer lists contact {sid}") for sid in missing],
+                       None, len(ids))
+
     async def _detail(self, contact_id: Any) -> dict[str, Any] | Exception:
         """One contact's details, or the error that fails this contact alone."""
         try:

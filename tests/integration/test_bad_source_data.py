@@ -57,7 +57,7 @@ def test_bad_records_fail_alone_with_reasons(tmp):
     assert out["7"]["first_name"] == "Zoë 🌵 李小龙"
     failures = (tmp / "reports" / "bad-run-failures.csv").read_text()
     assert "line 2: invalid JSON" in failures and "line 3: not a JSON object" in failures
-    assert "8,phone" in failures
+    assert "8,P8,p8@example.com,phone" in failures
     report = orjson.loads((tmp / "reports" / "bad-run-report.json").read_bytes())
     assert report["streams"][0]["counts"]["duplicate_source_id"] == 1
 
