@@ -257,12 +257,12 @@ def test_report_sets_planned_beside_actual():
     assert kinds == {"detail": {"planned": 0, "actual": 1}, "create": {"planned": 10, "actual": 10},
                      "note": {"planned": 3, "actual": 2}}
     lines = planning.comparison_lines(section)
-    assert "tgt (target): detail 0 → 1, create 10 → 10, note 3 → 2" in lines[1]
+    assert lines[2:4] == ["requests planned → actual, tgt (target):", "  detail 0 → 1, create 10 → 10, note 3 → 2"]
     assert lines[-1].startswith("time: planned ")
     assert section["resumed"] is False and "resumed" not in lines[-1]
     outcome.streams = [SimpleNamespace(counts={"already_settled": 4})]
     resumed = planning.comparison_lines(planning.planned_vs_actual(p, outcome))
-    assert "this run resumed an earlier one" in resumed[-1]
+    assert "this run resumed an earlier one" in " ".join(resumed)
     assert planning.planned_vs_actual(None, outcome) == {"note": planning.NO_PLAN}
     assert planning.comparison_lines({"note": planning.NO_PLAN}) == [
         "plan: no plan (run `migrator validate` first)"]
