@@ -63,7 +63,7 @@ def line(width: int, label: str, counts: str, n: int, total: int | None, elapsed
     spare = room - len(_join(chosen)) - 3   # the bar's two edges and a space
     if pct is not None and "pct" in chosen and spare >= MIN_BAR:
         chosen["bar"] = _bar(n / total if total else 0.0, min(spare, 40))
-    return _join(chosen)[:room]
+    return _join(chosen).lstrip()[:room]
 
 
 def _join(pieces: Mapping[str, str]) -> str:

@@ -274,3 +274,15 @@ def anyio_run(coro):
     async def go():
         return await coro
     return anyio.run(go)
+
+
+def test_an_index_read_again_by_a_resumed_run_is_explained_in_short_lines():
+    p = plan_of([stream({"page": 3}, {"index": 1, "create": 1858})])
+    outcome = SimpleNamespace(started=0.0, ended=10.0, source_requests={"requests": {"page": 3}},
+                              target_requests={"requests": {"index": 8, "create": 1062}},
+                              streams=[SimpleNamespace(counts={"already_settled": 815})])
+    lines = planning.comparison_lines(planning.planned_vs_actual(p, outcome))
+    text = " ".join(" ".join(lines).split())
+    assert "index 1 → 8: every run first reads the records the target holds, to match against them; " \
+           "this run resumed, so it read them again, with what the earlier run wrote" in text
+    assert all(len(line) <= 78 for line in lines), lines   # the summary indents them by 2
