@@ -66,8 +66,9 @@ def demo(args: argparse.Namespace) -> int:
                 "rei": make("rei", contacts=0, seed=2027, limit=REI_LIMIT)}
         async with Sandbox(sims) as sandbox:
             job = load_job(root / "job.yaml", env=sandbox.env())
-            say(f"demo: a Realvolve account with {n} contacts (some deliberately dirty) and an empty "
-                f"REI Software location,\n      both simulated on loopback; rate limits are the vendors' x{SCALE}.\n")
+            say(f"demo: a Realvolve account with {n} contacts (some deliberately dirty) and\n"
+                f"      an empty REI Software location, both simulated on loopback;\n"
+                f"      rate limits are the vendors' x{SCALE}.\n")
 
             say("1/3  migrator validate — read, map and validate every contact; write nothing")
             sink = FailureSink(report_paths(job, "validate")[1])
@@ -79,27 +80,42 @@ def demo(args: argparse.Namespace) -> int:
                 say(plan.render())
 
             stop = max(1, n * 2 // 5)
-            say(f"2/3  migrator run — interrupted after {stop} contacts, as a Ctrl-C or a crash would")
+            say(f"2/3  migrator run — stopped after {stop} contacts are written,\n"
+                f"     as a Ctrl-C or a crash would stop it")
             outcome = await Engine(job, mode="run", progress=progress, stop_after=stop).run()
             say(finish(job, outcome, "run")[1])
 
-            say("3/3  migrator run again — resumes from the checkpoint; nothing is written twice")
+            say("3/3  migrator run again — resumes from the checkpoint;\n"
+                "     nothing is written twice")
             outcome = await Engine(job, mode="run", progress=progress).run()
             report, text = finish(job, outcome, "run")
             say(text)
             held = len(sims["rei"].inspect_records("contacts"))
             dups = sims["rei"].duplicates()
-            say(f"REI Software now holds {held} contacts; contacts created twice: {len(dups)}. "
+            say(f"REI Software now holds {held} contacts; contacts created twice: {len(dups)}.\n"
                 f"Merges (two Realvolve contacts with one e-mail) are listed in the report.")
 
     anyio.run(main)
-    say(f"""
-Everything the demo wrote is in {root}/: job.yaml, mapping.yaml, the checkpoint, reports/.
-Try next:
-  migrator status {root / 'job.yaml'}             # what is done, failed, pending
-  less {root / 'reports' / 'demo-run-failures.csv'}   # every failed contact and why
-  migrator fields rei                          # what REI Software accepts
-  migrator connectors                          # every system, what it reads and writes
-  migrator init realvolve rei --out my-job     # a job of your own, with the same mapping
-  migrator sandbox                             # the simulated APIs, to point a job at""")
+    tries = [(f"migrator status {root / 'job.yaml'}", "what is done, failed, pending"),
+             (f"less {root / 'reports' / 'demo-run-failures.csv'}", "every failed contact and why"),
+             ("migrator fields rei", "what REI Software accepts"),
+             ("migrator connectors", "every system, what it reads and writes"),
+             ("migrator init realvolve rei --out my-job", "a job of your own, same mapping"),
+             ("migrator sandbox", "the simulated APIs, to point a job at")]
+    say(f"\nEverything the demo wrote is in {root}/:\n"
+        "  job.yaml, mapping.yaml, the checkpoint, reports/.\nTry next:")
+    say(_commands(tries))
     return 0
+
+
+def _commands(tries: list[tuple[str, str]], width: int = 80) -> str:
+    """Commands a person pastes, each with what it shows: the comment beside it when
+    that fits ``width``, else on its own line above (a path is never broken)."""
+    col = max((len(cmd) for cmd, what in tries if len(cmd) + 6 + len(what) <= width), default=0) + 4
+    out = []
+    for cmd, what in tries:
+        if col + len(what) + 2 <= width:
+            out.append(f"  {cmd:<{col - 2}}# {what}")
+        else:
+            out += [f"  # {what}", f"  {cmd}"]
+    return "\n".join(out)

@@ -32,8 +32,9 @@ from .checkpoint import Checkpoint
 from .errors import QuotaExhausted, RecordError, Retryable, SourceError, UncertainWrite, UserError
 from .mapping import Ref
 from .mapping.fill import FillCounter, dead_lines
-from .plan import feed
+from .plan import feed, load_plan
 from .identity import value_excerpt
+from .progress import open_bar
 from .protocols import Page, Record, StreamInfo
 from .schema import Violation, excerpt
 
@@ -141,6 +142,10 @@ class Engine:
         self.sink = sink
         self.stop_after = stop_after  # behave as if Ctrl-C came after this many writes (demo, tests)
         self._written = 0
+        self._admitted = 0   # writes sent or done, not failed: stop_after stops at exactly its count
+        self._settled: Any = None   # an anyio.Event, made in run(): set when a write settles
+        self._plan: Any = False   # the stored plan, read once (False: not read yet)
+        self._tg: Any = None   # the run's task group: progress totals are counted in it
         self._cheap_lookup = bool(getattr(self.target, "cheap_lookup", False))
         self._batched = bool(getattr(self.target, "batch_writes", False))
         self._stopping = False
@@ -149,6 +154,7 @@ class Engine:
     # ---- entry ------------------------------------------------------------------
     async def run(self) -> Outcome:
         outcome = Outcome(self.mode, [], time.time())
+        self._settled = anyio.Event()
         writing = self.mode in ("run", "retry") or self.server
         try:
             await self._check_columns()
@@ -166,6 +172,7 @@ class Engine:
                 self.target.checkpoint = self.ckpt  # dedup's key index lives there
                 await self.target.prepare(list(self.job.mapping.streams.values()))
             async with anyio.create_task_group() as tg:
+                self._tg = tg
                 tg.start_soon(self._watch_signals, tg.cancel_scope)
                 for sm in self.job.mapping.streams.values():
                     if self._stopping:
@@ -253,7 +260,7 @@ class Engine:
                 result.counts["stream_already_finished"] = 1
                 return
         pages = _Pages(self.ckpt if self.mode == "run" else None, sm.name)
-        bar = self._bar(sm.name, info.total)
+        bar = self._bar(sm.name, info.total, result)
         writing = self.mode != "validate" or self.server
         batched = writing and self._batched and self.mode != "validate"
         send, receive = anyio.create_memory_object_stream[Any](READ_AHEAD if batched else max(16, self.job.concurrency * 4))
@@ -286,13 +293,37 @@ class Engine:
                 self.ckpt.advance(sm.name, None, finished=True)
             await self.ckpt.commit()
 
-    def _bar(self, stream: str, total: int | None):
-        from tqdm import tqdm
-        disable = (not sys.stderr.isatty()) if self.progress is None else not self.progress
-        bar = tqdm(total=total, desc=f"{self.mode} {stream}", unit="rec", disable=disable,
-                   file=sys.stderr, mininterval=0.25, dynamic_ncols=True)
+    def _bar(self, stream: str, total: int | None, result: StreamResult):
+        """The stream's progress line. A source that does not say how many records it holds
+        (a file) takes its total from the stored plan, else counts them on a worker thread
+        while the run goes on; the bar shows a percentage and an ETA once it knows."""
+        enabled = sys.stderr.isatty() if self.progress is None else self.progress
+        if total is None and enabled:
+            total = self._planned_total(stream)
+        bar = open_bar(self.mode, stream, total, result.counts, enabled)
         self._bars.append(bar)
+        count = getattr(self.source, "count_records", None)
+        if total is None and enabled and count is not None and self._tg is not None:
+            source_stream = self.job.mapping.streams[stream].source_stream
+            self._tg.start_soon(self._count_total, count, source_stream, bar)
         return bar
+
+    def _planned_total(self, stream: str) -> int | None:
+        if self._plan is False:
+            self._plan = load_plan(self.job)
+        for s in getattr(self._plan, "streams", None) or ():
+            if s.stream == stream and s.read:
+                return int(s.read)
+        return None
+
+    async def _count_total(self, count: Callable[..., Any], source_stream: str, bar) -> None:
+        try:
+            total = await count(source_stream)
+        except Exception:  # a progress total is never worth failing a run for
+            return
+        if total and bar.total is None and not bar.disable:
+            bar.total = total
+            bar.refresh()
 
     async def _read(self, sm, schema, cursor: Any, send: MemoryObjectSendStream[Any],
                     pages: _Pages, result: StreamResult, bar, unsettled: set[str] | None = None,
@@ -338,7 +369,6 @@ class Engine:
                         await self.ckpt.commit()
                         crashpoints.reached("pending")
                     bar.update(len(page.records) - len(items))
-                    self._postfix(bar, result)
                     for item in items:
                         item.seq = seq
                     if unsettled is not None:
@@ -481,11 +511,6 @@ class Engine:
             self.ckpt.failed(result.stream, sid, message, field=fieldname, rule=rule, uncertain=uncertain,
                              context=(value_excerpt(fieldname, first), name, email))
 
-    def _postfix(self, bar, result: StreamResult) -> None:
-        c = result.counts
-        bar.set_postfix_str(f"read {c['read']} written {c['done']} failed {c['failed']} skipped {c['skipped']}",
-                            refresh=False)
-
     # ---- writers --------------------------------------------------------------------
     async def _marker(self, sm, receive: MemoryObjectReceiveStream[Item],
                       send: MemoryObjectSendStream[Item]) -> None:
@@ -534,11 +559,16 @@ class Engine:
                     if item.marked:
                         self.ckpt.unmark(sm.name, item.source_id)  # type: ignore[union-attr]
                     continue
+                if not await self._admit(1):
+                    if item.marked:
+                        self.ckpt.unmark(sm.name, item.source_id)  # type: ignore[union-attr]
+                    continue
+                written = self._written
                 await self._write_one(sm, item, result)
+                self._release(1 - (self._written - written))
                 if self.mode == "run":
                     pages.settle(item.seq)
                 bar.update(1)
-                self._postfix(bar, result)
 
     async def _batch_writer(self, sm, receive: MemoryObjectReceiveStream[list[Item]], pages: _Pages,
                             result: StreamResult, bar, unsettled: set[str]) -> None:
@@ -547,13 +577,19 @@ class Engine:
             async for items in receive:
                 if self._stopping:
                     continue
+                # stop_after: only as many as are left; the rest stay unsettled, so the
+                # page's watermark holds and the resume writes them.
+                items = items[:await self._admit(len(items))]
+                if not items:
+                    continue
+                written = self._written
                 await self._write_page(sm, items, result)
+                self._release(len(items) - (self._written - written))
                 if self.mode == "run":
                     pages.settle(items[0].seq, len(items))
                 await self.ckpt.commit()  # type: ignore[union-attr]
                 unsettled.difference_update(item.source_id for item in items)
                 bar.update(len(items))
-                self._postfix(bar, result)
 
     async def _write_page(self, sm, items: list[Item], result: StreamResult) -> None:
         assert self.ckpt is not None
@@ -679,9 +715,34 @@ class Engine:
         self._written += 1
         self._check_stop_after()
 
+    async def _admit(self, n: int) -> int:
+        """How many of ``n`` writes may go out now. With ``stop_after`` (the demo's and the
+        tests' Ctrl-C), no more are sent than would reach it: a write waits while the
+        ones in flight could still make the count, and goes if one of them fails — so
+        the run stops at exactly ``stop_after`` written, as it says."""
+        if self.stop_after is None:
+            return n
+        while not self._stopping:
+            room = self.stop_after - self._admitted
+            if room > 0:
+                self._admitted += min(n, room)
+                return min(n, room)
+            settled = self._settled
+            await settled.wait()
+        return 0
+
+    def _release(self, n: int) -> None:
+        """Admitted writes that did not end written (failed) give their place back."""
+        if self.stop_after is None:
+            return
+        self._admitted -= max(0, n)
+        self._settled.set()
+        self._settled = anyio.Event()
+
     def _check_stop_after(self) -> None:
         if self.stop_after is not None and self._written >= self.stop_after and not self._stopping:
             self._stopping = True
+            self._settled.set()   # writers waiting for room: there is none left
             self.out(f"stopping after {self._written} writes, as asked")
 
 

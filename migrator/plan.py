@@ -34,6 +34,7 @@ and says so.
 from __future__ import annotations
 
 import math
+import textwrap
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
@@ -52,6 +53,13 @@ PRE_KINDS = ("index",)   # target reads made before any write (REI's contact ind
 NO_PLAN = "no plan (run `migrator validate` first)"
 PROBE_SECONDS = 10.0   # a quota probe that takes longer is given up: the plan goes without it
 VERSION = 1
+WIDTH = 80   # the plan and the comparison are read in a terminal: short lines
+
+
+def _wrap(text: str, indent: str, more: str | None = None) -> list[str]:
+    """A line broken between words to fit WIDTH, continued ``more`` (two deeper)."""
+    return textwrap.wrap(text, WIDTH, initial_indent=indent, subsequent_indent=more or indent + "  ",
+                         break_long_words=False, break_on_hyphens=False) or [indent.rstrip()]
 
 
 # ---- the model ---------------------------------------------------------------------
@@ -221,34 +229,38 @@ class Plan:
 
     # -- words ---------------------------------------------------------------------
     def render(self) -> str:
+        """The plan in short lines (at most WIDTH, but for a quota problem, one line to grep):
+        per stream its counts and each side's requests; per system its total, what it
+        spends once, its pace and its quota; the ETA."""
         src, tgt = self.source, self.target
         basis = ("exact record counts from validate" if self.basis == "validate" else
                  "an estimate: one create per record, no children — run `migrator validate` for exact counts")
-        lines = [f"plan for {self.job}: {src.system} → {tgt.system} ({basis})"]
+        lines = _wrap(f"plan for {self.job}: {src.system} → {tgt.system} ({basis})", "")
         for s in self.streams:
             counts = (f"{s.read:,} read, {s.valid:,} valid" if s.valid is not None else
                       f"{s.read:,} records" if s.read is not None else "record count unknown")
-            lines.append(f"  {s.stream} → {s.target_stream}: {counts}; about {duration(s.seconds)}")
-            lines.append(f"    {src.system} (source): {bill(s.source)}")
-            lines.append(f"    {tgt.system} (target): {bill(s.target)}")
+            lines += _wrap(f"{s.stream} → {s.target_stream}: {counts}; about {duration(s.seconds)}", "  ")
+            lines += _wrap(f"{src.system} (source): {bill(s.source)}", "    ")
+            lines += _wrap(f"{tgt.system} (target): {bill(s.target)}", "    ")
             if s.dedup:
-                lines.append(f"    dedup: {s.dedup}")
+                lines += _wrap(f"dedup: {s.dedup}", "    ")
         for side in (src, tgt):
             if not self.total(side.role):
                 lines.append(f"  {side.title} ({side.role}): no requests")
                 continue
-            setup = f" (once per run: {bill(side.setup)})" if sum(side.setup.values()) else ""
-            quota = ""
+            lines += _wrap(f"{side.title} ({side.role}): {bill(self.requests(side.role))}", "  ")
+            if sum(side.setup.values()):
+                lines += _wrap(f"once per run: {bill(side.setup)}", "    ")
+            lines += _wrap(f"pace: {side.describe_pace()}", "    ")
             if side.quota_limit:
                 left = f", {side.quota_remaining:,} left today" if side.quota_remaining is not None else ""
-                quota = f"; daily quota {side.quota_limit:,}{left}"
-            lines.append(f"  {side.title} ({side.role}): {bill(self.requests(side.role))}{setup}; "
-                         f"{side.describe_pace()}{quota}")
+                lines += _wrap(f"daily quota {side.quota_limit:,}{left}", "    ")
         wait = max((days for _, _, days in self.shortfalls()), default=0)
         plus = f", plus about {wait} day{'s' if wait != 1 else ''} waiting for the daily quota" if wait else ""
-        lines.append(f"  ETA: {duration(self.eta_seconds)}{plus} (reading and writing overlap: "
-                     "the slower side sets the pace)")
-        lines += [f"  note: {n}" for n in self.notes]
+        lines += _wrap(f"ETA: {duration(self.eta_seconds)}{plus} (reading and writing overlap: "
+                       "the slower side sets the pace)", "  ")
+        for n in self.notes:
+            lines += _wrap(f"note: {n}", "  ")
         lines += [f"  {p}" for p in self.quota_problems()]
         return "\n".join(lines)
 
@@ -501,21 +513,41 @@ def planned_vs_actual(plan: Plan | None, outcome) -> dict[str, Any]:
 
 
 def comparison_lines(section: Mapping[str, Any] | None) -> list[str]:
-    """The terminal summary's lines for a report's ``plan`` section."""
+    """The terminal summary's lines for a report's ``plan`` section, in short lines (the
+    summary indents them by two). A kind the target reads before every run's first
+    write (its index) is read again by a resumed run, now holding what the earlier run
+    wrote: that is said in words beside the numbers, not left as a puzzle."""
     if not section:
         return []
     if "note" in section:
         return [f"plan: {section['note']}"]
+    width = WIDTH - 2
     lines = []
+    resumed = bool(section.get("resumed"))
     for role in ("source", "target"):
         side = section["requests"][role]
         kinds = side["kinds"]
         if not kinds:
             continue
         parts = ", ".join(f"{k} {v['planned']:,} → {v['actual']:,}" for k, v in kinds.items())
-        lines.append(f"requests planned → actual, {side['system']} ({role}): {parts}")
-    lines.append(f"time: planned {duration(section['eta_seconds'])}, took {duration(section['seconds'])}"
+        lines.append(f"requests planned → actual, {side['system']} ({role}):")
+        lines += textwrap.wrap(parts, width, initial_indent="  ", subsequent_indent="  ",
+                               break_long_words=False, break_on_hyphens=False)
+        if role == "target":
+            for k in PRE_KINDS:
+                v = kinds.get(k)
+                if v and v["actual"] != v["planned"]:
+                    why = (f"{k} {v['planned']:,} → {v['actual']:,}: every run first reads the records "
+                           "the target holds, to match against them; "
+                           + ("this run resumed, so it read them again, with what the earlier run wrote"
+                              if resumed else "the target held more or fewer records than when the plan "
+                              "was made"))
+                    lines += textwrap.wrap(why, width, initial_indent="  ", subsequent_indent="    ",
+                                           break_long_words=False, break_on_hyphens=False)
+    time_line = (f"time: planned {duration(section['eta_seconds'])}, took {duration(section['seconds'])}"
                  + (" (the plan was an estimate)" if section.get("basis") == "estimate" else "")
                  + ("; this run resumed an earlier one, so it spent only what was left of the plan"
-                    if section.get("resumed") else ""))
+                    if resumed else ""))
+    lines += textwrap.wrap(time_line, width, subsequent_indent="  ", break_long_words=False,
+                           break_on_hyphens=False)
     return lines

@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
+import textwrap
 import sqlite3
 from collections import Counter
 from pathlib import Path
@@ -23,6 +24,13 @@ from .private import private_open
 
 # name and email: the record as the source holds them; value: an excerpt of what was wrong.
 CSV_HEADER = ["stream", "source_id", "name", "email", "field", "rule", "value", "message"]
+WIDTH = 80   # the summary's lines fit a standard terminal; a path is never broken
+
+
+def wrap(text: str, indent: str = "  ", more: str = "      ") -> str:
+    """One summary line, broken between words to fit WIDTH, the rest indented ``more``."""
+    return "\n".join(textwrap.wrap(text, WIDTH, initial_indent=indent, subsequent_indent=more,
+                                   break_long_words=False, break_on_hyphens=False)) + "\n"
 
 
 class FailureSink:
@@ -210,8 +218,13 @@ def summary(report: dict[str, Any], json_path: Path | None, csv_path: Path | Non
             out.write(f"  {s['stream']}: already finished in an earlier run\n")
             continue
         if mode == "validate":
-            out.write(f"  {s['stream']}: read {c.get('read', 0)}, valid {c.get('valid', 0)}, "
-                      f"invalid {c.get('invalid', 0)}, failed {c.get('failed', 0)}, skipped {c.get('skipped', 0)}\n")
+            # An invalid record is counted as failed too; only one that could not be read
+            # at all is failed without being invalid: each is said once.
+            unreadable = c.get("failed", 0) - c.get("invalid", 0)
+            out.write(wrap(f"{s['stream']}: read {c.get('read', 0)}, valid {c.get('valid', 0)}, "
+                           f"invalid {c.get('invalid', 0)}, "
+                           + (f"unreadable {unreadable}, " if unreadable > 0 else "")
+                           + f"skipped {c.get('skipped', 0)}"))
         else:
             parts = [f"read {c.get('read', 0)}", f"written {c.get('done', 0)}",
                      f"failed {c.get('failed', 0)}", f"skipped {c.get('skipped', 0)}"]
@@ -222,12 +235,12 @@ def summary(report: dict[str, Any], json_path: Path | None, csv_path: Path | Non
                                ("previously_failed", "failed earlier")):
                 if c.get(key):
                     parts.append(f"{label} {c[key]}")
-            out.write(f"  {s['stream']}: " + ", ".join(parts) + "\n")
+            out.write(wrap(f"{s['stream']}: " + ", ".join(parts)))
         if s.get("notice"):
-            out.write(f"    note: {s['notice']}\n")
+            out.write(wrap(f"note: {s['notice']}", "    ", "      "))
         for f in s["failures"][:8]:
             ex = ", ".join(f["examples"][:3])
-            out.write(f"    {f['count']:>6} × {f['reason']}  (e.g. {ex})\n")
+            out.write(wrap(f"{f['count']:>6} × {f['reason']}  (e.g. {ex})", "    ", " " * 13))
         if len(s["failures"]) > 8:
             out.write(f"    … {len(s['failures']) - 8} more reasons in the report\n")
         if mode == "validate":
@@ -253,29 +266,29 @@ def summary(report: dict[str, Any], json_path: Path | None, csv_path: Path | Non
             parts.append(f"{several} target records each received more than one source record")
         if onto:
             parts.append(f"{onto} source records landed on records the target already held")
-        out.write(f"  merges: {len(merges)} — {'; '.join(parts) or 'matched by a natural key'} "
-                  f"(listed in the report)\n")
+        out.write(wrap(f"merges: {len(merges)} — {'; '.join(parts) or 'matched by a natural key'} "
+                       f"(listed in the report)"))
         hows = Counter(p["how"] for m in merges for ps in (m.get("placed") or {}).values() for p in ps)
         if hows:
             words = {"filled": "filled a field the target lacked", "added": "added to a list (tags, e-mails)",
                      "appended": "appended to the notes", "second": "kept as a second phone or e-mail",
                      "line": "kept as a line of the notes", "lost": "had no place in the target",
                      "overwritten": "overwrote a record the target held before the job (it cannot be read)"}
-            out.write("  combined: " + "; ".join(f"{n} {words.get(how, how)}" for how, n in
-                                                 sorted(hows.items(), key=lambda kv: -kv[1])) + "\n")
+            out.write(wrap("combined: " + "; ".join(f"{n} {words.get(how, how)}" for how, n in
+                                                    sorted(hows.items(), key=lambda kv: -kv[1]))))
     refused = report.get("merges_refused") or []
     if refused:
-        out.write(f"  merges refused: {len(refused)} records match a record already in the target and "
-                  f"failed (on_merge: fail; listed in the report and the failures file)\n")
+        out.write(wrap(f"merges refused: {len(refused)} records match a record already in the target and "
+                       f"failed (on_merge: fail; listed in the report and the failures file)"))
     uncertain = report.get("uncertain") or []
     if uncertain:
-        out.write(f"  uncertain: {len(uncertain)} records may exist twice or not at all in the target "
-                  f"(listed in the report)\n")
+        out.write(wrap(f"uncertain: {len(uncertain)} records may exist twice or not at all in the target "
+                       f"(listed in the report)"))
     tr = (report.get("requests") or {}).get("target") or {}
     if tr.get("requests"):
         reqs = ", ".join(f"{k} {v}" for k, v in sorted(tr["requests"].items()))
         retries = ", ".join(f"{k} {v}" for k, v in sorted((tr.get("retries") or {}).items())) or "none"
-        out.write(f"  target requests: {reqs}; retries: {retries}\n")
+        out.write(wrap(f"target requests: {reqs}; retries: {retries}"))
     if mode == "run":
         for line in planning.comparison_lines(report.get("plan")):
             out.write(f"  {line}\n")

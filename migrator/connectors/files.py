@@ -142,6 +142,17 @@ class _FileConnector(Connector):
     def _columns(self, path: Path) -> tuple[str, list[str]] | None:
         raise NotImplementedError
 
+    async def count_records(self, stream: str) -> int | None:
+        """How many records the file holds, for the progress line's total (a file has no
+        count to ask for): one quick pass on a worker thread, abandoned if the run ends first."""
+        path = self.path_for(stream)
+        if not path.exists():
+            return None
+        return await anyio.to_thread.run_sync(self._count, path, abandon_on_cancel=True)
+
+    def _count(self, path: Path) -> int:
+        raise NotImplementedError
+
     # ---- the plan -----------------------------------------------------------------
     def plan_pages(self, stream: str, total: int | None) -> int:
         return max(1, -(-(total or 0) // self.page_size()))
@@ -312,6 +323,11 @@ class CsvConnector(_FileConnector):
         reader = self._open_reader(path, None)
         reader.close()
         return (f"a column of {path}", reader.header) if reader.header else None
+
+    def _count(self, path: Path) -> int:
+        with open(path, newline="", encoding=self._encoding(path), errors="replace") as fh:
+            rows = sum(1 for cells in csv.reader(fh, delimiter=self._delimiter()) if cells)
+        return max(0, rows - 1)  # the header
 
     def _scan_ids(self, path: Path) -> set[str]:
         col = str(self.setting("source_id_column"))
@@ -488,6 +504,10 @@ class JsonlConnector(_FileConnector):
             reader.close()
         keys = dict.fromkeys(k for r in (page.records if page else []) if r.data for k in r.data)
         return (f"a key in the first {self.page_size()} lines of {path}", list(keys)) if keys else None
+
+    def _count(self, path: Path) -> int:
+        with open(path, "rb") as fh:
+            return sum(1 for raw in fh if raw.strip())
 
     def _scan_ids(self, path: Path) -> set[str]:
         col = str(self.setting("source_id_column"))

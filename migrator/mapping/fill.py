@@ -274,17 +274,21 @@ def dead_lines(report: dict[str, Any], missing_only: bool = True) -> list[str]:
     return lines
 
 
-def table_lines(fill: dict[str, Any] | None) -> list[str]:
-    """The terminal's fill-rate table of one stream: field, source path, filled/read, %."""
+def table_lines(fill: dict[str, Any] | None, width: int = 76) -> list[str]:
+    """The terminal's fill-rate table of one stream: field, source path, filled/read, %.
+    The source path column gives way (cut with …) so that a row fits ``width`` (the
+    summary indents the table by 4: 80 columns)."""
     if not fill or not fill.get("fields") or not fill.get("records"):
         return []
     rows = fill["fields"]
+    ratios = [f"{r['filled']:,}/{r['read']:,}" for r in rows]
     fw = max(len("field"), *(len(r["field"]) for r in rows))
-    pw = min(40, max(len("source path"), *(len(r["path"]) for r in rows)))
+    rw = max(len("filled/read"), *(len(x) for x in ratios))
+    pw = min(40, max(len("source path"), *(len(r["path"]) for r in rows)),
+             max(len("source path"), width - 14 - fw - rw))
     head = "fill rates" + (" (first page)" if fill.get("scope") == "first page" else "")
-    out = [f"{head}:", f"  {'field':<{fw}}  {'source path':<{pw}}  {'filled/read':>15}  {'%':>6}"]
-    for r in rows:
+    out = [f"{head}:", f"  {'field':<{fw}}  {'source path':<{pw}}  {'filled/read':>{rw}}  {'%':>6}"]
+    for r, ratio in zip(rows, ratios):
         path = r["path"] if len(r["path"]) <= pw else r["path"][:pw - 1] + "…"
-        ratio = f"{r['filled']:,}/{r['read']:,}"
-        out.append(f"  {r['field']:<{fw}}  {path:<{pw}}  {ratio:>15}  {100 * (r['rate'] or 0):>5.1f}%")
+        out.append(f"  {r['field']:<{fw}}  {path:<{pw}}  {ratio:>{rw}}  {100 * (r['rate'] or 0):>5.1f}%")
     return out

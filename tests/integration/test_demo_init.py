@@ -1,5 +1,6 @@
 """The README's first command and the starter-job command, as a user runs them."""
 import os
+import re
 import stat
 
 import yaml
@@ -9,11 +10,27 @@ from tests.conftest import run_cli
 
 
 def test_demo_runs_a_whole_migration(tmp):
-    res = run_cli("demo", "--contacts", "150", "--no-progress", "--dir", str(tmp / "d"), timeout=300)
+    # 300: the interrupted run writes 120, more than one page of REI's index (100)
+    res = run_cli("demo", "--contacts", "300", "--no-progress", "--dir", str(tmp / "d"), timeout=300,
+                  env={"COLUMNS": "80"})
     assert res.returncode == 0, res.stderr
     err = res.stderr
     assert "1/3  migrator validate" in err and "3/3  migrator run again" in err
     assert "(interrupted)" in err
+    # It reads clean at 80 columns: only a path (the demo's folder) may make a line longer.
+    lines = err.splitlines()
+    too_long = [line for line in lines if len(line.replace(str(tmp / "d"), "d")) > 80]
+    assert not too_long, too_long
+    # An invalid record is counted once in validate's summary, not also as failed.
+    [validate_line] = [line for line in lines if line.startswith("  contacts: read 300, valid")]
+    assert "invalid" in validate_line and "failed" not in validate_line
+    # The stop says the count the summary prints after it.
+    assert "stopping after 120 writes, as asked" in err
+    [interrupted] = [i for i, line in enumerate(lines) if line.endswith("(interrupted)")]
+    assert ", written 120, " in lines[interrupted + 1], lines[interrupted + 1]
+    # The resumed run reads the target's index again: said in words.
+    assert re.search(r"index 1 → \d+: every run first reads the records", err), err
+    assert "this run resumed, so it read them again" in " ".join(err.split())
     assert "contacts created twice: 0" in err
     assert "Traceback" not in err
     ckpt = tmp / "d" / "demo.ckpt.sqlite"

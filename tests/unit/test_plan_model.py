@@ -257,12 +257,12 @@ def test_report_sets_planned_beside_actual():
     assert kinds == {"detail": {"planned": 0, "actual": 1}, "create": {"planned": 10, "actual": 10},
                      "note": {"planned": 3, "actual": 2}}
     lines = planning.comparison_lines(section)
-    assert "tgt (target): detail 0 → 1, create 10 → 10, note 3 → 2" in lines[1]
+    assert lines[2:4] == ["requests planned → actual, tgt (target):", "  detail 0 → 1, create 10 → 10, note 3 → 2"]
     assert lines[-1].startswith("time: planned ")
     assert section["resumed"] is False and "resumed" not in lines[-1]
     outcome.streams = [SimpleNamespace(counts={"already_settled": 4})]
     resumed = planning.comparison_lines(planning.planned_vs_actual(p, outcome))
-    assert "this run resumed an earlier one" in resumed[-1]
+    assert "this run resumed an earlier one" in " ".join(resumed)
     assert planning.planned_vs_actual(None, outcome) == {"note": planning.NO_PLAN}
     assert planning.comparison_lines({"note": planning.NO_PLAN}) == [
         "plan: no plan (run `migrator validate` first)"]
@@ -274,3 +274,15 @@ def anyio_run(coro):
     async def go():
         return await coro
     return anyio.run(go)
+
+
+def test_an_index_read_again_by_a_resumed_run_is_explained_in_short_lines():
+    p = plan_of([stream({"page": 3}, {"index": 1, "create": 1858})])
+    outcome = SimpleNamespace(started=0.0, ended=10.0, source_requests={"requests": {"page": 3}},
+                              target_requests={"requests": {"index": 8, "create": 1062}},
+                              streams=[SimpleNamespace(counts={"already_settled": 815})])
+    lines = planning.comparison_lines(planning.planned_vs_actual(p, outcome))
+    text = " ".join(" ".join(lines).split())
+    assert "index 1 → 8: every run first reads the records the target holds, to match against them; " \
+           "this run resumed, so it read them again, with what the earlier run wrote" in text
+    assert all(len(line) <= 78 for line in lines), lines   # the summary indents them by 2
