@@ -17,6 +17,7 @@ import anyio
 
 from .engine import Engine
 from .job import load_job
+from .lock import JobLock, lock_path
 from .plan import save_plan, validate_with_plan
 from .report import FailureSink, finish, report_paths
 from .resources import mapping_file
@@ -53,49 +54,52 @@ concurrency: 16
 def demo(args: argparse.Namespace) -> int:
     root = Path(args.dir)
     root.mkdir(parents=True, exist_ok=True)
-    for stale in ("demo.ckpt.sqlite", "demo.ckpt.sqlite-wal", "demo.ckpt.sqlite-shm"):
-        (root / stale).unlink(missing_ok=True)
-    shutil.copyfile(mapping_file("realvolve", "rei"), root / "mapping.yaml")
-    (root / "job.yaml").write_text(JOB, encoding="utf-8")
-    progress = False if args.no_progress else None
-    say = lambda s="": print(s, file=sys.stderr)  # noqa: E731
-    n = args.contacts
+    # The demo writes a job like any other: it is that job's only writer, and a second
+    # demo in the same folder is refused before it clears the first one's checkpoint.
+    with JobLock(lock_path(root / "demo.ckpt.sqlite"), root / "job.yaml", "demo"):
+        for stale in ("demo.ckpt.sqlite", "demo.ckpt.sqlite-wal", "demo.ckpt.sqlite-shm"):
+            (root / stale).unlink(missing_ok=True)
+        shutil.copyfile(mapping_file("realvolve", "rei"), root / "mapping.yaml")
+        (root / "job.yaml").write_text(JOB, encoding="utf-8")
+        progress = False if args.no_progress else None
+        say = lambda s="": print(s, file=sys.stderr)  # noqa: E731
+        n = args.contacts
 
-    async def main() -> None:
-        sims = {"realvolve": make("realvolve", contacts=n, seed=2026, dirt=DIRTY, limit=REALVOLVE_LIMIT),
-                "rei": make("rei", contacts=0, seed=2027, limit=REI_LIMIT)}
-        async with Sandbox(sims) as sandbox:
-            job = load_job(root / "job.yaml", env=sandbox.env())
-            say(f"demo: a Realvolve account with {n} contacts (some deliberately dirty) and\n"
-                f"      an empty REI Software location, both simulated on loopback;\n"
-                f"      rate limits are the vendors' x{SCALE}.\n")
+        async def main() -> None:
+            sims = {"realvolve": make("realvolve", contacts=n, seed=2026, dirt=DIRTY, limit=REALVOLVE_LIMIT),
+                    "rei": make("rei", contacts=0, seed=2027, limit=REI_LIMIT)}
+            async with Sandbox(sims) as sandbox:
+                job = load_job(root / "job.yaml", env=sandbox.env())
+                say(f"demo: a Realvolve account with {n} contacts (some deliberately dirty) and\n"
+                    f"      an empty REI Software location, both simulated on loopback;\n"
+                    f"      rate limits are the vendors' x{SCALE}.\n")
 
-            say("1/3  migrator validate — read, map and validate every contact; write nothing")
-            sink = FailureSink(report_paths(job, "validate")[1])
-            outcome, plan = await validate_with_plan(Engine(job, mode="validate", progress=progress, sink=sink))
-            sink.close()
-            say(finish(job, outcome, "validate", plan)[1])
-            if plan is not None:
-                save_plan(job, plan)  # the run's report sets these counts beside what it spent
-                say(plan.render())
+                say("1/3  migrator validate — read, map and validate every contact; write nothing")
+                sink = FailureSink(report_paths(job, "validate")[1])
+                outcome, plan = await validate_with_plan(Engine(job, mode="validate", progress=progress, sink=sink))
+                sink.close()
+                say(finish(job, outcome, "validate", plan)[1])
+                if plan is not None:
+                    save_plan(job, plan)  # the run's report sets these counts beside what it spent
+                    say(plan.render())
 
-            stop = max(1, n * 2 // 5)
-            say(f"2/3  migrator run — stopped after {stop} contacts are written,\n"
-                f"     as a Ctrl-C or a crash would stop it")
-            outcome = await Engine(job, mode="run", progress=progress, stop_after=stop).run()
-            say(finish(job, outcome, "run")[1])
+                stop = max(1, n * 2 // 5)
+                say(f"2/3  migrator run — stopped after {stop} contacts are written,\n"
+                    f"     as a Ctrl-C or a crash would stop it")
+                outcome = await Engine(job, mode="run", progress=progress, stop_after=stop).run()
+                say(finish(job, outcome, "run")[1])
 
-            say("3/3  migrator run again — resumes from the checkpoint;\n"
-                "     nothing is written twice")
-            outcome = await Engine(job, mode="run", progress=progress).run()
-            report, text = finish(job, outcome, "run")
-            say(text)
-            held = len(sims["rei"].inspect_records("contacts"))
-            dups = sims["rei"].duplicates()
-            say(f"REI Software now holds {held} contacts; contacts created twice: {len(dups)}.\n"
-                f"Merges (two Realvolve contacts with one e-mail) are listed in the report.")
+                say("3/3  migrator run again — resumes from the checkpoint;\n"
+                    "     nothing is written twice")
+                outcome = await Engine(job, mode="run", progress=progress).run()
+                report, text = finish(job, outcome, "run")
+                say(text)
+                held = len(sims["rei"].inspect_records("contacts"))
+                dups = sims["rei"].duplicates()
+                say(f"REI Software now holds {held} contacts; contacts created twice: {len(dups)}.\n"
+                    f"Merges (two Realvolve contacts with one e-mail) are listed in the report.")
 
-    anyio.run(main)
+        anyio.run(main)
     tries = [(f"migrator status {root / 'job.yaml'}", "what is done, failed, pending"),
              (f"less {root / 'reports' / 'demo-run-failures.csv'}", "every failed contact and why"),
              ("migrator fields rei", "what REI Software accepts"),

@@ -211,3 +211,20 @@ def test_after_kill_9_of_the_holder_the_next_run_proceeds(job):
     assert set(held) == {p.email.lower() for p in job.pair.people}
     report = orjson.loads((job.tmp / "reports" / "csv-to-realeflow-run-report.json").read_bytes())
     assert len(held) - job.n <= len(report["uncertain"]), (len(held), report["uncertain"])
+
+
+def test_a_second_demo_in_the_same_folder_is_refused_before_it_clears_the_first(tmp_path):
+    """The demo is a writer too: while one holds its folder, a second exits 2 in one line
+    naming it, and the first one's checkpoint is left where it was."""
+    from migrator.lock import JobLock
+
+    ckpt = tmp_path / "demo.ckpt.sqlite"
+    ckpt.write_bytes(b"the first demo's checkpoint")
+    with JobLock(lock_path(ckpt), tmp_path / "job.yaml", "demo"):
+        done = subprocess.run([sys.executable, "-m", "migrator.cli", "demo", "--dir", str(tmp_path),
+                               "--no-progress", "--contacts", "20"],
+                              capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and _refusal(os.getpid(), "demo").search(lines[0]), done.stderr
+    assert ckpt.read_bytes() == b"the first demo's checkpoint"
