@@ -41,6 +41,16 @@ streams:
       email: {path: Email, transform: [strip, lower]}
       tags: {path: Tags, transform: [split]}
 """
+# A file job whose phone can fail its transform: a row fails alone, by its id and value.
+PHONE_MAPPING = """\
+source: csv
+target: jsonl
+streams:
+  contacts:
+    fields:
+      email: {path: Email, transform: [strip, lower]}
+      phone: {path: Phone, transform: [phone_e164]}
+"""
 
 
 def file_job(tmp: Path, rows: list[dict] | None = None, *, mapping: str = FILE_MAPPING,

@@ -9,18 +9,7 @@ import orjson
 
 from migrator.engine import Engine
 from migrator.job import load_job
-from tests.conftest import contacts_rows, file_job, run_cli, write_csv
-
-
-PHONE_MAPPING = """\
-source: csv
-target: jsonl
-streams:
-  contacts:
-    fields:
-      email: {path: Email, transform: [strip, lower]}
-      phone: {path: Phone, transform: [phone_e164]}
-"""
+from tests.conftest import PHONE_MAPPING, contacts_rows, file_job, run_cli, write_csv
 
 
 def _out(tmp):

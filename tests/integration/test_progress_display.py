@@ -13,7 +13,7 @@ import orjson
 
 from migrator.engine import Engine
 from migrator.job import load_job
-from tests.conftest import contacts_rows, file_job, run_cli
+from tests.conftest import PHONE_MAPPING, contacts_rows, file_job, run_cli
 
 
 def _engine(job, **kw):
@@ -72,15 +72,7 @@ def _in_a_terminal(args, cols=80):
 def test_the_progress_line_in_an_80_column_terminal(tmp):
     rows = contacts_rows(3000)
     rows[7]["Phone"] = "555-CALL-NOW"
-    job = file_job(tmp, rows, mapping="""\
-source: csv
-target: jsonl
-streams:
-  contacts:
-    fields:
-      email: {path: Email, transform: [strip, lower]}
-      phone: {path: Phone, transform: [phone_e164]}
-""")
+    job = file_job(tmp, rows, mapping=PHONE_MAPPING)
     code, drawn = _in_a_terminal(["run", str(job)])
     frames = [re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", f).strip()
               for f in re.split(r"[\r\n]", drawn) if "run contacts" in f]
