@@ -10,11 +10,13 @@ Since a 204 names no lead, the connector keeps in the checkpoint (``target_keys`
 lead id of every lead this job created, under each key it sent (``email=…``,
 ``agent_id=…``) and under the source record (``source=…``), committed before the write
 returns. A 204 then resolves as the server matched: the e-mail's lead, else the
-agent_id's. A 204 for this very record (its answer was lost to a crash, and the record is
-sent again on resume) is its own create. A lead this job cannot name by id — one that was
-in Brokerkit before the job — is named by the key that matched it: ``email:<address>``
-(the lead holds that address from then on, so it names one lead for good), else
-``agent_id:<id>``; later records with that key get the same name. One reading stays
+agent_id's. A 204 for this very record (sent again on resume because a kill took its
+``done``) is its own create. A lead this job cannot name by id is named by the key that
+matched it: ``email:<address>`` (the lead holds that address from then on, so it names
+one lead for good), else ``agent_id:<id>``; later records with that key get the same
+name. That is a lead held before the job, or one whose create's answer was lost (the
+resend's 204 names nothing, and it is reported as a match: the connector cannot tell it
+from a lead held before the job) or cut short (a create, by its 201). One reading stays
 ambiguous: a 204 for a record whose e-mail this job never sent but whose agent_id it did
 is given the agent_id's lead, though the server would have chosen a lead already holding
 that e-mail, had there been one.
