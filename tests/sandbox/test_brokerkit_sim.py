@@ -106,7 +106,9 @@ async def test_doc_retention_sample_makes_a_team_member():
         status, lead = await c.lead({**DOC_LEAD, "product": "retention", "status": "onboarding"})
         assert status == 201
         assert (lead["recruiting"], lead["retention"], lead["status"]) == (False, True, "onboarding")
-        assert lead["team_member"]["role"]["name"] == "agent"
+        assert set(lead) == DOC_RESPONSE_KEYS | {"team_member"}
+        assert set(lead["team_member"]) == USER_KEYS | {"role"}
+        assert lead["team_member"]["role"] == {"name": "agent", "invited_at": None, "joined_at": None}
         assert lead["team_member"]["email"] == "peet@example.com"
         status, body = await c.lead({"first_name": "X", "product": "recruiting"})
         assert status == 422 and body == {"product": ["is not included in the list"]}
@@ -119,6 +121,13 @@ async def test_defaults_for_a_minimal_lead():
         assert (lead["status"], lead["bucket"], lead["archived"], lead["kpa_taken"]) == \
             ("new_lead", "archived", True, False)
         assert lead["owner"] is None and lead["email"] is None
+
+
+async def test_the_doc_error_sample_is_what_a_bad_email_and_the_docs_placeholder_phone_get():
+    """The doc's error list, ``{ "email": [ "is invalid" ], "phone": [ "is an invalid number" ] }``."""
+    async with running() as c:
+        status, body = await c.lead({**DOC_LEAD, "email": "peet@", "phone": "+11111111111"})
+        assert (status, body) == (422, {"email": ["is invalid"], "phone": ["is an invalid number"]})
 
 
 async def test_422_names_every_failing_field_at_once():
