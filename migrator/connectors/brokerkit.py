@@ -1,10 +1,25 @@
 """Brokerkit: recruiting leads (or retention agents) through ``POST /v2/leads``.
 
-The server upserts: a lead whose e-mail or agent_id matches an existing one updates
-that lead (HTTP 200 with the lead, or 204 with no body) instead of creating another
-(201). That is what makes writes safe to repeat, and why this connector needs no lookup
-— and also why two source records can land on one Brokerkit lead, which every
-``matched`` result reports.
+The server upserts: a lead whose e-mail (any address the lead was ever sent) or agent_id
+matches an existing one updates that lead instead of creating another. A create answers
+201 with the lead; an update 204 with no body — no id. That is what makes writes safe to
+repeat, and why this connector needs no lookup — and also why two source records can land
+on one Brokerkit lead, which every ``matched`` result reports.
+
+Since a 204 names no lead, the connector keeps in the checkpoint (``target_keys``) the
+lead id of every lead this job created, under each key it sent (``email=…``,
+``agent_id=…``) and under the source record (``source=…``), committed before the write
+returns. A 204 then resolves as the server matched: the e-mail's lead, else the
+agent_id's. A 204 for this very record (sent again on resume because a kill took its
+``done``) is its own create. A lead this job cannot name by id is named by the key that
+matched it: ``email:<address>`` (the lead holds that address from then on, so it names
+one lead for good), else ``agent_id:<id>``; later records with that key get the same
+name. That is a lead held before the job, or one whose create's answer was lost (the
+resend's 204 names nothing, and it is reported as a match: the connector cannot tell it
+from a lead held before the job) or cut short (a create, by its 201). One reading stays
+ambiguous: a 204 for a record whose e-mail this job never sent but whose agent_id it did
+is given the agent_id's lead, though the server would have chosen a lead already holding
+that e-mail, had there been one.
 
 No read endpoint is documented, so Brokerkit cannot be a source: its CSV export is read
 by the CSV connector with a shipped mapping. For the same reason ``on_merge: combine``
@@ -25,14 +40,14 @@ from typing import Any, AsyncIterator, Mapping
 import orjson
 
 from ..checkpoint import MemorySent
-from ..errors import AuthError, JobError, RecordError
+from ..errors import AuthError, JobError, RecordError, Retryable
 from ..http import Response, StaticHeaderAuth, error_text
 from ..limits import RateLimit
 from ..protocols import Page, StreamInfo, WriteResult
 from ..schema import AnyOf, Field, StreamSchema
 from .base import Connector, Context, Setting, WritePlanner
 from .combine import Slots, combine, slots_for_group
-from .dedup import KeyLocks, keys_of
+from .dedup import KeyLocks, KeyStore, MemoryKeys, keys_of, shown_key
 
 LEADS_PATH = "/v2/leads"
 UPSERT_KEYS = ("email", "agent_id")   # what the server matches a lead on, in order
@@ -126,6 +141,7 @@ class Brokerkit(Connector):
         key = str(self.setting("api_key"))
         self._locks = KeyLocks()
         self._sent: dict[str, Any] = {}   # stream -> what was sent per key (checkpoint or memory)
+        self._ids: dict[str, KeyStore] = {}  # stream -> lead id per key sent (checkpoint or memory)
         self.make_http(auth=StaticHeaderAuth({"Authorization": f"Token token={key}"}, "BROKERKIT_API_KEY"),
                        classify=_classify, headers={"Content-Type": "application/json"})
 
@@ -159,38 +175,79 @@ class Brokerkit(Connector):
                                   else MemorySent())
         return self._sent[stream]
 
+    def _id_store(self, stream: str) -> KeyStore:
+        if stream not in self._ids:
+            self._ids[stream] = (self.checkpoint.key_index(stream) if self.checkpoint is not None
+                                 else MemoryKeys())
+        return self._ids[stream]
+
     async def write(self, stream: str, record: dict[str, Any], *, source_id: str,
                     target_id: str | None = None) -> WriteResult:
         """Create or update one lead.
 
-        The target id is Brokerkit's lead id when the answer carries the lead (201, 200).
-        A 204 carries nothing, so the id is then a stable surrogate from the key the
-        server matched on — ``email:<email>`` (lower-cased: the match ignores case), else
-        ``agent_id:<id>`` — which names the same lead on every run. In ``test_mode``
-        nothing is saved: the result's action is ``tested`` and its target id empty.
+        The target id is Brokerkit's lead id: from the answer of a create (201), else, for
+        an update (204, no body), the id this job's create of that key answered (see the
+        module's docstring), else the key the server matched on. In ``test_mode`` nothing
+        is saved: the result's action is ``tested`` and its target id empty.
         """
         if stream not in SCHEMAS:
             raise JobError(f"brokerkit cannot write {stream!r}; it takes leads")
         keys = [k for _, k in keys_of(record, UPSERT_KEYS)]
-        if self.on_merge != "combine" or self.test_mode or not keys:
-            return await self._send(record, source_id)
-        sent = self._sent_records(stream)
-        async with self._locks.hold(keys):
-            earlier = await sent.get(keys)
+        if self.test_mode or not keys:
+            return self._result(await self._send(record), record, source_id)
+        async with self._locks.hold(keys):   # two leads sharing a key: the second sees the first's id
+            earlier = None
             placements: list[dict[str, Any]] = []
-            if earlier is not None:
-                out = combine(earlier, record, self.merge_slots, source_id=source_id)
-                record, placements = out.record, [p.as_dict() for p in out.placements]
-            result = await self._send(record, source_id)
-            if earlier is None and result.action == "matched":
-                placements = [{"field": "*", "value": None, "to": None, "how": "overwritten",
-                               "why": "the lead was in Brokerkit before this job and Brokerkit cannot be "
-                                      "read: its server overwrote the fields sent"}]
-            result.placements = placements
-            sent.put([k for _, k in keys_of(record, UPSERT_KEYS)], record)
+            if self.on_merge == "combine":
+                earlier = await self._sent_records(stream).get(keys)
+                if earlier is not None:
+                    out = combine(earlier, record, self.merge_slots, source_id=source_id)
+                    record, placements = out.record, [p.as_dict() for p in out.placements]
+            result = await self._settle(stream, await self._send(record), record, source_id)
+            if self.on_merge == "combine":
+                if earlier is None and result.action == "matched":
+                    placements = [{"field": "*", "value": None, "to": None, "how": "overwritten",
+                                   "why": "the lead was in Brokerkit before this job (or its create's answer "
+                                          "was lost) and Brokerkit cannot be read: its server overwrote the "
+                                          "fields sent"}]
+                result.placements = placements
+                self._sent_records(stream).put([k for _, k in keys_of(record, UPSERT_KEYS)], record)
             return result
 
-    async def _send(self, record: dict[str, Any], source_id: str) -> WriteResult:
+    async def _settle(self, stream: str, resp: Response, record: Mapping[str, Any],
+                      source_id: str) -> WriteResult:
+        """The result of a keyed write, its lead id found as the server matched (e-mail,
+        then agent_id) when the answer carries none; what was learnt is kept."""
+        keyed = keys_of(record, UPSERT_KEYS)
+        keys = [k for _, k in keyed]
+        own = f"source={source_id}"
+        ids = self._id_store(stream)
+        requests = {"create": 1}
+        try:
+            lead = resp.json()   # None for a 204; a 200 with the lead is not in the doc, but read
+        except Retryable:        # cut short: the lead's id is lost with the answer
+            lead = None
+        lead_id = lead.get("id") if isinstance(lead, dict) else None
+        if resp.status == 201:
+            target_id = str(lead_id) if lead_id is not None else _surrogate(record, source_id)
+            ids.add([(k, target_id) for k in (*keys, own)])
+            await ids.flush()   # durable before the engine's done: a resend after a crash finds it
+            return WriteResult(target_id=target_id, action="created", requests=requests)
+        if lead_id is not None:
+            result = WriteResult(target_id=str(lead_id), action="matched", matched_key=_matched_key(record),
+                                 requests=requests)
+        else:
+            known = await ids.get([*keys, own])
+            if own in known and known[own] in {known.get(k) for k in keys}:
+                # this record's own create, sent again after a crash lost its done
+                return WriteResult(target_id=known[own], action="created", requests=requests)
+            name, key = next(((n, k) for n, k in keyed if k in known), keyed[0])
+            result = WriteResult(target_id=known.get(key) or _surrogate(record, source_id), action="matched",
+                                 matched_key=shown_key(name, record), requests=requests)
+        ids.add([(k, result.target_id) for k in keys])
+        return result
+
+    async def _send(self, record: dict[str, Any]) -> Response:
         body: dict[str, Any] = {}
         if self.test_mode:
             body["test"] = True
@@ -202,10 +259,10 @@ class Brokerkit(Connector):
         # with neither key would be created twice, so its outcome must stay uncertain.
         keyed = self.test_mode or bool(record.get("email") or record.get("agent_id"))
         assert self.http is not None
-        resp = await self.http.request("POST", LEADS_PATH, json=body, kind="create", write=not keyed)
-        return self._result(resp, record, source_id)
+        return await self.http.request("POST", LEADS_PATH, json=body, kind="create", write=not keyed)
 
     def _result(self, resp: Response, record: Mapping[str, Any], source_id: str) -> WriteResult:
+        """The result an answer carrying the lead (or test mode) gives."""
         requests = {"create": 1}
         lead = resp.json() if resp.status != 204 else None
         lead_id = lead.get("id") if isinstance(lead, dict) else None
@@ -228,13 +285,13 @@ class _UpsertPlanner(WritePlanner):
         self.repeats = 0
 
     def add(self, record: dict[str, Any]) -> None:
+        """As the server matches: a lead whose e-mail or agent_id an earlier one carried
+        updates it, and the lead then holds every key it was sent."""
         self.counts["create"] += 1
-        email = str(record.get("email") or "").strip().casefold()
-        key = f"email:{email}" if email else (f"agent_id:{record['agent_id']}" if record.get("agent_id") else None)
-        if key is not None:
-            if key in self._keys:
-                self.repeats += 1
-            self._keys.add(key)
+        keys = {k for _, k in keys_of(record, UPSERT_KEYS)}
+        if keys & self._keys:
+            self.repeats += 1
+        self._keys |= keys
         self.dedup = ("Brokerkit upserts on e-mail, then agent_id, so no lookup is needed; "
                       f"{self.repeats} leads share a key with an earlier one and will update it "
                       "(reported as merges; under on_merge: combine each is sent combined with what "
@@ -254,11 +311,8 @@ def _flag(value: Any, what: str) -> bool:
 
 def _matched_key(record: Mapping[str, Any]) -> str | None:
     """The key the server matched on: it tries the e-mail first, then agent_id."""
-    if record.get("email"):
-        return f"email={record['email']}"
-    if record.get("agent_id"):
-        return f"agent_id={record['agent_id']}"
-    return None
+    name = next((n for n in UPSERT_KEYS if record.get(n)), None)
+    return shown_key(name, record) if name else None
 
 
 def _surrogate(record: Mapping[str, Any], source_id: str) -> str:

@@ -1,42 +1,64 @@
 """Brokerkit's lead API (``POST /v2/leads``), as its doc describes it.
 
 Two traps a client must survive. The server upserts: a lead whose e-mail or agent_id
-matches an existing one updates that lead, so two source records can land on one target.
-And ``test`` is a dry run only when it is the JSON boolean ``true``; the doc's own sample
-sends strings for everything else, and the string ``"true"`` saves the lead for real.
+matches an existing one updates that lead, so two source records can land on one target,
+and the update answers 204 with no body — no id, no lead. And ``test`` is a dry run only
+when it is the JSON boolean ``true``; the doc's own sample sends strings for everything
+else, and the string ``"true"`` saves the lead for real.
 
-Assumptions where the doc is silent (each the plausible strict reading):
+Every reading this simulator chose where the doc (``vendor-docs/brokerkit-leads-api.txt``)
+is silent or ambiguous, with the doc line it rests on — each the strictest plausible one:
 
-- Auth is exactly ``Authorization: Token token=<KEY>`` (no quotes, no Bearer); anything
-  else answers 401 ``{"error": "HTTP Token: Access denied."}`` with
-  ``WWW-Authenticate: Token realm="Application"``. A POST whose Content-Type is not
-  ``application/json`` answers 400 (a GET needs none); so do a body that is not a JSON
-  object and unknown fields (``{"error": "found unpermitted parameters: ..."}``), all
-  before any validation.
+- Auth — "Authorization: Token token=YOUR API KEY": exactly that (no quotes, no Bearer);
+  anything else answers 401 ("Failed API authorization") ``{"error": "HTTP Token: Access
+  denied."}`` with ``WWW-Authenticate: Token realm="Application"`` (Rails' wording).
+- "Content-Type: application/json": a POST with another Content-Type answers 400 ("The
+  request is erroneous"); so does a body that is not a JSON object. Both before any
+  validation.
+- Endpoints — the doc has one: "URL | /leads | Method | POST". There is no read: any other
+  path or method answers 404 ``{"error": "Not Found"}`` ("404 Not Found | The requested
+  resource was not found"), after auth (the 200 row, "Successful GET request", names no
+  GET endpoint). Tests inspect what the simulator holds through ``/_sandbox/records/leads``
+  or ``inspect_records``, never through a vendor-looking route.
+- Unknown keys — the doc lists the parameters ("All other fields are optional") and says
+  nothing of others. Rails' strong parameters drop what is not permitted, so an unknown
+  or misspelt key (``Email``, ``nickname``) is dropped silently; constructor
+  ``refuse_unknown=True`` answers 400 ``found unpermitted parameters`` instead. A mapping
+  that writes a field Brokerkit ignores must be caught by our own schema.
 - Limits are unpublished: 10 requests per second per key (sliding window); over it,
   429 ``{"error": ...}`` with ``Retry-After``.
-- Validation failures answer 422 with every failing field at once, Rails-style:
-  ``{"email": ["is invalid"], "phone": ["is an invalid number"], ...}``. Text fields
-  must be JSON strings; ``null`` or ``""`` means "not given" (an update keeps the old
-  value). Phones must be valid numbers (US is the default region) and are stored in
-  E.164. ``birthday`` is exactly ``DD/MM/YYYY``. ``active_listings_count`` is a whole
-  number >= 0 and comes back as a string (as in the doc's response);
-  ``production_ytd`` is a number >= 0. A new lead needs a name, an e-mail or a phone
-  (``{"base": [...]}``); nothing else is required.
-- The duplicate rule looks up the e-mail first (case-insensitive), then agent_id (exact).
-  When the e-mail matches one lead and the agent_id another, only the e-mail's lead is
-  updated. An update answers 200 with the lead body (the doc says 204 for updates: a
-  client must accept both), a create 201. ``merged_writes`` counts the updates.
-- A dry run (``"test": true``) validates, saves nothing, counts nothing and answers 200
-  with the lead body whose ``email``, ``id``, ``created_at`` and ``updated_at`` are null.
-  Any other ``test`` value (``false``, ``"true"``, ``1``) saves the lead as normal.
-- ``alt_state`` / ``office_state`` come back as the state's full name when a US code was
-  sent (the doc's response shows "New York" for "NY"); no geocoding, so lat/lng are null
-  and zips are returned as sent. ``owner_email`` / ``referrer_email`` may name anyone
-  with a valid address: the simulator makes a team user for each on first use.
-- ``GET /v2/leads?page=&per_page=`` is not in the doc: it exists so tests can read the
-  team's leads (``{"leads": [...], "meta": {"page", "per_page", "total"}}``; ``page``
-  from 1, ``per_page`` 1..100, default 25; anything else 400).
+- "422 ... failed because of validation errors", sample ``{ "email": [ "is invalid" ],
+  "phone": [ "is an invalid number" ] }``: every failing field at once, Rails-style. Text
+  fields must be JSON strings; ``null`` or ``""`` means "not given" (an update keeps the
+  old value). "should be a valid phone number": a valid number (US the default region),
+  stored in E.164. The sample sends ``"birthday": "24/03/1975"`` and answers
+  ``"1975-03-24"``: exactly ``DD/MM/YYYY`` in, ISO out. ``active_listings_count`` is a
+  whole number >= 0 and comes back as a string (the response shows ``"111"``);
+  ``production_ytd`` is a number >= 0. "Should be ..." lists are enforced ("otherwise,
+  you will get an error"): ``is not included in the list``. "An integer from 4 to 10".
+  "When a parameter is required, it is marked as REQUIRED FIELD" and none is: a new lead
+  still needs a name, an e-mail or a phone (``{"base": [...]}``), as a lead with none of
+  them names nobody.
+- Duplicates — "Records will match on any "email" addresses. 2) Or records will match on
+  any "agent_id"": a lead keeps every e-mail address it has been sent (the one shown,
+  "Email (Main)", is the latest), and a later lead matching *any* of them updates it;
+  e-mails compare case-insensitively, agent_id exactly. The e-mail is tried first, then
+  agent_id; when the e-mail matches one lead and the agent_id another, only the e-mail's
+  lead is updated ("It will update found records" read as the one record found). A lead
+  has one agent_id: a new one replaces it, and the old one matches nothing any more.
+  ``merged_writes`` counts the updates.
+- Status codes — "201 Created | The resource has been successfully created", "204 No
+  Content | The resource has been successfully updated": a create answers 201 with the
+  lead (the sample response), an update of a matched lead 204 with no body at all.
+- "If the test parameter is set to true ... the response will have "email": null": a dry
+  run (``"test": true``) validates, saves nothing, counts nothing and answers 200 with the
+  lead body whose ``email``, ``id``, ``created_at`` and ``updated_at`` are null. "IT SHOULD
+  BE A BOOLEAN VALUE, NOT A STRING": any other ``test`` value (``false``, ``"true"``,
+  ``1``) saves the lead as normal.
+- The response shows ``"alt_state": "New York"`` for ``"NY"``: states come back as the
+  full name when a US code was sent; no geocoding, so lat/lng are null and zips come back
+  as sent. ``owner_email`` / ``referrer_email`` ("Owner", "Referrer") may name anyone with
+  a valid address: the simulator makes a team user for each on first use.
 """
 from __future__ import annotations
 
@@ -183,8 +205,9 @@ class BrokerkitSim(Simulator):
     vendor = "brokerkit"
     default_limit = (10, 1.0)
 
-    def __init__(self, *, seed_existing: bool = False, **kwargs: Any):
+    def __init__(self, *, seed_existing: bool = False, refuse_unknown: bool = False, **kwargs: Any):
         self.seed_existing = seed_existing
+        self.refuse_unknown = refuse_unknown
         super().__init__(**kwargs)
 
     @property
@@ -233,6 +256,7 @@ class BrokerkitSim(Simulator):
             return False
 
     def _match(self, attrs: dict[str, Any]) -> int | None:
+        """The lead holding the e-mail (any it was ever sent), else the agent_id."""
         email = attrs.get("email")
         if email and email.lower() in self._by_email:
             return self._by_email[email.lower()]
@@ -245,6 +269,10 @@ class BrokerkitSim(Simulator):
         if lead.get("agent_id"):
             self._by_agent.setdefault(lead["agent_id"], lead["id"])
 
+    def emails_of(self, lead_id: int) -> list[str]:
+        """Every e-mail address the lead matches on (lower-cased), for tests."""
+        return sorted(e for e, i in self._by_email.items() if i == lead_id)
+
     def _create(self, attrs: dict[str, Any], created: datetime, updated: datetime | None = None) -> dict[str, Any]:
         lead = {"bucket": "default", "status": "new_lead", "kpa_taken": False, **attrs,
                 "id": self._next_id, "created_at": created, "updated_at": updated or created,
@@ -256,12 +284,9 @@ class BrokerkitSim(Simulator):
 
     def _update(self, lead_id: int, attrs: dict[str, Any], now: datetime) -> dict[str, Any]:
         lead = self._leads[lead_id]
-        for key, index in (("email", self._by_email), ("agent_id", self._by_agent)):
-            old, new = lead.get(key), attrs.get(key)
-            if old and new and old != new:
-                old_key = old.lower() if key == "email" else old
-                if index.get(old_key) == lead_id:
-                    del index[old_key]
+        old, new = lead.get("agent_id"), attrs.get("agent_id")
+        if old and new and old != new and self._by_agent.get(old) == lead_id:
+            del self._by_agent[old]   # one agent_id per lead; every e-mail stays matched
         if attrs.get("referrer_email") and not lead.get("referred_at"):
             lead["referred_at"] = now.date()
         lead.update(attrs)
@@ -358,9 +383,13 @@ class BrokerkitSim(Simulator):
         raise KeyError(kind)
 
     def routes(self) -> list[web.RouteDef]:
-        return [web.post("/v2/leads", self._h_create), web.get("/v2/leads", self._h_list)]
+        return [web.post("/v2/leads", self._h_create), web.route("*", "/{tail:.*}", self._h_not_found)]
 
     # ---- handlers ----------------------------------------------------------------
+
+    async def _h_not_found(self, request: web.Request) -> web.Response:
+        """Every path and method but ``POST /v2/leads``: Rails' routing 404, after auth."""
+        return json_response({"error": "Not Found"}, 404)
 
     async def _h_create(self, request: web.Request) -> web.Response:
         if request.content_type != "application/json":
@@ -372,9 +401,9 @@ class BrokerkitSim(Simulator):
         if not isinstance(body, dict):
             return json_response({"error": "The request body must be a JSON object"}, 400)
         unknown = sorted(k for k in body if k not in ALLOWED)
-        if unknown:
+        if unknown and self.refuse_unknown:
             return json_response({"error": f"found unpermitted parameters: {', '.join(unknown)}"}, 400)
-        attrs, errors = validate(body)
+        attrs, errors = validate({k: v for k, v in body.items() if k in ALLOWED})
         match = None if errors else self._match(attrs)
         if match is None and not errors and not any(
                 attrs.get(k) for k in ("first_name", "last_name", "email", "phone")):
@@ -388,20 +417,8 @@ class BrokerkitSim(Simulator):
         now = datetime.now(timezone.utc)
         if match is not None:
             self.merged_writes += 1
-            return json_response(self._render(self._update(match, attrs, now)), 200)
+            self._update(match, attrs, now)
+            return web.Response(status=204)
         lead = self._create(attrs, now)
         self.count_create(attrs["email"].lower() if attrs.get("email") else attrs.get("phone"))
         return json_response(self._render(lead), 201)
-
-    async def _h_list(self, request: web.Request) -> web.Response:
-        try:
-            page = int(request.query.get("page", "1"))
-            per_page = int(request.query.get("per_page", "25"))
-        except ValueError:
-            return json_response({"error": "page and per_page must be integers"}, 400)
-        if page < 1 or not 1 <= per_page <= 100:
-            return json_response({"error": "page must be >= 1 and per_page 1..100"}, 400)
-        ids = list(self._leads)
-        chunk = ids[(page - 1) * per_page: page * per_page]
-        return json_response({"leads": [self._render(self._leads[i]) for i in chunk],
-                              "meta": {"page": page, "per_page": per_page, "total": len(ids)}})

@@ -2,6 +2,7 @@
 upserts, dry runs and refusals against the simulator over real HTTP."""
 from __future__ import annotations
 
+import sqlite3
 from typing import Any
 
 import aiohttp
@@ -137,15 +138,74 @@ async def test_200_is_a_match_on_email_first_then_agent_id(bk):
         ("200001", "matched", "agent_id=a68d4b23")
 
 
-async def test_204_without_a_body_is_a_match_with_a_stable_surrogate_id(bk):
+async def test_204_for_a_lead_from_before_the_job_names_it_by_the_key_that_matched(bk):
+    """No body, no id, and this job never created the lead: its name is the matched key,
+    the same for every later lead that matches it (on any of its keys)."""
     bk.on_merge = "update"   # combine would send the second lead with the first one's e-mail
     with aioresponses() as m:
         m.post(LEADS, status=204, body=b"", repeat=True)
         by_email = await bk.write("leads", {**DOC_LEAD, "email": "Peet@Example.com"}, source_id="s1")
         by_agent = await bk.write("leads", {"last_name": "P", "agent_id": "a68d4b23"}, source_id="s2")
+        agent_only = await bk.write("leads", {"last_name": "Q", "agent_id": "zz1"}, source_id="s3")
     assert (by_email.target_id, by_email.action, by_email.matched_key) == \
         ("email:peet@example.com", "matched", "email=Peet@Example.com")
-    assert (by_agent.target_id, by_agent.matched_key) == ("agent_id:a68d4b23", "agent_id=a68d4b23")
+    assert (by_agent.target_id, by_agent.matched_key) == ("email:peet@example.com", "agent_id=a68d4b23")
+    assert (agent_only.target_id, agent_only.matched_key) == ("agent_id:zz1", "agent_id=zz1")
+
+
+async def test_204_takes_the_id_this_job_created_for_the_key_the_server_matched(bk):
+    """The server tries the e-mail (any the lead was sent), then the agent_id: so does the
+    connector when it names the lead a 204 updated."""
+    bk.on_merge = "update"
+    with aioresponses() as m:
+        m.post(LEADS, status=201, payload=DOC_ANSWER)
+        m.post(LEADS, status=201, payload={**DOC_ANSWER, "id": 200002})
+        m.post(LEADS, status=204, body=b"", repeat=True)
+        made = await bk.write("leads", DOC_LEAD, source_id="s1")
+        other = await bk.write("leads", {"first_name": "O", "email": "o@example.com", "agent_id": "o1"},
+                               source_id="s2")
+        by_agent = await bk.write("leads", {"first_name": "P", "email": "new@example.com",
+                                            "agent_id": "a68d4b23"}, source_id="s3")
+        by_new_email = await bk.write("leads", {"first_name": "Q", "email": "NEW@example.com"}, source_id="s4")
+        email_first = await bk.write("leads", {"first_name": "R", "email": "peet@example.com",
+                                               "agent_id": "o1"}, source_id="s5")
+    assert (made.target_id, made.action, other.target_id) == ("200001", "created", "200002")
+    assert (by_agent.target_id, by_agent.action, by_agent.matched_key) == ("200001", "matched", "agent_id=a68d4b23")
+    assert (by_new_email.target_id, by_new_email.matched_key) == ("200001", "email=NEW@example.com")
+    assert (email_first.target_id, email_first.matched_key) == ("200001", "email=peet@example.com")
+
+
+async def test_a_create_resent_after_a_crash_is_its_own_create_with_its_id(tmp_path):
+    """The 201's id is in the checkpoint before write() returns: a kill before the record's
+    done makes the resumed run send it again, and its 204 is this record's own lead."""
+    from migrator.checkpoint import Checkpoint
+    for run, (status, answer) in enumerate(((201, DOC_ANSWER), (204, None))):
+        ckpt = await Checkpoint.open(tmp_path / "k.sqlite", job_id="j", mapping_digest="m")
+        c = connector()
+        c.checkpoint = ckpt
+        await c.open()
+        try:
+            with aioresponses() as m:
+                m.post(LEADS, status=status, **({"payload": answer} if answer else {"body": b""}))
+                res = await c.write("leads", DOC_LEAD, source_id="s1")
+            with sqlite3.connect(tmp_path / "k.sqlite") as db:   # committed, as a kill would leave it
+                held = dict(db.execute("SELECT key, target_id FROM target_keys"))
+            assert held == {"email=peet@example.com": "200001", "agent_id=a68d4b23": "200001",
+                            "source=s1": "200001"}
+        finally:
+            await c.close()
+            await ckpt.close()   # no done was ever queued: as after a kill at "written"
+        assert (res.target_id, res.action) == ("200001", "created"), run
+
+
+async def test_a_201_cut_short_is_a_create_named_by_its_key(bk):
+    with aioresponses() as m:
+        m.post(LEADS, status=201, body=b'{"id": 2000', content_type="application/json")
+        m.post(LEADS, status=204, body=b"")
+        made = await bk.write("leads", DOC_LEAD, source_id="s1")
+        again = await bk.write("leads", {"first_name": "P", "agent_id": "a68d4b23"}, source_id="s2")
+    assert (made.target_id, made.action) == ("email:peet@example.com", "created")
+    assert (again.target_id, again.action) == ("email:peet@example.com", "matched")
 
 
 async def test_422_lists_every_field_and_names_the_first(bk):
@@ -198,11 +258,11 @@ def lead(i: int) -> dict[str, Any]:
             "production_label": "mid", "alt_state": "NY", "source": "import"}
 
 
-async def write_all(c: Brokerkit, records: list[dict[str, Any]]) -> list[Any]:
+async def write_all(c: Brokerkit, records: list[dict[str, Any]], prefix: str = "") -> list[Any]:
     out: list[Any] = [None] * len(records)
 
     async def one(i: int) -> None:
-        out[i] = await c.write("leads", records[i], source_id=str(i))
+        out[i] = await c.write("leads", records[i], source_id=f"{prefix}{i}")
 
     async with anyio.create_task_group() as tg:
         for i in range(len(records)):
@@ -223,7 +283,7 @@ async def test_100_leads_written_twice_are_created_then_matched_without_duplicat
         await c.open()
         try:
             first = await write_all(c, records)
-            second = await write_all(c, records)
+            second = await write_all(c, records, prefix="again-")
         finally:
             await c.close()
     assert {r.action for r in first} == {"created"} and {r.action for r in second} == {"matched"}
@@ -282,3 +342,12 @@ async def test_simulator_auth_failure_names_the_variable():
             await c.close()
     assert "BROKERKIT_API_KEY" in str(e.value) and "wrong-key" not in str(e.value)
     assert sim.inspect_records("leads") == []
+
+
+async def test_the_plan_counts_a_repeat_on_any_key_as_the_server_matches(bk):
+    planner = await bk.write_planner("leads", None)
+    for record in ({"email": "a@x.com", "agent_id": "1"}, {"email": "b@x.com", "agent_id": "1"},
+                   {"email": "B@X.com"}, {"agent_id": "2"}, {"first_name": "No key"}):
+        planner.add(record)
+    assert (planner.counts["create"], planner.repeats) == (5, 2)
+    assert "2 leads share a key with an earlier one" in planner.dedup

@@ -10,6 +10,7 @@ fast; the issue's full size is 500).
 from __future__ import annotations
 
 import os
+import sqlite3
 from collections import Counter
 from typing import Any
 
@@ -18,9 +19,12 @@ import pytest
 from migrator.connectors.brokerkit import Brokerkit
 from migrator.errors import UserError
 from migrator.mapping import load_mapping
+from migrator.report import checkpoint_facts
+from migrator.sandbox.base import Faults
 from migrator.sandbox.brokerkit import STATE_NAMES
 from migrator.sandbox.data import Person
 from tests.integration.fields import Tally, declared, note_lines
+from migrator.sandbox.data import CLEAN
 from tests.integration.harness import Pair, assert_each_record_settled, checkpoint_rows, mapping_path, people_by_source_id
 
 N = int(os.environ.get("MIGRATOR_PAIR_CONTACTS", "200"))
@@ -134,6 +138,23 @@ def field_tally(pair: Pair, leads: list[dict[str, Any]]) -> tuple[Tally, int]:
     return tally, checked
 
 
+def done_targets(pair: Pair) -> dict[str, tuple[str, str]]:
+    """source id -> (target id, action) of every record done."""
+    with sqlite3.connect(pair.tmp / "ckpt.sqlite") as db:
+        return {sid: (tid, action) for sid, tid, action in db.execute(
+            "SELECT source_id, target_id, action FROM records WHERE status='done'")}
+
+
+def lead_named(target_id: str, leads: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The held lead a target id names: its Brokerkit id, or for a lead this job could not
+    learn the id of, the key it was matched on (``email:<address>``)."""
+    for lead in leads:
+        if target_id == str(lead["id"]) or (target_id.startswith("email:") and lead["email"]
+                                            and target_id == f"email:{lead['email'].lower()}"):
+            return lead
+    return None
+
+
 async def run_pair(tmp_path, source: str, n: int):
     async with Pair(tmp_path, source, "brokerkit", n=n) as pair:
         outcome = await pair.run()
@@ -155,7 +176,16 @@ async def test_round_trip_into_brokerkit(tmp_path, source):
     emails = Counter(lead["email"].lower() for lead in leads if lead["email"])
     assert all(n == 1 for n in emails.values())  # Brokerkit upserts on e-mail
     assert all(emails[p.email.lower()] == 1 for p in done if p.email)
-    assert counts["matched"] == merged
+    assert counts["matched"] == merged   # every update answered 204, with no body
+    # A 204 names no lead: each merged record still ends done with its lead's Brokerkit id.
+    ids = {str(lead["id"]): lead for lead in leads}
+    targets = done_targets(pair)
+    assert {tid for tid, _ in targets.values()} <= set(ids)
+    for sid, (tid, _) in targets.items():
+        if by_sid[sid].email:
+            assert ids[tid]["email"].lower() == by_sid[sid].email.lower(), sid
+    repeated = sum(n - 1 for n in Counter(p.email.lower() for p in done if p.email).values())
+    assert counts["matched"] >= repeated
 
     clean = [p for p in migrated if not p.dirty]
     assert len(clean) > len(migrated) // 2
@@ -187,3 +217,52 @@ async def test_test_mode_writes_nothing(tmp_path):
     assert counts["valid"] > 30
     assert counts["valid"] == sent
     assert not (tmp_path / "ckpt.sqlite").exists()
+
+
+@pytest.mark.parametrize("on_merge", ["combine", "update"])
+async def test_leads_brokerkit_held_before_the_job_are_named_by_their_e_mail(tmp_path, on_merge):
+    """Brokerkit answers an update of a lead it already held with 204 and no id, and cannot
+    be read: such a record ends done, named ``email:<address>``, reported as a merge onto
+    a record the target held before the job; every other record has its lead's id."""
+    async with Pair(tmp_path, "csv", "brokerkit", n=60, dirt=CLEAN, preseed=1 / 4, on_merge=on_merge,
+                    target_sim={"seed_existing": True}) as pair:
+        before = {str(lead["id"]) for lead in pair.target_records()}
+        outcome = await pair.run()
+        leads = pair.target_records()
+    counts = outcome.streams[0].counts
+    assert counts["failed"] == 0 and counts["done"] == 60
+    by_sid = people_by_source_id(pair)
+    preseeded = {p.uid for p in pair.preseeded}
+    assert len(leads) == len({p.email.lower() for p in pair.people})   # nothing doubled
+    for sid, (tid, action) in done_targets(pair).items():
+        person = by_sid[sid]
+        lead = lead_named(tid, leads)
+        assert lead is not None and lead["email"].lower() == person.email.lower(), (sid, tid)
+        if person.uid in preseeded:
+            assert (tid, action) == (f"email:{person.email.lower()}", "matched")
+        else:
+            assert tid not in before and tid.isdigit()
+    merges = {m["target_id"]: m for m in checkpoint_facts(tmp_path / "ckpt.sqlite")["merges"]}
+    for p in pair.preseeded:
+        merge = merges[f"email:{p.email.lower()}"]
+        assert merge["existing"]
+        if on_merge == "combine":
+            assert {x["how"] for x in merge["placed"][merge["source_ids"][0]]} == {"overwritten"}
+
+
+async def test_lost_and_cut_short_answers_double_no_lead_and_name_every_one(tmp_path):
+    """Dropped connections after the write, bodies cut short, 5xx: a keyed lead is sent
+    again (the server upserts it), never doubled, and every record names a held lead."""
+    faults = Faults(error_rate=0.05, drop_after_rate=0.05, truncate_rate=0.05, seed=3)
+    async with Pair(tmp_path, "csv", "brokerkit", n=150, dirt=CLEAN, faults=faults) as pair:
+        outcome = await pair.run()
+        leads = pair.target_records()
+        sim = pair.target_sim
+        assert sim.stats.faults["drop_after"] > 0 and sim.stats.faults["truncated"] > 0
+        assert sim.duplicates() == {}
+    assert outcome.streams[0].counts["done"] == 150
+    assert len(leads) == len({p.email.lower() for p in pair.people})
+    by_sid = people_by_source_id(pair)
+    for sid, (tid, _) in done_targets(pair).items():
+        lead = lead_named(tid, leads)
+        assert lead is not None and lead["email"].lower() == by_sid[sid].email.lower(), (sid, tid)

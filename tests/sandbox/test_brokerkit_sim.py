@@ -1,6 +1,6 @@
 """The Brokerkit simulator over real HTTP: the doc's samples, the 422 field errors, the
-``test`` dry run and its string trap, the e-mail / agent_id upsert, auth, the rate limit
-and every fault."""
+``test`` dry run and its string trap, the e-mail / agent_id upsert (204, no body), no
+read endpoint, unknown keys dropped, auth, the rate limit and every fault."""
 from __future__ import annotations
 
 import asyncio
@@ -67,15 +67,11 @@ class Client:
         status, data, _ = await self.call("POST", "/v2/leads", body)
         return status, data
 
-    async def all_leads(self, per_page: int = 25) -> list[dict[str, Any]]:
-        out, page = [], 1
-        while True:
-            status, data, _ = await self.call("GET", f"/v2/leads?page={page}&per_page={per_page}")
-            assert status == 200
-            if not data["leads"]:
-                return out
-            out += data["leads"]
-            page += 1
+    async def held(self) -> list[dict[str, Any]]:
+        """What the team holds, through the test-only inspection route (Brokerkit has no read)."""
+        async with self.session.get(self.sim.base_url + "/_sandbox/records/leads") as r:
+            assert r.status == 200
+            return orjson.loads(await r.read())
 
 
 @asynccontextmanager
@@ -110,7 +106,9 @@ async def test_doc_retention_sample_makes_a_team_member():
         status, lead = await c.lead({**DOC_LEAD, "product": "retention", "status": "onboarding"})
         assert status == 201
         assert (lead["recruiting"], lead["retention"], lead["status"]) == (False, True, "onboarding")
-        assert lead["team_member"]["role"]["name"] == "agent"
+        assert set(lead) == DOC_RESPONSE_KEYS | {"team_member"}
+        assert set(lead["team_member"]) == USER_KEYS | {"role"}
+        assert lead["team_member"]["role"] == {"name": "agent", "invited_at": None, "joined_at": None}
         assert lead["team_member"]["email"] == "peet@example.com"
         status, body = await c.lead({"first_name": "X", "product": "recruiting"})
         assert status == 422 and body == {"product": ["is not included in the list"]}
@@ -123,6 +121,13 @@ async def test_defaults_for_a_minimal_lead():
         assert (lead["status"], lead["bucket"], lead["archived"], lead["kpa_taken"]) == \
             ("new_lead", "archived", True, False)
         assert lead["owner"] is None and lead["email"] is None
+
+
+async def test_the_doc_error_sample_is_what_a_bad_email_and_the_docs_placeholder_phone_get():
+    """The doc's error list, ``{ "email": [ "is invalid" ], "phone": [ "is an invalid number" ] }``."""
+    async with running() as c:
+        status, body = await c.lead({**DOC_LEAD, "email": "peet@", "phone": "+11111111111"})
+        assert (status, body) == (422, {"email": ["is invalid"], "phone": ["is an invalid number"]})
 
 
 async def test_422_names_every_failing_field_at_once():
@@ -184,39 +189,84 @@ async def test_test_string_true_is_not_a_dry_run():
         assert len(c.sim.inspect_records("leads")) == 1
 
 
+async def test_doc_sample_sent_again_is_an_update_answering_204_with_no_body():
+    """"204 No Content | The resource has been successfully updated": no id, no lead."""
+    async with running() as c:
+        _, first = await c.lead(DOC_LEAD)
+        status, body, r = await c.call("POST", "/v2/leads", {**DOC_LEAD, "rating": "9"})
+        assert (status, body) == (204, None) and "Content-Type" not in r.headers
+        (held,) = await c.held()
+        assert held["id"] == first["id"] and held["rating"] == 9
+        assert c.sim.merged_writes == 1 and c.sim.duplicates() == {}
+
+
 async def test_upsert_on_email_updates_the_existing_lead():
     async with running() as c:
         _, first = await c.lead(DOC_LEAD)
         status, second = await c.lead({"email": "PEET@Example.com", "last_name": "Updated", "rating": 9})
-        assert status == 200 and second["id"] == first["id"]
-        assert (second["first_name"], second["last_name"], second["rating"]) == ("Peet", "Updated", 9)
+        assert (status, second) == (204, None)
+        (held,) = await c.held()
+        assert held["id"] == first["id"]
+        assert (held["first_name"], held["last_name"], held["rating"]) == ("Peet", "Updated", 9)
         assert c.sim.merged_writes == 1 and c.sim.duplicates() == {}
-        assert len(await c.all_leads()) == 1
 
 
-async def test_upsert_on_agent_id_updates_the_existing_lead():
+async def test_any_of_a_leads_e_mails_matches_and_agent_id_matches_exactly():
+    """"Records will match on any "email" addresses. 2) Or ... on any "agent_id"": an
+    address a lead was once sent still finds it after another became its main one."""
     async with running() as c:
         _, first = await c.lead(DOC_LEAD)
-        status, second = await c.lead({"agent_id": "a68d4b23", "email": "new@example.com"})
-        assert status == 200 and second["id"] == first["id"] and second["email"] == "new@example.com"
-        status, third = await c.lead({"email": "new@example.com", "first_name": "Again"})
-        assert status == 200 and third["id"] == first["id"]
-        status, fresh = await c.lead({"email": "peet@example.com", "first_name": "Other"})
-        assert status == 201 and fresh["id"] != first["id"]
+        assert await c.lead({"agent_id": "a68d4b23", "email": "new@example.com"}) == (204, None)
+        (held,) = await c.held()
+        assert held["email"] == "new@example.com"
+        assert c.sim.emails_of(first["id"]) == ["new@example.com", "peet@example.com"]
+        assert await c.lead({"email": "NEW@example.com", "first_name": "Again"}) == (204, None)
+        assert await c.lead({"email": "peet@example.com", "first_name": "Other"}) == (204, None)
         status, other = await c.lead({"agent_id": "A68D4B23", "first_name": "Case"})
-        assert status == 201
-        assert c.sim.merged_writes == 2 and len(c.sim.inspect_records("leads")) == 3
+        assert status == 201 and other["id"] != first["id"]
+        leads = {x["id"]: x for x in await c.held()}
+        assert len(leads) == 2 and leads[first["id"]]["first_name"] == "Other"
+        assert c.sim.merged_writes == 3
 
 
-@pytest.mark.parametrize("body, error_key", [
-    ({"first_name": "X", "nickname": "Y"}, "error"),
-    ({"first_name": "X", "Email": "x@y.com"}, "error"),
-])
-async def test_unknown_fields_are_400(body, error_key):
+async def test_the_e_mail_wins_over_the_agent_id_and_a_new_agent_id_replaces_the_old():
     async with running() as c:
-        status, out = await c.lead(body)
-        assert status == 400 and error_key in out
-        assert c.sim.inspect_records("leads") == []
+        _, a = await c.lead({"first_name": "A", "email": "a@example.com", "agent_id": "ag-a"})
+        _, b = await c.lead({"first_name": "B", "email": "b@example.com", "agent_id": "ag-b"})
+        assert await c.lead({"email": "a@example.com", "agent_id": "ag-b", "note": "x"}) == (204, None)
+        leads = {x["id"]: x for x in await c.held()}
+        assert leads[a["id"]]["note"] == "x" and leads[b["id"]]["note"] is None
+        assert await c.lead({"email": "b@example.com", "agent_id": "ag-new"}) == (204, None)
+        status, fresh = await c.lead({"first_name": "C", "agent_id": "ag-b"})
+        assert status == 201 and fresh["id"] not in (a["id"], b["id"])
+
+
+async def test_no_read_endpoint_the_doc_does_not_have():
+    """The doc's one endpoint is POST /leads: a GET of the leads (or of one) is a 404."""
+    async with running(contacts=5, seed=4, seed_existing=True) as c:
+        for method, path in (("GET", "/v2/leads"), ("GET", "/v2/leads?page=1&per_page=10"),
+                             ("GET", "/v2/leads/200001"), ("PUT", "/v2/leads/200001"),
+                             ("DELETE", "/v2/leads/200001"), ("POST", "/v2/lead")):
+            status, body, _ = await c.call(method, path, {} if method != "GET" else None)
+            assert (status, body) == (404, {"error": "Not Found"}), (method, path)
+        assert len(await c.held()) == 5
+
+
+@pytest.mark.parametrize("body", [{"first_name": "X", "nickname": "Y"}, {"first_name": "X", "Email": "x@y.com"}])
+async def test_unknown_fields_are_dropped_silently(body):
+    async with running() as c:
+        status, lead = await c.lead(body)
+        assert status == 201 and set(lead) == DOC_RESPONSE_KEYS
+        assert lead["email"] is None and lead["first_name"] == "X"
+        (held,) = await c.held()
+        assert "nickname" not in held and "Email" not in held and held["email"] is None
+
+
+async def test_refuse_unknown_answers_400_naming_them():
+    async with running(refuse_unknown=True) as c:
+        status, out = await c.lead({"first_name": "X", "nickname": "Y", "Email": "x@y.com"})
+        assert status == 400 and out == {"error": "found unpermitted parameters: Email, nickname"}
+        assert await c.held() == []
 
 
 async def test_content_type_and_body_shape_are_checked():
@@ -240,34 +290,31 @@ async def test_content_type_and_body_shape_are_checked():
 async def test_bad_credentials_get_401_json(make_auth):
     async with running(seed_existing=True, contacts=2) as c:
         auth = make_auth(c.sim.credentials()["BROKERKIT_API_KEY"])
-        for method in ("GET", "POST"):
+        for method in ("GET", "POST"):   # auth comes first: even the GET Brokerkit lacks is a 401
             status, body, r = await c.call(method, "/v2/leads", DOC_LEAD if method == "POST" else None, auth=auth)
             assert status == 401 and "error" in body and r.headers["WWW-Authenticate"].startswith("Token")
         assert len(c.sim.inspect_records("leads")) == 2
 
 
-async def test_fresh_team_by_default_and_paging_returns_seeded_leads_once():
+async def test_fresh_team_by_default_and_seeded_leads_once():
     async with running(contacts=30) as c:
-        assert await c.all_leads() == []
+        assert await c.held() == []
     async with running(contacts=53, seed=4, seed_existing=True) as c:
-        leads = await c.all_leads(per_page=10)
+        leads = await c.held()
         emails = {p.email.lower() for p in c.sim.seed_people}
         assert len(leads) == len({x["id"] for x in leads}) == len(emails)
         assert {x["email"].lower() for x in leads} == emails
-        status, page, _ = await c.call("GET", "/v2/leads?page=99&per_page=10")
-        assert status == 200 and page["leads"] == [] and page["meta"]["total"] == len(emails)
-        for bad in ("page=0", "per_page=101", "page=x"):
-            assert (await c.call("GET", f"/v2/leads?{bad}"))[0] == 400
+        assert all(set(x) == DOC_RESPONSE_KEYS for x in leads)
         seeded = c.sim.seed_people[0]
-        status, lead = await c.lead({"email": seeded.email, "note": "again"})
-        assert status == 200 and c.sim.merged_writes == 1
+        assert await c.lead({"email": seeded.email, "note": "again"}) == (204, None)
+        assert c.sim.merged_writes == 1 and len(await c.held()) == len(emails)
 
 
 async def test_rate_limit_answers_429_with_retry_after():
     async with running(limit=(5, 1.0)) as c:
-        for _ in range(5):
-            assert (await c.call("GET", "/v2/leads"))[0] == 200
-        status, body, r = await c.call("GET", "/v2/leads")
+        for i in range(5):
+            assert (await c.lead({"first_name": f"L{i}"}))[0] == 201
+        status, body, r = await c.call("POST", "/v2/leads", {"first_name": "over"})
         assert status == 429 and "error" in body and int(r.headers["Retry-After"]) >= 1
         assert c.sim.window.max_in_window <= 5
     assert BrokerkitSim().window.limit == 10 and BrokerkitSim().window.period == 1.0
@@ -283,7 +330,7 @@ async def test_faults_latency_errors_and_bursts():
         assert status in (500, 502, 503) and "error" in body
         assert len(c.sim.inspect_records("leads")) == 1
         c.sim.set_faults(Faults(burst_429_rate=1.0))
-        status, _, r = await c.call("GET", "/v2/leads")
+        status, _, r = await c.call("POST", "/v2/leads", DOC_LEAD)
         assert status == 429 and "Retry-After" in r.headers
 
 
@@ -298,12 +345,13 @@ async def test_faults_drops_and_truncation():
         assert len(c.sim.inspect_records("leads")) == 1
         c.sim.set_faults(Faults(truncate_rate=1.0))
         with pytest.raises(orjson.JSONDecodeError):
-            await c.lead(DOC_LEAD)
-        assert len(c.sim.inspect_records("leads")) == 1 and c.sim.merged_writes == 1
+            await c.lead({**DOC_LEAD, "email": "second@example.com", "agent_id": "b2"})
+        assert await c.lead(DOC_LEAD) == (204, None)   # no body to cut short
+        assert len(c.sim.inspect_records("leads")) == 2 and c.sim.merged_writes == 1
 
 
 async def test_token_ttl_does_not_expire_a_static_api_key():
     async with running(faults=Faults(token_ttl=0.01)) as c:
-        assert (await c.call("GET", "/v2/leads"))[0] == 200
+        assert (await c.lead(DOC_LEAD))[0] == 201
         await asyncio.sleep(0.05)
-        assert (await c.call("GET", "/v2/leads"))[0] == 200
+        assert (await c.lead(DOC_LEAD))[0] == 204
