@@ -419,13 +419,13 @@ class HttpClient:
     def _classify(self, resp: Response) -> Exception | None:
         # An HTML page before any answer was the API's (or a probe's answer that is not
         # JSON) means base_url names something else: no retry will change that.
-        if 200 <= resp.status < 300 and resp.body and not self._any_success:
+        if 200 <= resp.status < 300 and resp.body and (resp.request.kind == "probe" or not self._any_success):
             wrong = not_the_api(resp, self.system, self.base_url) if (
                 resp.request.kind == "probe" or _looks_like_a_page(resp)) else None
-            if wrong and _looks_like_a_page(resp):
+            if wrong and resp.body.lstrip()[:1] in (b"{", b"["):
+                return Retryable(wrong, cause="truncated")  # JSON cut short on the way: asked again
+            if wrong:
                 return ConnectError(wrong)
-            if wrong:   # perhaps cut short on the way: asked again, and told as it is if it stays so
-                return Retryable(wrong, cause="truncated")
         if self.classify is not None:
             verdict = self.classify(resp)
             if verdict is not None:

@@ -412,8 +412,8 @@ async def probe_access(job, source, target) -> None:
     refused key, an unreachable host or a base_url that is not the vendor's API stops
     ``validate`` as it would stop ``run`` — one line, exit 2."""
     streams = list(job.mapping.streams.values())
-    await target.probe(list(dict.fromkeys(sm.target_stream for sm in streams)))
-    await source.probe(list(dict.fromkeys(sm.source_stream for sm in streams)))
+    await target.check_access(list(dict.fromkeys(sm.target_stream for sm in streams)))
+    await source.check_access(list(dict.fromkeys(sm.source_stream for sm in streams)))
 
 
 async def validate_with_plan(engine, latency: float | None = None):
@@ -441,13 +441,6 @@ async def before_run(job, source, target, out: Callable[[str], None],
     and mapping (else, when a system has a daily quota, an estimate), and a line for
     each quota it does not fit in. Requests spent here are ones the run spends anyway
     (kept pages, REI's custom-field list), except Realvolve's ``info``, which it repeats."""
-    try:
-        await probe_access(job, source, target)
-    except BaseException:
-        with anyio.CancelScope(shield=True):
-            await source.close()
-            await target.close()
-        raise
     plan = load_plan(job)
     expected = getattr(target, "expected_records", None)
     if plan is not None and plan.basis == "validate" and isinstance(expected, dict):

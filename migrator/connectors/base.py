@@ -91,6 +91,7 @@ class Connector:
         # Records each target stream will be sent, when the plan knows (validate's count):
         # a target that chooses how to dedup by it chooses as the plan did.
         self.expected_records: dict[str, int] = {}
+        self.access_checked = False     # the probe is made once a run, whoever asks first
 
     # ---- facts ----------------------------------------------------------------
     @classmethod
@@ -141,6 +142,13 @@ class Connector:
             self.http.limiter.stopping = stopping
 
     # ---- lifecycle ----------------------------------------------------------------
+    async def check_access(self, streams: list[str]) -> None:
+        """The probe, once per run: ``validate`` makes it before planning, the engine
+        before reading; whichever comes second spends nothing."""
+        if not self.access_checked:
+            await self.probe(streams)
+            self.access_checked = True
+
     async def probe(self, streams: list[str]) -> None:
         """Make ``probe_request`` (kind ``probe``): the key, the host and the base_url are
         proven before anything is read or written. A refusal, an unreachable host or an
@@ -151,7 +159,7 @@ class Connector:
         method, path, params, body = self.probe_request
         http = self.http
         try:
-            await http.request(method, path, params=params, json=body, kind="probe")
+            resp = await http.request(method, path, params=params, json=body, kind="probe")
         except RecordError as e:
             raise ConnectError(f"{self.system}: {method} {path} answered HTTP {e.status or '?'} ({e.reason}) — "
                                f"is base_url {http.base_url} right?") from None
@@ -161,6 +169,9 @@ class Connector:
             raise ConnectError(f"{e} (after {http.max_attempts} attempts)" if str(e).startswith(self.system)
                                else f"{self.system}: {method} {path} at {http.base_url} kept failing "
                                     f"({e}); try again later, or check base_url") from None
+        if not resp.body.strip():
+            raise ConnectError(f"{self.system}: {method} {path} answered HTTP {resp.status} with an empty body, "
+                               f"not the {self.system} API — is base_url {http.base_url} right?")
 
     async def open(self) -> None:
         if self.http is not None:
