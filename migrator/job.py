@@ -38,6 +38,9 @@ from .yamlutil import load_yaml
 JOB_KEYS = {"name", "source", "target", "mapping", "checkpoint", "reports", "concurrency",
             "on_uncertain", "on_merge", "allow_insecure_http", "max_attempts",
             "stop_at_quota", "max_quota_wait"}
+# Settings that are a name, a path or a URL: a list, a mapping or true/false there is a slip.
+TEXT_SETTINGS = ("base_url", "auth_base_url", "path", "id_column", "source_id_column", "stream",
+                 "encoding", "delimiter")
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _SPAN = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*")
 _UNIT = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -241,7 +244,7 @@ def _check_setting(key: str, value: Any, where: str, strict: bool) -> None:
         parse_rate_limit(value, where)
     elif key == "timeout":
         parse_timeout(value, where)
-    elif key in ("base_url", "auth_base_url", "path") and isinstance(value, (dict, list, bool)):
+    elif key in TEXT_SETTINGS and isinstance(value, (dict, list, bool)):
         raise JobError(f"{where}: {key} must be text, not {value!r}")
 
 

@@ -264,7 +264,7 @@ def parse_rate_limit(raw: Any, where: str) -> RateLimit | None:
     if extra or "requests" not in raw:
         what = f"unknown key {extra[0]!r}" if extra else "'requests' is missing"
         raise JobError(f"{at}{shape}: {what}")
-    requests, per = _number(raw["requests"]), _number(raw.get("per", 1))
+    requests, per = number_setting(raw["requests"]), number_setting(raw.get("per", 1))
     if not isinstance(requests, int) or requests < 1:
         raise JobError(f"{at}rate_limit requests must be a whole number of at least 1, not {raw['requests']!r}")
     if per is None or not 0 < per < float("inf"):
@@ -272,7 +272,7 @@ def parse_rate_limit(raw: Any, where: str) -> RateLimit | None:
     return RateLimit(requests, float(per))
 
 
-def _number(value: Any) -> int | float | None:
+def number_setting(value: Any) -> int | float | None:
     """A YAML number, or one that came from an environment variable as text."""
     if isinstance(value, bool):
         return None
@@ -291,7 +291,7 @@ def parse_timeout(raw: Any, where: str) -> float:
     """Seconds a request may take: a number above 0 (default 30)."""
     if raw in (None, ""):
         return 30.0
-    value = _number(raw)
+    value = number_setting(raw)
     if value is None or not 0 < value < float("inf"):
         at = f"{where}: " if where else ""
         raise JobError(f"{at}timeout must be a number of seconds above 0, not {raw!r}")

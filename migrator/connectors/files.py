@@ -26,7 +26,7 @@ from ..errors import ConfigError, JobError
 from ..protocols import Page, Record, StreamInfo, WriteResult
 from ..schema import Field, StreamSchema
 from . import textfile
-from .base import Connector, Setting, WritePlanner
+from .base import Connector, Setting, WritePlanner, number_setting
 
 PAGE = 500
 
@@ -63,6 +63,7 @@ class _FileConnector(Connector):
         self._outputs: dict[str, "_Appender"] = {}
         self._seen: dict[str, set[str]] = {}
         self._fields: dict[str, list[str]] = {}
+        self.page_size()  # a bad value is refused before anything is read, not mid-read
 
     @classmethod
     def schemas(cls) -> dict[str, StreamSchema]:
@@ -80,7 +81,11 @@ class _FileConnector(Connector):
         return p if p.is_absolute() else (self.ctx.job_dir / p)
 
     def page_size(self) -> int:
-        return int(self.setting("page_size") or PAGE)
+        raw = self.setting("page_size")
+        size = PAGE if raw in (None, "") else number_setting(raw)
+        if not isinstance(size, int) or size < 1:
+            raise JobError(f"{self.ctx.where}: page_size must be a whole number of at least 1, not {raw!r}")
+        return size
 
     # ---- the check before a run (validate and run make it first) -------------------
     async def probe(self, streams: list[str]) -> None:
@@ -319,6 +324,10 @@ class CsvConnector(_FileConnector):
     title = "CSV file"
     settings_spec = {**_FileConnector.settings_spec,
                      "delimiter": Setting("field separator: one character, e.g. ';', or tab", default=",")}
+
+    def __init__(self, settings: Mapping[str, Any], ctx):
+        super().__init__(settings, ctx)
+        self._delimiter()  # refused before anything is read
 
     def _delimiter(self) -> str:
         raw = str(self.setting("delimiter"))
