@@ -34,7 +34,7 @@ def one_writer(args: argparse.Namespace, mode: str, command: Any) -> int:
 
 def cmd_run(args: argparse.Namespace, mode: str, job: Any = None) -> int:
     from .engine import Engine
-    from .job import load_job
+    from .job import check_reports, load_job
     from .mapping.fill import dead_paths
     from .report import FailureSink, finish, report_paths
     import anyio
@@ -47,6 +47,7 @@ def cmd_run(args: argparse.Namespace, mode: str, job: Any = None) -> int:
         if nothing:
             print(nothing, file=sys.stderr)
             return EXIT_OK
+    check_reports(job)  # before the first write, not after every record is written
     if getattr(args, "stop_at_quota", False):
         job.stop_at_quota = True
     if getattr(args, "on_merge", None):

@@ -32,7 +32,7 @@ from .checkpoint import Checkpoint
 from .errors import QuotaExhausted, RecordError, Retryable, SourceError, UncertainWrite, UserError
 from .mapping import Ref
 from .mapping.fill import FillCounter, dead_lines
-from .plan import feed, load_plan
+from .plan import feed, load_plan, probe_access
 from .identity import value_excerpt
 from .progress import open_bar
 from .protocols import Page, Record, StreamInfo
@@ -156,7 +156,9 @@ class Engine:
         outcome = Outcome(self.mode, [], time.time())
         self._settled = anyio.Event()
         writing = self.mode in ("run", "retry") or self.server
+        opened_target = writing or not self.target.access_checked  # validate's caller keeps it open
         try:
+            await probe_access(self.job, self.source, self.target)  # before anything is read
             await self._check_columns()
             if self.mode in ("run", "retry"):
                 self.ckpt = await Checkpoint.open(
@@ -202,7 +204,7 @@ class Engine:
                     await self.ckpt.close("interrupted" if self._stopping else "finished",
                                           {"source": outcome.source_requests, "target": outcome.target_requests})
                 await self.source.close()
-                if writing:
+                if opened_target:
                     await self.target.close()
         return outcome
 

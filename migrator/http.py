@@ -203,6 +203,26 @@ def error_text(resp: Response, limit: int = 300) -> str:
     return _first_message(body)[:limit] if body is not None else ""
 
 
+def not_the_api(resp: Response, system: str, base_url: str) -> str | None:
+    """What is wrong when an answer is not an API's JSON (an HTML page, a web server's
+    default site, a proxy's login page): the usual sign of a wrong ``base_url``."""
+    try:
+        resp.parsed()
+        return None
+    except orjson.JSONDecodeError:
+        pass
+    ctype = str(resp.headers.get("Content-Type", "")).split(";")[0].strip()
+    what = ("an HTML page" if _looks_like_a_page(resp) else
+            f"a body that is not JSON ({ctype or 'no Content-Type'})")
+    return (f"{system}: {resp.request.method} {resp.request.path} answered HTTP {resp.status} with {what}, "
+            f"not the {system} API — is base_url {base_url} right?")
+
+
+def _looks_like_a_page(resp: Response) -> bool:
+    ctype = str(resp.headers.get("Content-Type", "")).lower()
+    return "html" in ctype or resp.body.lstrip()[:1] == b"<"
+
+
 def _first_message(body: Any) -> str:
     if isinstance(body, str):
         return body
@@ -397,6 +417,15 @@ class HttpClient:
         return resp
 
     def _classify(self, resp: Response) -> Exception | None:
+        # An HTML page before any answer was the API's (or a probe's answer that is not
+        # JSON) means base_url names something else: no retry will change that.
+        if 200 <= resp.status < 300 and resp.body and (resp.request.kind == "probe" or not self._any_success):
+            wrong = not_the_api(resp, self.system, self.base_url) if (
+                resp.request.kind == "probe" or _looks_like_a_page(resp)) else None
+            if wrong and resp.body.lstrip()[:1] in (b"{", b"["):
+                return Retryable(wrong, cause="truncated")  # JSON cut short on the way: asked again
+            if wrong:
+                return ConnectError(wrong)
         if self.classify is not None:
             verdict = self.classify(resp)
             if verdict is not None:

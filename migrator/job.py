@@ -22,13 +22,14 @@ import difflib
 import hashlib
 import os
 import re
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import orjson
 
-from .connectors.base import Connector, Context
+from .connectors.base import Connector, Context, parse_rate_limit, parse_timeout
 from .errors import ConfigError, JobError, MappingError, UserError
 from .mapping import Mapping, compile_mapping, load_mapping
 from .registry import connector_class
@@ -37,6 +38,9 @@ from .yamlutil import load_yaml
 JOB_KEYS = {"name", "source", "target", "mapping", "checkpoint", "reports", "concurrency",
             "on_uncertain", "on_merge", "allow_insecure_http", "max_attempts",
             "stop_at_quota", "max_quota_wait"}
+# Settings that are a name, a path or a URL: a list, a mapping or true/false there is a slip.
+TEXT_SETTINGS = ("base_url", "auth_base_url", "path", "id_column", "source_id_column", "stream",
+                 "encoding", "delimiter")
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _SPAN = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*")
 _UNIT = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -119,6 +123,9 @@ def _system(doc: Any, role: str, filename: str, env: dict[str, str], used: list[
     where = f"{filename}:{doc.line_of(role)}"
     if not isinstance(node, dict) or "system" not in node:
         raise JobError(f"{where}: '{role}' needs a block with 'system: <connector>'")
+    if not isinstance(node["system"], str):
+        raise JobError(f"{filename}:{node.line_of('system')}: 'system' is a connector name such as rei, "
+                       f"not {node['system']!r}")
     cls = connector_class(node["system"], f"{filename}:{node.line_of('system')}")
     known = cls.all_settings()
     origins: dict[str, str] = {}
@@ -132,6 +139,7 @@ def _system(doc: Any, role: str, filename: str, env: dict[str, str], used: list[
         if isinstance(value, dict):
             value = {k: _interpolate(v, kwhere, origins, key, env, used, strict) for k, v in value.items()}
         settings[key] = _interpolate(value, kwhere, origins, key, env, used, strict)
+        _check_setting(key, settings[key], kwhere, strict)
     for key, spec in cls.settings_spec.items():
         if strict and spec.required and settings.get(key) in (None, ""):
             var = f" (set it from ${{{spec.env}}})" if spec.env else ""
@@ -199,24 +207,68 @@ def load_job(path: str | Path, env: dict[str, str] | None = None, *, strict_env:
         return value
 
     try:
-        concurrency = int(doc.get("concurrency", 8))
+        raw_concurrency = doc.get("concurrency", 8)
+        if isinstance(raw_concurrency, (bool, float)):
+            raise ValueError
+        concurrency = int(raw_concurrency)
         if not 1 <= concurrency <= 256:
             raise ValueError
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise JobError(f"{filename}:{doc.line_of('concurrency')}: concurrency must be a whole number from 1 to 256") from None
-    name = str(doc.get("name") or p.stem)
-    ckpt = doc.get("checkpoint") or f"{p.stem}.ckpt.sqlite"
-    reports = doc.get("reports") or "reports"
+    name = _text(doc, "name", filename) or p.stem
+    ckpt = _text(doc, "checkpoint", filename) or f"{p.stem}.ckpt.sqlite"
+    reports = _text(doc, "reports", filename) or "reports"
+    if doc.get("max_attempts") is not None:
+        attempts = doc["max_attempts"]
+        if isinstance(attempts, bool) or not isinstance(attempts, int) or not 1 <= attempts <= 100:
+            raise JobError(f"{filename}:{doc.line_of('max_attempts')}: max_attempts must be a whole number "
+                           f"from 1 to 100, not {attempts!r}")
     return Job(path=p, name=name, source=source, target=target, mapping=mapping,
                checkpoint=(base / ckpt) if not Path(ckpt).is_absolute() else Path(ckpt),
                reports=(base / reports) if not Path(reports).is_absolute() else Path(reports),
                concurrency=concurrency,
                on_uncertain=choice("on_uncertain", ("retry", "skip"), "retry"),
                on_merge=choice("on_merge", ("combine", "update", "skip", "fail"), "combine"),
-               allow_insecure_http=bool(doc.get("allow_insecure_http", False)),
+               allow_insecure_http=_flag(doc, "allow_insecure_http", filename),
                env_used=used,
                stop_at_quota=_flag(doc, "stop_at_quota", filename),
                max_quota_wait=_seconds(doc, "max_quota_wait", filename))
+
+
+def _check_setting(key: str, value: Any, where: str, strict: bool) -> None:
+    """The settings every connector shares, checked where the job file names them: a
+    rate limit of zero or below would divide by zero or never admit a request (a hang)."""
+    if not strict and isinstance(value, str) and value == "":
+        return
+    if key == "rate_limit" and value is not None:
+        parse_rate_limit(value, where)
+    elif key == "timeout":
+        parse_timeout(value, where)
+    elif key in TEXT_SETTINGS and isinstance(value, (dict, list, bool)):
+        raise JobError(f"{where}: {key} must be text, not {value!r}")
+
+
+def check_reports(job: Job) -> None:
+    """The reports folder takes files: checked before the first write, so a run never
+    writes every record and then fails to say so."""
+    folder = job.reports
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as e:
+        why = "it is a file" if folder.exists() and not folder.is_dir() else (e.strerror or str(e))
+        raise ConfigError(f"{job.path}: reports folder {folder}: cannot write there ({why}); "
+                          "set 'reports:' in the job to a folder you can write") from None
+
+
+def _text(doc: Any, key: str, filename: str) -> str | None:
+    value = doc.get(key)
+    if value is None or value == "":
+        return None
+    if isinstance(value, (dict, list, bool)):
+        raise JobError(f"{filename}:{doc.line_of(key)}: {key} must be text, not {value!r}")
+    return str(value)
 
 
 def _flag(doc: Any, key: str, filename: str) -> bool:
@@ -238,4 +290,4 @@ def _seconds(doc: Any, key: str, filename: str) -> float | None:
     return float(m.group(1)) * _UNIT[m.group(2)]
 
 
-__all__ = ["Job", "SystemConfig", "load_job", "UserError"]
+__all__ = ["Job", "SystemConfig", "check_reports", "load_job", "UserError"]

@@ -47,7 +47,7 @@ from .limits import RateLimit, window_margin
 from .private import private_open
 from .mapping import Ref
 
-KIND_ORDER = ("auth", "meta", "page", "detail", "index", "lookup", "create", "fill", "update", "note",
+KIND_ORDER = ("auth", "probe", "meta", "page", "detail", "index", "lookup", "create", "fill", "update", "note",
               "tags", "relation")
 PRE_KINDS = ("index",)   # target reads made before any write (REI's contact index, in prepare)
 NO_PLAN = "no plan (run `migrator validate` first)"
@@ -344,7 +344,8 @@ def _side(role: str, conn, job, latency: float | None) -> Side:
                 limit=[limit.requests, limit.per] if limit else None,
                 latency=float(latency if latency is not None else type(conn).typical_latency),
                 concurrency=job.concurrency,
-                setup={k: n for k, n in conn.plan_setup(role, list(dict.fromkeys(streams))).items() if n},
+                setup={k: n for k, n in {**probe_setup(conn), **conn.plan_setup(role, list(dict.fromkeys(streams)))}.items()
+                       if n},
                 sequential=list(type(conn).sequential_reads) if role == "source" else [])
 
 
@@ -412,12 +413,28 @@ async def probe_quotas(plan: Plan, source, target, *, probe: bool = True) -> Non
             side.quota_limit, side.quota_remaining = quota.limit, quota.remaining
 
 
+def probe_setup(conn) -> dict[str, int]:
+    """The plan counts the check request each side makes before a run (``probe``)."""
+    return {"probe": 1} if getattr(type(conn), "probe_request", None) else {}
+
+
+async def probe_access(job, source, target) -> None:
+    """Before anything is read: the target, then the source, make their cheapest
+    authenticated request (a file: is it readable, can its folder be written), so that a
+    refused key, an unreachable host or a base_url that is not the vendor's API stops
+    ``validate`` as it would stop ``run`` — one line, exit 2."""
+    streams = list(job.mapping.streams.values())
+    await target.check_access(list(dict.fromkeys(sm.target_stream for sm in streams)))
+    await source.check_access(list(dict.fromkeys(sm.source_stream for sm in streams)))
+
+
 async def validate_with_plan(engine, latency: float | None = None):
     """Run ``validate`` with the target's planners fed, then make the plan."""
     job, source, target = engine.job, engine.source, engine.target
-    planners = await make_planners(job, target)
-    engine.planners = planners
     try:
+        await probe_access(job, source, target)
+        planners = await make_planners(job, target)
+        engine.planners = planners
         outcome = await engine.run()
         if outcome.interrupted or outcome.stopped_reason:
             return outcome, None

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, AsyncIterator, Callable, ClassVar, Mapping
 
 from .. import identity
-from ..errors import JobError
+from ..errors import ConnectError, JobError, QuotaExhausted, RecordError, Retryable
 from ..http import Auth, HttpClient
 from ..limits import RateLimit
 from ..protocols import Page, StreamInfo, WriteResult
@@ -78,6 +78,10 @@ class Connector:
     # (``--latency``), and the read kinds that go one after another (a cursor).
     typical_latency: ClassVar[float] = 0.3
     sequential_reads: ClassVar[tuple[str, ...]] = ()
+    # The cheapest authenticated request the vendor's doc offers, as (method, path, params,
+    # JSON body): `validate` and `run` make it first, so a refused key, an unreachable host
+    # or a base_url that is not the vendor's API stops them before anything is read.
+    probe_request: ClassVar[tuple[str, str, dict[str, str] | None, Any] | None] = None
 
     def __init__(self, settings: Mapping[str, Any], ctx: Context):
         self.settings = dict(settings)
@@ -88,6 +92,7 @@ class Connector:
         # Records each target stream will be sent, when the plan knows (validate's count):
         # a target that chooses how to dedup by it chooses as the plan did.
         self.expected_records: dict[str, int] = {}
+        self.access_checked = False     # the probe is made once a run, whoever asks first
 
     # ---- facts ----------------------------------------------------------------
     @classmethod
@@ -118,18 +123,13 @@ class Connector:
         raw = self.settings.get("rate_limit")
         if raw is None:
             return self.default_limit
-        if raw in (False, "none", "off"):
-            return None
-        try:
-            return RateLimit(int(raw["requests"]), float(raw.get("per", 1)))
-        except (TypeError, KeyError, ValueError):
-            raise JobError(f"{self.ctx.where}: rate_limit must be {{requests: N, per: SECONDS}}") from None
+        return parse_rate_limit(raw, self.ctx.where)
 
     def make_http(self, auth: Auth | None = None, **kwargs: Any) -> HttpClient:
         self.http = HttpClient(
             self.system, self.settings.get("base_url") or self.default_base_url,
             limit=self.rate_limit(), auth=auth, allow_insecure_http=self.ctx.allow_insecure_http,
-            timeout=float(self.setting("timeout") or 30), connections=max(16, self.ctx.concurrency * 2),
+            timeout=parse_timeout(self.setting("timeout"), self.ctx.where), connections=max(16, self.ctx.concurrency * 2),
             spread=self.ctx.concurrency,
             stop_at_quota=self.ctx.stop_at_quota, max_quota_wait=self.ctx.max_quota_wait, **kwargs)
         return self.http
@@ -143,6 +143,37 @@ class Connector:
             self.http.limiter.stopping = stopping
 
     # ---- lifecycle ----------------------------------------------------------------
+    async def check_access(self, streams: list[str]) -> None:
+        """The probe, once per run: ``validate`` makes it before planning, the engine
+        before reading; whichever comes second spends nothing."""
+        if not self.access_checked:
+            await self.probe(streams)
+            self.access_checked = True
+
+    async def probe(self, streams: list[str]) -> None:
+        """Make ``probe_request`` (kind ``probe``): the key, the host and the base_url are
+        proven before anything is read or written. A refusal, an unreachable host or an
+        answer that is not the vendor's API (a 404, an HTML page, a body that is not
+        JSON) raises the same typed error a run would meet, as one line."""
+        if self.probe_request is None or self.http is None:
+            return
+        method, path, params, body = self.probe_request
+        http = self.http
+        try:
+            resp = await http.request(method, path, params=params, json=body, kind="probe")
+        except RecordError as e:
+            raise ConnectError(f"{self.system}: {method} {path} answered HTTP {e.status or '?'} ({e.reason}) — "
+                               f"is base_url {http.base_url} right?") from None
+        except QuotaExhausted:
+            raise
+        except Retryable as e:   # every attempt failed: a server that is down, or not the API
+            raise ConnectError(f"{e} (after {http.max_attempts} attempts)" if str(e).startswith(self.system)
+                               else f"{self.system}: {method} {path} at {http.base_url} kept failing "
+                                    f"({e}); try again later, or check base_url") from None
+        if not resp.body.strip():
+            raise ConnectError(f"{self.system}: {method} {path} answered HTTP {resp.status} with an empty body, "
+                               f"not the {self.system} API — is base_url {http.base_url} right?")
+
     async def open(self) -> None:
         if self.http is not None:
             await self.http.open()
@@ -233,6 +264,54 @@ class Connector:
         when known. ``probe`` allows one cheap request the run spends anyway (it is
         cached) to learn what is left."""
         return None
+
+
+def parse_rate_limit(raw: Any, where: str) -> RateLimit | None:
+    """``{requests: N, per: SECONDS}`` (N a whole number >= 1, SECONDS > 0), or
+    ``none``/``off``/``false`` for no limit. A zero or negative value would divide by zero
+    or never admit a request (a hang), so it is refused here, naming the job's line."""
+    if raw in (False, "none", "off"):
+        return None
+    at = f"{where}: " if where else ""
+    shape = "rate_limit must be {requests: N, per: SECONDS} (or none)"
+    if not isinstance(raw, dict):
+        raise JobError(f"{at}{shape}, not {raw!r}")
+    extra = [k for k in raw if k not in ("requests", "per")]
+    if extra or "requests" not in raw:
+        what = f"unknown key {extra[0]!r}" if extra else "'requests' is missing"
+        raise JobError(f"{at}{shape}: {what}")
+    requests, per = number_setting(raw["requests"]), number_setting(raw.get("per", 1))
+    if not isinstance(requests, int) or requests < 1:
+        raise JobError(f"{at}rate_limit requests must be a whole number of at least 1, not {raw['requests']!r}")
+    if per is None or not 0 < per < float("inf"):
+        raise JobError(f"{at}rate_limit per must be a number of seconds above 0, not {raw.get('per')!r}")
+    return RateLimit(requests, float(per))
+
+
+def number_setting(value: Any) -> int | float | None:
+    """A YAML number, or one that came from an environment variable as text."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        return value
+    if isinstance(value, str):
+        for kind in (int, float):
+            try:
+                return kind(value.strip())
+            except ValueError:
+                pass
+    return None
+
+
+def parse_timeout(raw: Any, where: str) -> float:
+    """Seconds a request may take: a number above 0 (default 30)."""
+    if raw in (None, ""):
+        return 30.0
+    value = number_setting(raw)
+    if value is None or not 0 < value < float("inf"):
+        at = f"{where}: " if where else ""
+        raise JobError(f"{at}timeout must be a number of seconds above 0, not {raw!r}")
+    return float(value)
 
 
 @dataclass(frozen=True)

@@ -125,6 +125,8 @@ class Brokerkit(Connector):
     }
     default_base_url = "https://api.getbrokerkit.com"
     default_limit = RateLimit(5, 1.0)  # none published: conservative
+    # Its one endpoint, as the doc's dry run: checked, saved nowhere, nobody notified.
+    probe_request = ("POST", LEADS_PATH, None, {"test": True, "first_name": "crm-migrator access check"})
     source_streams = ()
     notes = ("no read API: read a Brokerkit CSV export with system: csv; the server upserts leads "
              "on email or agent_id, so a repeated write updates instead of duplicating")

@@ -26,7 +26,7 @@ from ..errors import ConfigError, JobError
 from ..protocols import Page, Record, StreamInfo, WriteResult
 from ..schema import Field, StreamSchema
 from . import textfile
-from .base import Connector, Setting, WritePlanner
+from .base import Connector, Setting, WritePlanner, number_setting
 
 PAGE = 500
 
@@ -63,6 +63,7 @@ class _FileConnector(Connector):
         self._outputs: dict[str, "_Appender"] = {}
         self._seen: dict[str, set[str]] = {}
         self._fields: dict[str, list[str]] = {}
+        self.page_size()  # a bad value is refused before anything is read, not mid-read
 
     @classmethod
     def schemas(cls) -> dict[str, StreamSchema]:
@@ -80,7 +81,42 @@ class _FileConnector(Connector):
         return p if p.is_absolute() else (self.ctx.job_dir / p)
 
     def page_size(self) -> int:
-        return int(self.setting("page_size") or PAGE)
+        raw = self.setting("page_size")
+        size = PAGE if raw in (None, "") else number_setting(raw)
+        if not isinstance(size, int) or size < 1:
+            raise JobError(f"{self.ctx.where}: page_size must be a whole number of at least 1, not {raw!r}")
+        return size
+
+    # ---- the check before a run (validate and run make it first) -------------------
+    async def probe(self, streams: list[str]) -> None:
+        """A source file must be there, readable and hold records; a target file's folder
+        must take a new file — known before anything is read or written."""
+        for stream in streams:
+            path = self.path_for(stream)
+            if self.ctx.role == "source":
+                await anyio.to_thread.run_sync(self._check_readable, path)
+            else:
+                _check_writable(path, self.ctx.where)
+
+    def _check_readable(self, path: Path) -> None:
+        where = f"{self.ctx.where}: " if self.ctx.where else ""
+        if not path.exists():
+            raise ConfigError(f"{where}source file {path} does not exist")
+        if not path.is_file():
+            raise ConfigError(f"{where}source {path} is not a file")
+        try:
+            reader = self._open_reader(path, None)
+        except OSError as e:
+            raise ConfigError(f"{where}cannot read source file {path} ({e.strerror or e})") from None
+        try:
+            first = next(reader, None)
+        finally:
+            reader.close()
+        if first is None:
+            if getattr(reader, "header", None):
+                raise ConfigError(f"{path}: the file holds only its header line: 0 records were read, "
+                                  "so there is nothing to migrate (is it the right export?)")
+            raise ConfigError(f"{path}: the file is empty: 0 records were read (is it the right export?)")
 
     # ---- source -----------------------------------------------------------------
     async def info(self, stream: str) -> StreamInfo:
@@ -230,6 +266,21 @@ class _FileConnector(Connector):
         self._outputs.clear()
 
 
+def _check_writable(path: Path, where: str) -> None:
+    """Whether a file can be created (or appended to) at ``path``, its missing folders
+    made as the writer makes them — checked without creating anything."""
+    at = f"{where}: " if where else ""
+    if path.is_dir():
+        raise ConfigError(f"{at}target {path} is a folder; name a file")
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise ConfigError(f"{at}cannot write {path}: {folder} is a file, not a folder")
+    if not os.access(path if path.exists() else folder, os.W_OK):
+        raise ConfigError(f"{at}cannot write {path}: permission denied")
+
+
 class _LocalPlanner(WritePlanner):
     def add(self, record: dict[str, Any]) -> None:
         """Appending a line is no request."""
@@ -306,6 +357,10 @@ class CsvConnector(_FileConnector):
     title = "CSV file"
     settings_spec = {**_FileConnector.settings_spec,
                      "delimiter": Setting("field separator: one character, e.g. ';', or tab", default=",")}
+
+    def __init__(self, settings: Mapping[str, Any], ctx):
+        super().__init__(settings, ctx)
+        self._delimiter()  # refused before anything is read
 
     def _delimiter(self) -> str:
         raw = str(self.setting("delimiter"))

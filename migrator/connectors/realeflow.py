@@ -118,6 +118,7 @@ class Realeflow(Connector):
     }
     default_base_url = "https://api.realeflow.com"
     default_limit = RateLimit(5, 1.0)  # none published: conservative
+    probe_request = ("GET", "/api/account/status", None, None)
     source_streams = ("contacts", "properties")
     notes = ("the API lists only the 25 newest contacts/properties: read a CSV export for a full "
              "migration; refusals come as HTTP 200 with Successful=false")

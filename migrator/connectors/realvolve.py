@@ -208,6 +208,7 @@ class Realvolve(Connector):
     }
     default_base_url = "https://start.realvolve.com"
     default_limit = RateLimit(10, 1.0)
+    probe_request = ("GET", STATUSES, None, None)   # a short list; a target reads it anyway
     source_streams = ("contacts", "notes", "properties")
     notes = ("one contact_detail call per contact (emails, phones, tags, notes); a new contact "
              "with company, title, status, dates or phones costs a create and an update_contact; "

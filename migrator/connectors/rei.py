@@ -119,6 +119,7 @@ class Rei(Connector):
     }
     default_base_url = "https://rest.reisoftware.com"
     default_limit = RateLimit(100, 10)
+    probe_request = ("GET", CONTACTS, {"limit": "1"}, None)
     source_streams = ("contacts",)
     notes = ("cursor paging; a create with a known e-mail/phone updates that contact; "
              "100 requests / 10 s and 200,000 / day per key")

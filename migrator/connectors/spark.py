@@ -244,6 +244,7 @@ class Spark(Connector):
     }
     default_base_url = "https://sparkapi.com"
     default_limit = RateLimit(1500, 300)
+    probe_request = ("GET", CONTACTS, {"_limit": "1"}, None)
     source_streams = ("contacts",)
     notes = ("25 contacts a page, fetched concurrently; 1,500 requests / 5 min per IDX key; "
              "a duplicate PrimaryEmail (1055) counts as matched")

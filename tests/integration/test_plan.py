@@ -60,7 +60,7 @@ def test_realvolve_to_rei_plan_equals_the_run_kind_by_kind(tmp_path, monkeypatch
         # The source side is the whole fan-out: a token, two name lists, the list pages
         # (page 1 and the last page twice when there are several) and a detail per contact.
         pages = -(-N // 1000)
-        assert actual["source"] == {"auth": 1, "meta": 2, "page": pages + (1 if pages > 1 else 0), "detail": N}
+        assert actual["source"] == {"auth": 1, "probe": 1, "meta": 2, "page": pages + (1 if pages > 1 else 0), "detail": N}
         # …and those are the counts the HTTP clients kept, not the plan's own echo.
         assert actual["source"] == run["requests"]["source"]["requests"]
         assert {k: n for k, n in actual["target"].items() if n} == run["requests"]["target"]["requests"]
@@ -175,8 +175,8 @@ async def test_without_validate_a_quota_source_gets_an_estimate(tmp_path):
         await run.source.close()
         await run.target.close()
         assert plan is not None and plan.basis == "estimate"
-        assert plan.requests("source") == {"meta": 1, "page": N // 100 + 1}
-        needed = N // 100 + 2
+        assert plan.requests("source") == {"probe": 1, "meta": 1, "page": N // 100 + 1}
+        needed = N // 100 + 3
         assert any(line.startswith(f"REI Software: the plan needs {needed:,} requests (an estimate); the "
                                    "key's daily quota is 1 (0 remaining today)") for line in told), told
 

@@ -117,3 +117,39 @@ def test_reis_daily_quota_is_overridable_per_job(tmp):
     job = load_job(_job(tmp, QUOTA_JOB.replace("api_key: k}", "api_key: k, daily_quota: 50000}"), REI_MAPPING),
                    env={})
     assert job.connector("target").daily_quota == 50_000
+
+
+@pytest.mark.parametrize("raw,expected", [
+    ({"requests": 10, "per": 2}, (10, 2.0)), ({"requests": "5"}, (5, 1.0)), ({"requests": 3, "per": "0.5"}, (3, 0.5)),
+    ("none", None), ("off", None), (False, None),
+])
+def test_rate_limit_accepted(raw, expected):
+    from migrator.connectors.base import parse_rate_limit
+    limit = parse_rate_limit(raw, "job.yaml:3")
+    assert (limit.requests, limit.per) == expected if expected else limit is None
+
+
+@pytest.mark.parametrize("raw,said", [
+    ({"requests": 10, "per": 0}, "per must be a number of seconds above 0, not 0"),   # was ZeroDivisionError
+    ({"requests": -5}, "requests must be a whole number of at least 1, not -5"),      # was a hang
+    ({"requests": 0}, "at least 1"), ({"requests": 2.5}, "whole number"), ({"requests": True}, "whole number"),
+    ({"requests": 5, "per": float("inf")}, "above 0"), ({"requests": 5, "per": [1]}, "above 0"),
+    ({"per": 1}, "'requests' is missing"), ({"requests": 1, "par": 1}, "unknown key 'par'"),
+    (5, "rate_limit must be {requests: N, per: SECONDS}"), ("fast", "not 'fast'"), ([1, 2], "not [1, 2]"),
+])
+def test_rate_limit_refused_in_one_line(raw, said):
+    from migrator.connectors.base import parse_rate_limit
+    with pytest.raises(JobError) as info:
+        parse_rate_limit(raw, "job.yaml:3")
+    assert str(info.value).startswith("job.yaml:3: ") and said in str(info.value) and "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("raw,ok", [(None, 30.0), ("", 30.0), (5, 5.0), ("2.5", 2.5), (0, None), (-1, None),
+                                    ("slow", None), (True, None), ([3], None)])
+def test_timeout(raw, ok):
+    from migrator.connectors.base import parse_timeout
+    if ok is not None:
+        assert parse_timeout(raw, "job.yaml:2") == ok
+    else:
+        with pytest.raises(JobError, match=r"job.yaml:2: timeout must be a number of seconds above 0"):
+            parse_timeout(raw, "job.yaml:2")

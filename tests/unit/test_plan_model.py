@@ -221,11 +221,11 @@ def test_a_plan_whose_planners_were_not_fed_says_so(tmp_path):
     outcome = SimpleNamespace(streams=[SimpleNamespace(stream="contacts", counts={"read": 3, "valid": 3})])
     planning.feed(planners, "contacts", [("1", {"email": "a@x.com"}), ("2", {"email": "b@x.com"})])
     short = planning.build_plan(job, source, target, outcome, planners)
-    assert short.requests("target") == {"create": 2}
+    assert short.requests("target") == {"probe": 1, "create": 2}
     assert any("saw 2 of the 3 valid records" in n for n in short.notes)
     planning.feed(planners, "contacts", [("3", {"email": "c@x.com"})])
     whole = planning.build_plan(job, source, target, outcome, planners)
-    assert whole.requests("target") == {"create": 3} and whole.notes == []
+    assert whole.requests("target") == {"probe": 1, "create": 3} and whole.notes == []
 
 
 # ---- keeping it -----------------------------------------------------------------------
