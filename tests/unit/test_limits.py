@@ -4,7 +4,7 @@ import time
 import anyio
 
 from migrator.errors import QuotaExhausted
-from migrator.limits import Limiter, RateLimit
+from migrator.limits import Limiter, RateLimit, SendLog, window_margin
 from migrator.sandbox.base import SlidingWindow
 
 
@@ -210,3 +210,72 @@ async def test_a_configured_limit_paces_by_its_own_bucket_only():
     lim.answered_in(0.5)                    # unlimited, 2 in flight would be spaced 227 ms apart
     stamps = await _fire(lim, 4)
     assert stamps[-1] - stamps[0] < 0.1
+
+
+# ---- window-exact: the arithmetic on a simulated clock ---------------------------------
+def _schedule(log: SendLog, n: int, start: float = 0.0) -> list[float]:
+    """Send ``n`` requests, each as soon as every window has room (a simulated clock)."""
+    now, times = start, []
+    for _ in range(n):
+        now = log.due(now)
+        log.take(now)
+        times.append(now)
+    return times
+
+
+def test_a_burst_of_the_windows_size_goes_at_once():
+    log = SendLog([RateLimit(100, 10.0)])
+    times = _schedule(log, 100)
+    assert times == [0.0] * 100
+    assert log.due(0.0) == 10.0 + window_margin(10.0)
+
+
+def test_the_next_request_waits_exactly_until_the_oldest_leaves_the_window():
+    log = SendLog([RateLimit(3, 1.0)])
+    for t in (0.0, 0.3, 0.5):
+        log.take(t)
+    span = 1.0 + window_margin(1.0)
+    assert log.due(0.6) == 0.0 + span          # the oldest (t=0) leaves: room for one
+    log.take(span)
+    assert log.due(span) == 0.3 + span          # then the next oldest, and so on
+    times = _schedule(SendLog([RateLimit(1500, 300.0)]), 3001)
+    assert times[1499] == 0.0 and times[1500] == times[2999] == 300.5 and times[3000] == 601.0
+
+
+def test_a_send_stamped_late_on_the_wire_moves_its_window():
+    log = SendLog([RateLimit(2, 1.0)])
+    first, _ = log.take(0.0), log.take(0.0)
+    log.restamp(first, 0.08)                     # held back by a busy loop before it left
+    assert log.due(0.1) == 0.0 + 1.02            # the other one leaves first
+    log.take(1.02)
+    assert log.due(1.02) == 0.08 + 1.02
+
+
+def test_every_window_holds_at_once():
+    burst, long = RateLimit(20, 1.0), RateLimit(100, 10.0)
+    times = _schedule(SendLog([burst, long]), 300)
+    for w in (burst, long):
+        assert max_in_any_window(times, w.per) <= w.requests
+    assert times[:20] == [0.0] * 20 and times[20] == 1.0 + window_margin(1.0)
+    assert times[99] < 5.0 and times[100] == 10.0 + window_margin(10.0)   # the long window binds
+
+
+def test_headers_can_only_lower_what_is_sent():
+    lim = Limiter(RateLimit(50, 1.0))
+    alone = _schedule(SendLog(lim.windows), 200)
+    assert not lim.follow(RateLimit(50, 1.0))     # the server says what we hold already
+    lim.follow(RateLimit(500, 1.0))               # a looser window changes nothing
+    assert _schedule(SendLog(lim.windows), 200) == alone
+    assert lim.follow(RateLimit(100, 10.0))       # a stricter one holds as well
+    assert set(lim.windows) == {RateLimit(50, 1.0), RateLimit(100, 10.0)}
+    held = _schedule(SendLog(lim.windows), 200)
+    assert max_in_any_window(held, 10.0) <= 100 and max_in_any_window(held, 1.0) <= 50
+    assert held[-1] > alone[-1]
+
+
+async def test_the_limiter_sends_the_burst_at_once_then_waits_for_the_oldest():
+    lim = Limiter(RateLimit(20, 0.5))
+    t0 = time.monotonic()
+    stamps = await _fire(lim, 21)
+    assert stamps[19] - t0 < 0.1, "the window's 20 go at once"
+    assert stamps[20] - stamps[0] >= 0.5 + window_margin(0.5) - 0.005
