@@ -55,6 +55,8 @@ REI_WINDOW = (100, 10.0)
 CONCURRENCY = 8
 SPARK_PAGE, REI_PAGE = 25, 100
 PEER_ENV = {"RUNTIME__DLTHUB_TELEMETRY": "false", "DO_NOT_TRACK": "1"}
+MIGRATOR_ENV: dict[str, str] = {}
+PEERS = [True]                      # --skip-peers: the migrator's rows only   # --migrator-path: another checkout's migrator (a "before" figure)
 
 
 # ---- the peers, each as a user would write it (run in a child process) ---------------
@@ -265,14 +267,15 @@ def reads(contacts: int, latency: float, limits: list[str]) -> list[Row]:
                                 target="{system: jsonl, path: out.jsonl}",
                                 mapping=READ_JOB.format(vendor=vendor, id_path=id_path),
                                 concurrency=CONCURRENCY, name=f"peers-read-{vendor}")
-                res = run_cli(["run", str(job), "--no-progress"], env=sb.env, check=False)
+                res = run_cli(["run", str(job), "--no-progress"], env={**sb.env, **MIGRATOR_ENV}, check=False)
                 note = "" if res.returncode == 0 else f"exit {res.returncode}: {res.stderr.strip()[-160:]}"
                 rows.append(measured(task, "crm-migrator", lim, res.wall, b, url, win, window[1],
                                      jsonl_rows(root / "out.jsonl"), note))
-                reset(url)
-                wall, out, err = child([peer, str(root)], sb.env, root)
-                rows.append(measured(task, "dlt rest_api", lim, wall, b, url, win, window[1], out.get("rows"), err))
-            print_rows(rows[-2:])
+                if PEERS[0]:
+                    reset(url)
+                    wall, out, err = child([peer, str(root)], sb.env, root)
+                    rows.append(measured(task, "dlt rest_api", lim, wall, b, url, win, window[1], out.get("rows"), err))
+            print_rows(rows[-2:] if PEERS[0] else rows[-1:])
     return rows
 
 
@@ -297,22 +300,23 @@ def writes(contacts: int, latency: float, limits: list[str], concurrency: int = 
             job = write_job(root, source="{system: csv, path: contacts.csv, id_column: id}",
                             target=REI_TARGET.format(limit=rate_yaml(win, win == REI_WINDOW)),
                             mapping=MAPPINGS / "csv-to-rei.yaml", concurrency=concurrency, name="peers-write")
-            res = run_cli(["run", str(job), "--no-progress"], env=sb.env, check=False)
+            res = run_cli(["run", str(job), "--no-progress"], env={**sb.env, **MIGRATOR_ENV}, check=False)
             note = "" if res.returncode in (0, 1) else f"exit {res.returncode}: {res.stderr.strip()[-160:]}"
             held = len(json.loads(urllib.request.urlopen(f"{url}/_sandbox/records/contacts", timeout=60).read()))
             rows.append(measured(task, "crm-migrator", name, res.wall, b, url, win, period, held, note))
-            reset(url)
-            lim_args = [str(win[0]), str(win[1])] if win else ["0", "1"]
-            wall, out, err = child(["--hand-written", str(csv_path), *lim_args], sb.env, root)
-            held = len(json.loads(urllib.request.urlopen(f"{url}/_sandbox/records/contacts", timeout=60).read()))
-            rows.append(measured(task, "aiohttp+aiolimiter", name, wall, b, url, win, period, held, err))
-            reset(url)
-            rps = win[0] / win[1] if win else 1000
-            project = drt_project(Path(tempfile.mkdtemp(prefix="peers-drt-")), csv_path, url, rps)
-            wall, out, err = child(["--drt", str(project)], {**sb.env, "HOME": str(project)}, project)
-            held = len(json.loads(urllib.request.urlopen(f"{url}/_sandbox/records/contacts", timeout=60).read()))
-            rows.append(measured(task, f"drt-core ({rps:g}/s)", name, wall, b, url, win, period, held, err))
-        print_rows(rows[-3:])
+            if PEERS[0]:
+                reset(url)
+                lim_args = [str(win[0]), str(win[1])] if win else ["0", "1"]
+                wall, out, err = child(["--hand-written", str(csv_path), *lim_args], sb.env, root)
+                held = len(json.loads(urllib.request.urlopen(f"{url}/_sandbox/records/contacts", timeout=60).read()))
+                rows.append(measured(task, "aiohttp+aiolimiter", name, wall, b, url, win, period, held, err))
+                reset(url)
+                rps = win[0] / win[1] if win else 1000
+                project = drt_project(Path(tempfile.mkdtemp(prefix="peers-drt-")), csv_path, url, rps)
+                wall, out, err = child(["--drt", str(project)], {**sb.env, "HOME": str(project)}, project)
+                held = len(json.loads(urllib.request.urlopen(f"{url}/_sandbox/records/contacts", timeout=60).read()))
+                rows.append(measured(task, f"drt-core ({rps:g}/s)", name, wall, b, url, win, period, held, err))
+        print_rows(rows[-3:] if PEERS[0] else rows[-1:])
     return rows
 
 
@@ -347,6 +351,9 @@ def main() -> None:
     ap.add_argument("--only", choices=["read", "write"])
     ap.add_argument("--limits", choices=["default", "off", "both"], default="both")
     ap.add_argument("--quick", action="store_true", help="2,000 contacts read, 300 written")
+    ap.add_argument("--migrator-path", type=Path, help="run the migrator of this checkout (PYTHONPATH), "
+                    "e.g. `git worktree add /tmp/before <commit>` for a before figure")
+    ap.add_argument("--skip-peers", action="store_true", help="run only the migrator")
     ap.add_argument("--dlt-spark", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--dlt-rei", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--hand-written", nargs=3, help=argparse.SUPPRESS)
@@ -363,6 +370,9 @@ def main() -> None:
         return run_drt(a.drt)
     if a.quick:
         a.read_contacts, a.write_contacts = 2_000, 300
+    if a.migrator_path:
+        MIGRATOR_ENV["PYTHONPATH"] = str(a.migrator_path.resolve())
+    PEERS[0] = not a.skip_peers
     limits = ["default", "off"] if a.limits == "both" else [a.limits]
     print(f"peers: reads at {a.read_latency * 1000:.0f} ms a request, the migrator at concurrency {CONCURRENCY}; "
           f"writes at {a.write_latency * 1000:.0f} ms, concurrency {a.write_concurrency}")
