@@ -267,7 +267,7 @@ def reads(contacts: int, latency: float, limits: list[str]) -> list[Row]:
                                 target="{system: jsonl, path: out.jsonl}",
                                 mapping=READ_JOB.format(vendor=vendor, id_path=id_path),
                                 concurrency=CONCURRENCY, name=f"peers-read-{vendor}")
-                res = run_cli(["run", str(job), "--no-progress"], env={**sb.env, **MIGRATOR_ENV}, check=False)
+                res = run_cli(["run", str(job), "--no-progress"], env={**sb.env, **MIGRATOR_ENV}, check=False, cwd=root)
                 note = "" if res.returncode == 0 else f"exit {res.returncode}: {res.stderr.strip()[-160:]}"
                 rows.append(measured(task, "crm-migrator", lim, res.wall, b, url, win, window[1],
                                      jsonl_rows(root / "out.jsonl"), note))
@@ -300,7 +300,7 @@ def writes(contacts: int, latency: float, limits: list[str], concurrency: int = 
             job = write_job(root, source="{system: csv, path: contacts.csv, id_column: id}",
                             target=REI_TARGET.format(limit=rate_yaml(win, win == REI_WINDOW)),
                             mapping=MAPPINGS / "csv-to-rei.yaml", concurrency=concurrency, name="peers-write")
-            res = run_cli(["run", str(job), "--no-progress"], env={**sb.env, **MIGRATOR_ENV}, check=False)
+            res = run_cli(["run", str(job), "--no-progress"], env={**sb.env, **MIGRATOR_ENV}, check=False, cwd=root)
             note = "" if res.returncode in (0, 1) else f"exit {res.returncode}: {res.stderr.strip()[-160:]}"
             held = len(json.loads(urllib.request.urlopen(f"{url}/_sandbox/records/contacts", timeout=60).read()))
             rows.append(measured(task, "crm-migrator", name, res.wall, b, url, win, period, held, note))
