@@ -10,7 +10,10 @@ and any more a job or a vendor's burst rule adds. Each window is lengthened by a
 (``window_margin``) for the jitter between the moment a request leaves and the moment it
 reaches the vendor, and each send is stamped when it goes on the wire (``sent_now``), not
 when its slot was granted: a busy event loop between the two must not let the request N
-later reach the vendor inside the same window. (A leaky bucket alone —
+later reach the vendor inside the same window. Its answer moves the stamp again, to
+the answer's time less the fastest round trip (``answered_in``): a burst of N reaches a
+server together and queues there, and the last of it is counted from when the server got
+to it, later than it left us. (A leaky bucket alone —
 ``aiolimiter.AsyncLimiter(N, T)`` — admits close to 2N in one window; the log never does.)
 
 A 429 pauses every caller of the system until ``Retry-After`` has passed and lowers the
@@ -111,19 +114,23 @@ class SendLog:
         self._log.append(cell)
         return cell
 
-    def restamp(self, cell: list[float], now: float) -> None:
-        """The send of ``cell`` went on the wire at ``now``, later than logged: its window
-        starts there. ``now`` is the latest time in the log, so the cell moves to the end."""
-        if now <= cell[0]:
+    def restamp(self, cell: list[float], at: float) -> None:
+        """The send of ``cell`` reached the vendor no earlier than ``at``, later than
+        logged: its window starts there. A stamp only ever moves later, and the cell
+        moves with it so that the log stays in time order."""
+        if at <= cell[0]:
             return
-        cell[0] = now
+        cell[0] = at
         log = self._log
-        if log and log[-1] is not cell:
-            for i in range(len(log) - 2, -1, -1):
-                if log[i] is cell:
+        for i in range(len(log) - 1, -1, -1):
+            if log[i] is cell:
+                if i + 1 < len(log) and log[i + 1][0] < at:
                     del log[i]
-                    log.append(cell)
-                    break
+                    j = len(log)
+                    while j > i and log[j - 1][0] > at:
+                        j -= 1
+                    log.insert(j, cell)
+                return
 
     def recent(self, now: float, seconds: float) -> int:
         """Sends in the last ``seconds`` (as far back as the log reaches)."""
@@ -337,11 +344,19 @@ class Limiter:
         self.sent += 1
         return self._log.take(now)
 
-    def answered_in(self, seconds: float) -> None:
+    def answered_in(self, seconds: float, cell: list[float] | None = None) -> None:
         """A request's round trip: the latency estimate drops to a faster one at once and
-        rises towards slower ones slowly (a queue at the server is not the latency)."""
+        rises towards slower ones slowly (a queue at the server is not the latency).
+
+        The answer also tells when the request of ``cell`` reached the server at the
+        latest: the fastest round trip before the answer. A request that queued on its
+        way (a burst of N arriving together, a busy server) reached it later than it left
+        us, by more than the margin perhaps; its window starts there, so that the request
+        N later cannot reach the server inside the same window."""
         est = self.latency
         self.latency = seconds if est is None or seconds < est else est + (seconds - est) * 0.01
+        if cell is not None:
+            self._log.restamp(cell, self.clock() - self.latency)
 
     def _pace(self) -> float:
         """Reserve the next unlimited send's slot; how long to wait for it."""

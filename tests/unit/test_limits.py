@@ -6,15 +6,7 @@ import anyio
 from migrator.errors import QuotaExhausted
 from migrator.limits import Limiter, RateLimit, SendLog, window_margin
 from migrator.sandbox.base import SlidingWindow
-
-
-def max_in_any_window(stamps: list[float], period: float) -> int:
-    best, j = 0, 0
-    for i, t in enumerate(stamps):
-        while stamps[j] <= t - period:
-            j += 1
-        best = max(best, i - j + 1)
-    return best
+from migrator.sandbox.base import most_in_any_window as max_in_any_window
 
 
 async def _fire(limiter: Limiter, n: int, concurrency: int = 32) -> list[float]:
@@ -249,6 +241,32 @@ def test_a_send_stamped_late_on_the_wire_moves_its_window():
     assert log.due(0.1) == 0.0 + 1.02            # the other one leaves first
     log.take(1.02)
     assert log.due(1.02) == 0.08 + 1.02
+
+
+def test_an_answer_later_than_the_fastest_round_trip_moves_the_send_it_answers():
+    """A burst queued at the server: its last request arrived there later than it left us,
+    by more than the margin. Counted from its answer less the fastest round trip, the
+    request N later still cannot arrive inside its window."""
+    now = [0.0]
+    lim = Limiter(RateLimit(3, 1.0), clock=lambda: now[0])
+    cells = [lim._take(0.0) for _ in range(3)]
+    now[0] = 0.05
+    lim.answered_in(0.05, cells[0])               # the fastest answer: no queue, no move
+    assert cells[0][0] == 0.0
+    now[0] = 0.15
+    lim.answered_in(0.15, cells[2])               # queued 0.1 s at the server
+    third = 0.15 - lim.latency
+    assert 0.09 < cells[2][0] == third
+    now[0] = 0.2
+    lim.answered_in(0.2, cells[1])                # queued 0.15 s: it moves past the third
+    second = 0.2 - lim.latency
+    assert [c[0] for c in lim._log._log] == [0.0, third, second]
+    span = 1.0 + window_margin(1.0)
+    assert lim._log.due(1.0) == span
+    lim._take(span)
+    assert lim._log.due(span) == third + span     # the next waits for the late ones
+    lim.answered_in(0.01, None)                    # no cell (unlimited): the estimate only
+    assert lim.latency == 0.01
 
 
 def test_every_window_holds_at_once():
