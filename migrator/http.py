@@ -400,7 +400,7 @@ class HttpClient:
                                              headers=headers, trace_request_ctx=slot) as r:
                 raw = await r.read()
                 resp = Response(r.status, r.headers, raw, req)
-            self.limiter.answered_in(time.monotonic() - started)
+            self.limiter.answered_in(time.monotonic() - started, slot)
         except aiohttp.ClientConnectorError as e:
             # Never sent: safe to retry, and a run that never connected has a wrong URL.
             if not self._any_success:

@@ -1,19 +1,24 @@
-"""Client-side rate limiting that never exceeds what a vendor counts.
+"""Client-side rate limiting that spends exactly what a vendor's sliding window allows.
 
-Vendors count "N requests in any T seconds" — a sliding window. A leaky bucket alone
-(``aiolimiter.AsyncLimiter(N, T)``) lets a full bucket through at once and then drains,
-so it can admit close to 2N in one window. Here the bucket drains at N/(T + margin) and
-holds a small burst (a tenth of N, at most 8): enough that a caller woken late by a busy
-event loop does not lose its slot — with room for one request only, every late wake-up
-is time lost for good, and the rate settles some 7% under the limit. A log of the last N
-send times then guarantees that no window of T + margin seconds ever holds more than N,
-even when the rate changes mid-run. The margin absorbs the jitter between our clock and
-the moment a request reaches the vendor.
+Vendors count "N requests in any T seconds" — a sliding window, counted from when each
+request reaches them. A client inside that rule may send a burst of N at once, then one
+request each time the oldest of the last N leaves the window; pacing at the average rate
+N/T instead wastes the burst, and a job smaller than one window (most Spark jobs) is then
+slowed many times over. So a request goes whenever every window in force has room
+(``SendLog``): the vendor's window, a stricter one a server advertises in its headers,
+and any more a job or a vendor's burst rule adds. Each window is lengthened by a margin
+(``window_margin``) for the jitter between the moment a request leaves and the moment it
+reaches the vendor, and each send is stamped when it goes on the wire (``sent_now``), not
+when its slot was granted: a busy event loop between the two must not let the request N
+later reach the vendor inside the same window. Its answer moves the stamp again, to
+the answer's time less the fastest round trip (``answered_in``): a burst of N reaches a
+server together and queues there, and the last of it is counted from when the server got
+to it, later than it left us. (A leaky bucket alone —
+``aiolimiter.AsyncLimiter(N, T)`` — admits close to 2N in one window; the log never does.)
 
 A 429 pauses every caller of the system until ``Retry-After`` has passed and lowers the
-rate; the rate climbs back towards the configured one as requests succeed. Headers such
-as REI's ``X-RateLimit-*`` may lower the rate further; nothing raises it above the
-configured limit.
+strictest window's N; it climbs back towards the ceiling as requests succeed. Headers
+such as REI's ``X-RateLimit-*`` add a window, so they can only lower what is sent.
 
 With no limit, the only ceiling is ``spread`` (the run's concurrency) requests in flight,
 and nothing stopped them all leaving at once. They did: every request went out in the
@@ -32,10 +37,9 @@ from __future__ import annotations
 import time
 from collections import deque
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Iterable
 
 import anyio
-from aiolimiter import AsyncLimiter
 
 from .errors import QuotaExhausted
 
@@ -59,27 +63,104 @@ class RateLimit:
         return f"{self.requests} requests / {per}"
 
 
-BURST_MAX = 8
-
-
 def window_margin(period: float) -> float:
+    """How much longer than the vendor's period our own window is: the arrival jitter a
+    send may have (2% of the period, between 20 ms and 0.5 s)."""
     return min(max(0.02, 0.02 * period), 0.5)
 
 
+def strictest(limits: Iterable[RateLimit | None]) -> RateLimit | None:
+    """The window of the lowest average rate (the one a 429 eases and success restores)."""
+    found = [w for w in limits if w is not None]
+    return min(found, key=lambda w: (w.rate, w.per)) if found else None
+
+
+class SendLog:
+    """The sliding-window arithmetic, with no I/O and no clock of its own: when may the
+    next request go so that every window holds, given the times of the last sends.
+
+    A window (N, T) has room at ``now`` when fewer than N sends lie in the last T + margin
+    seconds: when the N-th latest send is at least that old. The log stays in send order
+    (``restamp`` moves a late send to the end), so that send is ``log[-N]``.
+    """
+
+    def __init__(self, windows: Iterable[RateLimit] = ()):
+        self._log: deque[list[float]] = deque()   # [send time] cells, oldest first
+        self.set(windows)
+
+    def set(self, windows: Iterable[RateLimit]) -> None:
+        self.windows = tuple(windows)
+        self._spans = [(w.requests, w.per + window_margin(w.per)) for w in self.windows]
+        self._keep = max((n for n, _ in self._spans), default=0)
+        self._span = max((s for _, s in self._spans), default=0.0)
+
+    def _prune(self, now: float) -> None:
+        log = self._log
+        while log and (len(log) > self._keep or log[0][0] <= now - self._span):
+            log.popleft()
+
+    def due(self, now: float) -> float:
+        """The earliest time, ``now`` or later, at which every window has room."""
+        self._prune(now)
+        log, at = self._log, now
+        for n, span in self._spans:
+            if len(log) >= n:
+                at = max(at, log[-n][0] + span)
+        return at
+
+    def take(self, now: float) -> list[float]:
+        """Log a send at ``now``; the cell is what ``restamp`` later moves."""
+        cell = [now]
+        self._log.append(cell)
+        return cell
+
+    def restamp(self, cell: list[float], at: float) -> None:
+        """The send of ``cell`` reached the vendor no earlier than ``at``, later than
+        logged: its window starts there. A stamp only ever moves later, and the cell
+        moves with it so that the log stays in time order."""
+        if at <= cell[0]:
+            return
+        cell[0] = at
+        log = self._log
+        for i in range(len(log) - 1, -1, -1):
+            if log[i] is cell:
+                if i + 1 < len(log) and log[i + 1][0] < at:
+                    del log[i]
+                    j = len(log)
+                    while j > i and log[j - 1][0] > at:
+                        j -= 1
+                    log.insert(j, cell)
+                return
+
+    def recent(self, now: float, seconds: float) -> int:
+        """Sends in the last ``seconds`` (as far back as the log reaches)."""
+        since = now - seconds
+        return sum(1 for cell in self._log if cell[0] > since)
+
+
 class Limiter:
-    """One per system per run; every request to that system awaits ``acquire()``."""
+    """One per system per run; every request to that system awaits ``acquire()``.
+
+    ``limit`` is the vendor's window as configured; ``windows`` are more that must hold
+    at the same time (a job's own lower limit, a vendor's documented burst rule)."""
 
     def __init__(self, limit: RateLimit | None, clock: Callable[[], float] = time.monotonic,
-                 wall: Callable[[], float] = time.time, spread: int | None = None):
+                 wall: Callable[[], float] = time.time, spread: int | None = None,
+                 windows: Iterable[RateLimit] = ()):
         self.configured = limit
+        self.extra = tuple(windows)
+        self.advertised: RateLimit | None = None   # what a server's headers say
         self.spread = spread        # requests in flight at most (the run's concurrency)
         self.latency: float | None = None   # the fastest answer lately (seconds)
         self._next_send = 0.0
-        self.ceiling = limit   # the configured limit, or the stricter window a server advertises
         self.clock = clock
         self._pause_until = 0.0
-        self._log: deque[list[float]] = deque()   # [send time] cells, oldest first
-        self._set(limit)
+        self._log = SendLog()
+        self._queued = 0            # callers waiting their turn for the window
+        self._gate = anyio.Lock()   # first come, first served: one caller waits on the window
+        self.ceiling = strictest((limit, *self.extra))
+        self.limit = self.ceiling   # the ceiling, or lower while easing after a 429
+        self._apply()
         self.sent = 0
         self.waited_429 = 0.0
         self._ok_streak = 0
@@ -91,30 +172,38 @@ class Limiter:
         self.stopping: Callable[[], bool] | None = None  # the run is stopping (Ctrl-C)
         self.waited_quota = 0.0
 
-    # -- rate --------------------------------------------------------------------
+    # -- windows -----------------------------------------------------------------
+    def _apply(self) -> None:
+        """Every window in force: the (eased) strictest one and all the others."""
+        others = [w for w in (self.configured, *self.extra, self.advertised)
+                  if w is not None and w != self.ceiling]
+        windows = ([self.limit] if self.limit is not None else []) + others
+        self._log.set(dict.fromkeys(windows))
+
+    @property
+    def windows(self) -> tuple[RateLimit, ...]:
+        return self._log.windows
+
     def _set(self, limit: RateLimit | None) -> None:
         self.limit = limit
-        if limit is None:
-            self._bucket = None
-            return
-        margin = window_margin(limit.per)
-        self._window = limit.per + margin
-        burst = max(1, min(limit.requests // 10, BURST_MAX))
-        self._bucket = AsyncLimiter(burst, burst * self._window / limit.requests)
+        self._apply()
 
     def follow(self, advertised: RateLimit) -> bool:
-        """Adopt the window a server advertises (e.g. REI's X-RateLimit-* headers) as the
-        ceiling when it is stricter than the configured limit. Never raises the rate above
-        the configured limit; returns True when the ceiling changed."""
-        stricter = self.configured is None or advertised.rate < self.configured.rate
-        ceiling = advertised if stricter else self.configured
-        if ceiling == self.ceiling:
+        """Hold the window a server advertises (e.g. REI's X-RateLimit-* headers) as well
+        as the configured ones: one more window can only lower what is sent. Returns True
+        when the windows in force changed."""
+        if advertised == self.advertised:
             return False
-        self.ceiling = ceiling
-        current = self.limit
-        if current is None or ceiling is None or ceiling.rate < current.rate or current.per != ceiling.per:
-            self._set(ceiling)
-        return True
+        before = self.windows
+        self.advertised = advertised
+        ceiling = strictest((self.configured, *self.extra, advertised))
+        if ceiling != self.ceiling:
+            self.ceiling = ceiling
+            current = self.limit
+            if current is None or ceiling is None or ceiling.rate < current.rate or current.per != ceiling.per:
+                self.limit = ceiling
+        self._apply()
+        return self.windows != before
 
     def lower_to(self, limit: RateLimit) -> bool:
         """Lower the rate now (never above the ceiling); it climbs back as requests succeed."""
@@ -163,8 +252,7 @@ class Limiter:
     def recent(self, seconds: float) -> int:
         """How many of our own requests went out in the last ``seconds`` (at most the
         log's window): what a server's "remaining" count is compared with."""
-        since = self.clock() - seconds
-        return sum(1 for cell in self._log if cell[0] > since)
+        return self._log.recent(self.clock(), seconds)
 
     @property
     def paused_for(self) -> float:
@@ -193,52 +281,82 @@ class Limiter:
         return self._held_until if self._held_until > self.wall() else None
 
     # -- admission ---------------------------------------------------------------
+    def _blocked(self) -> float:
+        """Seconds a hold or a pause keeps every caller back (0: none). Raises
+        ``QuotaExhausted(stop=True)`` when a hold is on and the run stops instead."""
+        held = self._held_until - self.wall()
+        if held > 0:
+            if self._held_stop or (self.stopping is not None and self.stopping()):
+                raise QuotaExhausted(self._held_reason, reset_at=self._held_until, stop=True)
+            step = min(held, HOLD_STEP)
+            self.waited_quota += step
+            return step
+        wait = self._pause_until - self.clock()
+        if wait > 0:
+            self.waited_429 += wait
+            return wait
+        return 0.0
+
     async def acquire(self) -> list[float] | None:
         """Wait for a slot. Raises ``QuotaExhausted(stop=True)`` when a hold is on and
         the run is stopping instead of waiting for it. Returns the slot's log cell for
         ``sent_now`` (None when there is no limit)."""
         while True:
-            held = self._held_until - self.wall()
-            if held > 0:
-                if self._held_stop or (self.stopping is not None and self.stopping()):
-                    raise QuotaExhausted(self._held_reason, reset_at=self._held_until, stop=True)
-                step = min(held, HOLD_STEP)
-                self.waited_quota += step
-                await anyio.sleep(step)
-                continue
-            wait = self._pause_until - self.clock()
+            wait = self._blocked()
             if wait > 0:
-                self.waited_429 += wait
                 await anyio.sleep(wait)
                 continue
-            if self._bucket is None:
+            if not self._log.windows:
                 wait = self._pace()
                 if wait > 0:
                     await anyio.sleep(wait)
                 self.sent += 1
                 return None
-            await self._bucket.acquire()
-            log = self._log
-            while True:  # the bucket's slot is kept while the log makes room (no second token)
-                assert self.limit is not None
+            if not self._queued:   # room now and nobody ahead: no loop trip
                 now = self.clock()
-                while log and log[0][0] <= now - self._window:
-                    log.popleft()
-                if len(log) < self.limit.requests:
-                    break
-                await anyio.sleep(log[0][0] + self._window - now)
-            if self._pause_until > now or self._held_until > self.wall():
-                continue
-            cell = [now]
-            log.append(cell)
-            self.sent += 1
-            return cell
+                if self._log.due(now) <= now:
+                    return self._take(now)
+            self._queued += 1
+            try:
+                async with self._gate:
+                    cell = await self._wait_for_room()
+            finally:
+                self._queued -= 1
+            if cell is not None:
+                return cell
 
-    def answered_in(self, seconds: float) -> None:
+    async def _wait_for_room(self) -> list[float] | None:
+        """At the head of the queue: wait until every window has room, and take it. None
+        when a hold or pause began meanwhile (the caller waits it out, then queues again)."""
+        while True:
+            if self._blocked_now():
+                return None
+            now = self.clock()
+            due = self._log.due(now)
+            if due <= now:
+                return self._take(now)
+            await anyio.sleep(due - now)
+
+    def _blocked_now(self) -> bool:
+        return self._held_until > self.wall() or self._pause_until > self.clock()
+
+    def _take(self, now: float) -> list[float]:
+        self.sent += 1
+        return self._log.take(now)
+
+    def answered_in(self, seconds: float, cell: list[float] | None = None) -> None:
         """A request's round trip: the latency estimate drops to a faster one at once and
-        rises towards slower ones slowly (a queue at the server is not the latency)."""
+        rises towards slower ones slowly (a queue at the server is not the latency).
+
+        The answer also tells when the request of ``cell`` reached the server at the
+        latest: the fastest round trip before the answer. A request that queued on its
+        way (a burst of N arriving together, a busy server) reached it later than it left
+        us, by more than the margin perhaps; its window starts there, so that the request
+        N later cannot reach the server inside the same window."""
         est = self.latency
         self.latency = seconds if est is None or seconds < est else est + (seconds - est) * 0.01
+        if cell is not None:
+            self._log.restamp(cell, self.clock() - self.latency)
 
     def _pace(self) -> float:
         """Reserve the next unlimited send's slot; how long to wait for it."""
@@ -259,6 +377,4 @@ class Limiter:
         can hold a request back for tens of milliseconds; counted from the grant, the
         request N later could then reach the vendor inside the same window (a 429)."""
         if cell is not None:
-            now = self.clock()
-            if now > cell[0]:
-                cell[0] = now
+            self._log.restamp(cell, self.clock())

@@ -11,14 +11,17 @@ plan is kept beside the reports (``<job>-plan.json``, 0600) under the job id and
 mapping digest, so ``run`` can check the quota before it starts and its report can set
 planned beside actual requests.
 
-The ETA, and why. Each system's requests wait on its limiter, which spaces them at
-``N / (per + margin)`` (``limits.py``; its small burst keeps that pace when the event
-loop wakes a caller late), and at most ``concurrency`` are in flight, each taking
-``latency``. So one side of one stream takes the longer of
+The ETA, and why. Each system's requests wait on its limiter, which lets a request go
+whenever the vendor's sliding window has room (``limits.py``): the window's N at once,
+then the next N one window (``per`` plus a margin) later. At most ``concurrency`` are in
+flight, each taking ``latency``. So one side of one stream takes the longer of
 
-    requests / rate                                    (the limit binds)
+    full windows × (per + margin)                      (the window binds: every N beyond
+        + the last window's requests × latency / concurrency      the first wait a window)
     setup × latency + sequential × latency             (one after another: logins,
         + (requests − sequential) × latency / concurrency   cursor pages; the rest overlap)
+
+A job that fits in one window is therefore planned at its latency bound.
 
 Reading and writing overlap page by page (the engine reads ahead of its writers), so a
 stream takes the longer of "read everything, then write the last page" and "read the
@@ -64,23 +67,33 @@ def _wrap(text: str, indent: str, more: str | None = None) -> list[str]:
 
 # ---- the model ---------------------------------------------------------------------
 def effective_rate(limit: RateLimit | None) -> float | None:
-    """Requests per second the limiter admits: it spaces N over ``per`` plus a margin."""
+    """Requests per second the limiter admits over many windows: N per ``per`` plus a margin."""
     if limit is None:
         return None
     return limit.requests / (limit.per + window_margin(limit.per))
 
 
-def side_seconds(requests: int, *, sequential: int = 0, setup: int = 0, rate: float | None,
+def window_seconds(requests: int, limit: RateLimit | None, latency: float, concurrency: int) -> float:
+    """When the last of ``requests`` is answered if only the window held them back: each
+    window's N go as fast as latency and concurrency allow, the next N a window later."""
+    if limit is None or requests <= 0:
+        return 0.0
+    full = (requests - 1) // limit.requests
+    last = requests - full * limit.requests
+    return full * (limit.per + window_margin(limit.per)) + last * latency / max(1, concurrency)
+
+
+def side_seconds(requests: int, *, sequential: int = 0, setup: int = 0, limit: RateLimit | None,
                  latency: float, concurrency: int) -> float:
-    """Time one system spends on ``setup + requests`` requests: the slower of the rate
+    """Time one system spends on ``setup + requests`` requests: the slower of the window
     bound and the latency bound (see the module docstring)."""
     total = setup + requests
     if total <= 0:
         return 0.0
-    by_rate = total / rate if rate else 0.0
+    by_window = window_seconds(total, limit, latency, concurrency)
     parallel = max(0, requests - sequential)
     by_latency = (setup + sequential) * latency + parallel * latency / max(1, concurrency)
-    return max(by_rate, by_latency)
+    return max(by_window, by_latency)
 
 
 def order_kinds(kinds: Iterable[str]) -> list[str]:
@@ -124,19 +137,22 @@ class Side:
     quota_remaining: int | None = None
 
     @property
+    def window(self) -> RateLimit | None:
+        return RateLimit(int(self.limit[0]), self.limit[1]) if self.limit else None
+
+    @property
     def rate(self) -> float | None:
-        return effective_rate(RateLimit(int(self.limit[0]), self.limit[1])) if self.limit else None
+        return effective_rate(self.window)
 
     def seconds(self, counts: Mapping[str, int], setup: bool) -> float:
         seq = sum(n for k, n in counts.items() if k in self.sequential) if self.role == "source" else 0
         return side_seconds(sum(counts.values()), sequential=seq,
-                            setup=sum(self.setup.values()) if setup else 0, rate=self.rate,
+                            setup=sum(self.setup.values()) if setup else 0, limit=self.window,
                             latency=self.latency, concurrency=self.concurrency)
 
     def one_by_one(self, requests: int) -> float:
-        """Requests sent one after another: each waits for its slot and its answer."""
-        rate = self.rate
-        return requests * max(self.latency, 1 / rate if rate else 0.0)
+        """Requests sent one after another: each waits for its answer, and for the window."""
+        return max(requests * self.latency, window_seconds(requests, self.window, self.latency, 1))
 
     def describe_pace(self) -> str:
         limit = f"{RateLimit(int(self.limit[0]), self.limit[1])}" if self.limit else "no rate limit"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+from array import array
 import random
 import time
 from collections import Counter, deque
@@ -141,11 +142,28 @@ class Stats:
     creates_by_key: Counter = field(default_factory=Counter)  # natural key -> creates
     rate_limited: int = 0
     unauthorized: int = 0
+    # When each request arrived (time.monotonic), refused ones included: how a test or a
+    # bench sees the largest count in any window even with the simulator's limit off.
+    arrivals: array = field(default_factory=lambda: array("d"))
 
-    def as_dict(self) -> dict[str, Any]:
-        return {"requests": dict(self.requests), "faults": dict(self.faults),
-                "creates_by_key": {k: v for k, v in self.creates_by_key.items()},
-                "rate_limited": self.rate_limited, "unauthorized": self.unauthorized}
+    def as_dict(self, arrivals: bool = False) -> dict[str, Any]:
+        d = {"requests": dict(self.requests), "faults": dict(self.faults),
+             "creates_by_key": {k: v for k, v in self.creates_by_key.items()},
+             "rate_limited": self.rate_limited, "unauthorized": self.unauthorized}
+        if arrivals:
+            d["arrivals"] = self.arrivals.tolist()
+        return d
+
+
+def most_in_any_window(arrivals: Any, period: float) -> int:
+    """The largest number of ``arrivals`` (sorted times) within any ``period`` seconds,
+    counted as a vendor counts its sliding window."""
+    best = start = 0
+    for i, t in enumerate(arrivals):
+        while arrivals[start] <= t - period:
+            start += 1
+        best = max(best, i - start + 1)
+    return best
 
 
 class Unauthorized(Exception):
@@ -257,7 +275,8 @@ class Simulator:
         return app
 
     async def _h_stats(self, request: web.Request) -> web.Response:
-        d = self.stats.as_dict()
+        """``?arrivals=1`` adds every request's arrival time (monotonic seconds)."""
+        d = self.stats.as_dict(arrivals=request.query.get("arrivals") == "1")
         d.update(self.extra_stats())
         if self.window:
             d["window"] = {"limit": self.window.limit, "period": self.window.period,
@@ -286,6 +305,7 @@ class Simulator:
             return await handler(request)
         route = request.match_info.route.resource.canonical if request.match_info.route.resource else request.path
         self.stats.requests[f"{request.method} {route}"] += 1
+        self.stats.arrivals.append(time.monotonic())
         f = self.faults
         if self._chance(f.drop_before_rate):
             self.stats.faults["drop_before"] += 1

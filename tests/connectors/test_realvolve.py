@@ -565,7 +565,7 @@ async def test_a_short_lived_token_is_renewed_about_once_per_life_during_a_long_
     sim = make("realvolve", contacts=140, seed=4, page_size=50, limit=False,
                faults=Faults(token_ttl=1.0))
     async with Sandbox({"realvolve": sim}):
-        c = sim_connector(sim, concurrency=8, rate_limit={"requests": 50, "per": 1})
+        c = sim_connector(sim, concurrency=8, rate_limit={"requests": 30, "per": 1})
         await c.open()
         started = time.monotonic()
         try:

@@ -275,7 +275,8 @@ def test_a_spent_window_pauses_only_when_our_own_sends_do_not_explain_it() -> No
     assert 0.015 < limiter.paused_for <= 0.02, "someone else filled the window: wait one slot's share"
     limiter._pause_until = 0.0
     now = limiter.clock()
-    limiter._log.extend([now - 0.9 + i * 0.018] for i in range(49))   # our own 49 sends this second
+    for i in range(49):                                                # our own 49 sends this second
+        limiter._log.take(now - 0.9 + i * 0.018)
     c._observe(response(200, spent))
     assert limiter.paused_for == 0, "our own pacing at the limit is no reason to pause"
 

@@ -4,17 +4,9 @@ import time
 import anyio
 
 from migrator.errors import QuotaExhausted
-from migrator.limits import Limiter, RateLimit
+from migrator.limits import Limiter, RateLimit, SendLog, window_margin
 from migrator.sandbox.base import SlidingWindow
-
-
-def max_in_any_window(stamps: list[float], period: float) -> int:
-    best, j = 0, 0
-    for i, t in enumerate(stamps):
-        while stamps[j] <= t - period:
-            j += 1
-        best = max(best, i - j + 1)
-    return best
+from migrator.sandbox.base import most_in_any_window as max_in_any_window
 
 
 async def _fire(limiter: Limiter, n: int, concurrency: int = 32) -> list[float]:
@@ -210,3 +202,98 @@ async def test_a_configured_limit_paces_by_its_own_bucket_only():
     lim.answered_in(0.5)                    # unlimited, 2 in flight would be spaced 227 ms apart
     stamps = await _fire(lim, 4)
     assert stamps[-1] - stamps[0] < 0.1
+
+
+# ---- window-exact: the arithmetic on a simulated clock ---------------------------------
+def _schedule(log: SendLog, n: int, start: float = 0.0) -> list[float]:
+    """Send ``n`` requests, each as soon as every window has room (a simulated clock)."""
+    now, times = start, []
+    for _ in range(n):
+        now = log.due(now)
+        log.take(now)
+        times.append(now)
+    return times
+
+
+def test_a_burst_of_the_windows_size_goes_at_once():
+    log = SendLog([RateLimit(100, 10.0)])
+    times = _schedule(log, 100)
+    assert times == [0.0] * 100
+    assert log.due(0.0) == 10.0 + window_margin(10.0)
+
+
+def test_the_next_request_waits_exactly_until_the_oldest_leaves_the_window():
+    log = SendLog([RateLimit(3, 1.0)])
+    for t in (0.0, 0.3, 0.5):
+        log.take(t)
+    span = 1.0 + window_margin(1.0)
+    assert log.due(0.6) == 0.0 + span          # the oldest (t=0) leaves: room for one
+    log.take(span)
+    assert log.due(span) == 0.3 + span          # then the next oldest, and so on
+    times = _schedule(SendLog([RateLimit(1500, 300.0)]), 3001)
+    assert times[1499] == 0.0 and times[1500] == times[2999] == 300.5 and times[3000] == 601.0
+
+
+def test_a_send_stamped_late_on_the_wire_moves_its_window():
+    log = SendLog([RateLimit(2, 1.0)])
+    first, _ = log.take(0.0), log.take(0.0)
+    log.restamp(first, 0.08)                     # held back by a busy loop before it left
+    assert log.due(0.1) == 0.0 + 1.02            # the other one leaves first
+    log.take(1.02)
+    assert log.due(1.02) == 0.08 + 1.02
+
+
+def test_an_answer_later_than_the_fastest_round_trip_moves_the_send_it_answers():
+    """A burst queued at the server: its last request arrived there later than it left us,
+    by more than the margin. Counted from its answer less the fastest round trip, the
+    request N later still cannot arrive inside its window."""
+    now = [0.0]
+    lim = Limiter(RateLimit(3, 1.0), clock=lambda: now[0])
+    cells = [lim._take(0.0) for _ in range(3)]
+    now[0] = 0.05
+    lim.answered_in(0.05, cells[0])               # the fastest answer: no queue, no move
+    assert cells[0][0] == 0.0
+    now[0] = 0.15
+    lim.answered_in(0.15, cells[2])               # queued 0.1 s at the server
+    third = 0.15 - lim.latency
+    assert 0.09 < cells[2][0] == third
+    now[0] = 0.2
+    lim.answered_in(0.2, cells[1])                # queued 0.15 s: it moves past the third
+    second = 0.2 - lim.latency
+    assert [c[0] for c in lim._log._log] == [0.0, third, second]
+    span = 1.0 + window_margin(1.0)
+    assert lim._log.due(1.0) == span
+    lim._take(span)
+    assert lim._log.due(span) == third + span     # the next waits for the late ones
+    lim.answered_in(0.01, None)                    # no cell (unlimited): the estimate only
+    assert lim.latency == 0.01
+
+
+def test_every_window_holds_at_once():
+    burst, long = RateLimit(20, 1.0), RateLimit(100, 10.0)
+    times = _schedule(SendLog([burst, long]), 300)
+    for w in (burst, long):
+        assert max_in_any_window(times, w.per) <= w.requests
+    assert times[:20] == [0.0] * 20 and times[20] == 1.0 + window_margin(1.0)
+    assert times[99] < 5.0 and times[100] == 10.0 + window_margin(10.0)   # the long window binds
+
+
+def test_headers_can_only_lower_what_is_sent():
+    lim = Limiter(RateLimit(50, 1.0))
+    alone = _schedule(SendLog(lim.windows), 200)
+    assert not lim.follow(RateLimit(50, 1.0))     # the server says what we hold already
+    lim.follow(RateLimit(500, 1.0))               # a looser window changes nothing
+    assert _schedule(SendLog(lim.windows), 200) == alone
+    assert lim.follow(RateLimit(100, 10.0))       # a stricter one holds as well
+    assert set(lim.windows) == {RateLimit(50, 1.0), RateLimit(100, 10.0)}
+    held = _schedule(SendLog(lim.windows), 200)
+    assert max_in_any_window(held, 10.0) <= 100 and max_in_any_window(held, 1.0) <= 50
+    assert held[-1] > alone[-1]
+
+
+async def test_the_limiter_sends_the_burst_at_once_then_waits_for_the_oldest():
+    lim = Limiter(RateLimit(20, 0.5))
+    t0 = time.monotonic()
+    stamps = await _fire(lim, 21)
+    assert stamps[19] - t0 < 0.1, "the window's 20 go at once"
+    assert stamps[20] - stamps[0] >= 0.5 + window_margin(0.5) - 0.005

@@ -61,15 +61,25 @@ def test_effective_rate_counts_the_limiters_margin():
     assert planning.effective_rate(None) is None
 
 
-def test_side_time_is_the_slower_of_rate_and_latency():
-    by_rate = planning.side_seconds(100, rate=10, latency=0.1, concurrency=4)
-    assert by_rate == pytest.approx(10.0)
-    by_latency = planning.side_seconds(100, rate=1000, latency=1.0, concurrency=4)
+def test_side_time_is_the_slower_of_window_and_latency():
+    # 100 requests at 10 in any 1 s: nine full windows (1 s plus the margin), then the last ten.
+    by_window = planning.side_seconds(100, limit=RateLimit(10, 1.0), latency=0.1, concurrency=4)
+    assert by_window == pytest.approx(9 * (1 + window_margin(1)) + 10 * 0.1 / 4)
+    by_latency = planning.side_seconds(100, limit=RateLimit(1000, 1.0), latency=1.0, concurrency=4)
     assert by_latency == pytest.approx(25.0)
     # Sequential requests (a cursor) cannot overlap: each takes the whole latency.
-    cursor = planning.side_seconds(100, sequential=100, rate=1000, latency=1.0, concurrency=4)
+    cursor = planning.side_seconds(100, sequential=100, limit=RateLimit(1000, 1.0), latency=1.0, concurrency=4)
     assert cursor == pytest.approx(100.0)
-    assert planning.side_seconds(0, rate=10, latency=1, concurrency=1) == 0.0
+    assert planning.side_seconds(0, limit=RateLimit(10, 1.0), latency=1, concurrency=1) == 0.0
+
+
+def test_a_job_that_fits_in_one_window_is_planned_at_its_latency_bound():
+    # 400 Spark pages under 1,500 in any 5 min, 100 ms each, 8 at a time: 5 s, not 80 s.
+    spark = RateLimit(1500, 300)
+    assert planning.side_seconds(400, limit=spark, latency=0.1, concurrency=8) == pytest.approx(5.0)
+    # One request past the window waits for the window to turn.
+    assert planning.side_seconds(1501, limit=spark, latency=0.1, concurrency=8) == pytest.approx(300.5 + 0.1 / 8)
+    assert planning.window_seconds(10, None, 0.1, 1) == 0.0
 
 
 def test_reading_and_writing_overlap_page_by_page():
@@ -77,11 +87,12 @@ def test_reading_and_writing_overlap_page_by_page():
     tgt = side("target", limit=(10, 1.0), latency=0.001, setup={})
     one_page = plan_of([stream({"page": 50}, {"create": 50}, pages=1)], src, tgt)
     many = plan_of([stream({"page": 50}, {"create": 50}, pages=50)], src, tgt)
-    per = 1 / planning.effective_rate(RateLimit(10, 1.0))
+    fifty = planning.window_seconds(50, RateLimit(10, 1.0), 0.001, 4)
+    assert fifty == pytest.approx(4 * (1 + window_margin(1)) + 10 * 0.001 / 4)
     # One page: everything is read before the first write.
-    assert one_page.eta_seconds == pytest.approx(100 * per)
+    assert one_page.eta_seconds == pytest.approx(2 * fifty)
     # Fifty pages: the two sides run side by side, plus one page of either.
-    assert many.eta_seconds == pytest.approx(51 * per)
+    assert many.eta_seconds == pytest.approx(fifty + fifty / 50)
 
 
 def test_target_preparation_and_streams_add_up():
