@@ -31,6 +31,18 @@ def flatten(record: Any, prefix: str = "") -> list[tuple[str, str]]:
     return out
 
 
+EMPTY = ("null", "''", "[]", "{}")
+
+
+def shown(record: Any) -> list[tuple[str, str]]:
+    """``flatten``, with the keys that hold no value gathered on one last line (``empty:
+    a, b``): a source with sixty mostly empty columns still shows its values at a glance."""
+    lines = flatten(record)
+    empty = [k for k, v in lines if v in EMPTY]
+    kept = [(k, v) for k, v in lines if v not in EMPTY]
+    return kept + ([("empty", ", ".join(empty))] if empty else [])
+
+
 def _text(value: Any) -> str:
     if value is None:
         return "null"
@@ -47,14 +59,20 @@ def width(text: str) -> int:
 
 
 def _cut(text: str, cols: int) -> Iterator[str]:
-    """``text`` in pieces at most ``cols`` wide (control characters shown as spaces)."""
+    """``text`` in pieces at most ``cols`` wide, broken after a space where one is in the
+    piece's second half, else anywhere (control characters shown as spaces)."""
     text = "".join(" " if (c < " " or c == "\x7f") else c for c in text)
     line, w = "", 0
     for c in text:
         cw = max(0, wcwidth(c))
         if w + cw > cols and line:
+            at = line.rfind(" ")
+            if at >= len(line) // 2:
+                line, rest = line[:at + 1], line[at + 1:]
+            else:
+                rest = ""
             yield line
-            line, w = "", 0
+            line, w = rest, width(rest)
         line += c
         w += cw
     yield line
@@ -84,9 +102,9 @@ def side_by_side(preview: list[dict[str, Any]], stream: str, target: str, total:
     for i, p in enumerate(preview, 1):
         head = next(_cut(f"── {stream} {i} of {len(preview)}: source id {p['source_id']} ", cols))
         out.append(head + "─" * max(0, cols - width(head)))
-        left = _column(flatten(p["source"]), half if two else cols)
+        left = _column(shown(p["source"]), half if two else cols)
         sent = p.get("sent")
-        right = _column(flatten(sent) if sent is not None else [("", NOTHING)], half if two else cols)
+        right = _column(shown(sent) if sent is not None else [("", NOTHING)], half if two else cols)
         if two:
             out.append(_pad("as read", half) + GAP + f"as sent to {target}"[:half])
             out += [(_pad(a, half) + GAP + b).rstrip() for a, b in zip_longest(left, right, fillvalue="")]

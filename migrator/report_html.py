@@ -18,7 +18,7 @@ import math
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from .preview import NOTHING, flatten
+from .preview import NOTHING, shown
 from .private import private_open
 
 CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:"
@@ -41,7 +41,7 @@ table{border-collapse:collapse;width:100%;font-size:.88rem}
 th,td{padding:.28rem .5rem;border-bottom:1px solid #e6e9ef;text-align:left;vertical-align:top}
 th{background:#f3f5f9;font-weight:600}
 .n{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
-td,code{overflow-wrap:anywhere}code{font:.85em ui-monospace,SFMono-Regular,Menlo,Consolas,monospace}
+td,code{overflow-wrap:break-word}code{font:.85em ui-monospace,SFMono-Regular,Menlo,Consolas,monospace}
 .rate{display:inline-block;width:4.5rem;height:.55rem;background:#e5e8ee;margin-left:.35rem;
 vertical-align:middle;border:1px solid #cfd5df}.rate i{display:block;height:100%;background:#2f6fdb}
 ul.ex{margin:0;padding-left:1rem}
@@ -51,7 +51,7 @@ ul.ex{margin:0;padding-left:1rem}
 .pv{display:grid;grid-template-columns:1fr 1fr;gap:.8rem;margin-bottom:1rem}
 .pv table{font-size:.82rem}.pv th{width:40%}
 @media (max-width:640px){body{font-size:14px;padding:8px}.pv{grid-template-columns:1fr}
-table{font-size:.8rem}th,td{padding:.22rem .35rem}}
+table{font-size:.8rem}th,td{padding:.22rem .35rem}.rate{display:none}}
 @media print{body{max-width:none;font-size:9.5pt;padding:0}.scroll{overflow:visible}
 section,.pv,tr,.chart{break-inside:avoid}h2,h3{break-after:avoid}th{background:none}
 .card{border-color:#999}.rate{border-color:#666}.rate i{background:#444}}
@@ -447,9 +447,9 @@ def _preview(r: Mapping[str, Any]) -> str:
     blocks = []
     for s in r.get("streams") or ():
         for i, p in enumerate(s.get("preview") or [], 1):
-            left = _kv(flatten(p.get("source")))
+            left = _kv(shown(p.get("source")))
             sent = p.get("sent")
-            right = _kv(flatten(sent)) if sent is not None else f'<p class="muted">{e(NOTHING)}</p>'
+            right = _kv(shown(sent)) if sent is not None else f'<p class="muted">{e(NOTHING)}</p>'
             note = f'<p class="warn">{e(p["note"])}</p>' if p.get("note") else ""
             blocks.append(f'<h3>{e(s["stream"])} {i}: source id <code>{e(p.get("source_id"))}</code></h3>{note}'
                           f'<div class="pv" data-stream="{e(s["stream"])}" data-source-id="{e(p.get("source_id"))}">'
