@@ -110,10 +110,10 @@ def render(report: Mapping[str, Any], failures_csv: Path | None = None) -> str:
         _counts(report),
         _preview(report),
         _failures(report, details),
-        _merges(report),
         _fill(report),
         _requests(report),
         _charts(report),
+        _merges(report),   # long lists last: the figures above stay on the first screens
         _listed(report),
         "</body></html>\n",
     ]
@@ -439,8 +439,8 @@ def chart(tl: Mapping[str, Any], system: str, role: str) -> str:
             + f'<p class="legend">{"".join(legend)}</p>'
             f'<p><span data-n="requests">{num(total)}</span> requests over <span data-n="span">{num(span)}</span> s; '
             f'busiest second <span data-n="peak">{num(peak)}</span>; limit {e(lim)}; '
-            f'<span data-n="429">{num(n429)}</span> answered 429; '
-            f'<span data-n="quota_waits">{num(len(waits))}</span> quota waits.</p></div>')
+            f'429 answers: <span data-n="429">{num(n429)}</span>; '
+            f'quota waits: <span data-n="quota_waits">{num(len(waits))}</span>.</p></div>')
 
 
 def _preview(r: Mapping[str, Any]) -> str:

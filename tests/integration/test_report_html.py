@@ -24,7 +24,7 @@ from migrator.report_html import CSP
 from migrator.sandbox.base import Faults
 from tests.integration.harness import ThreadPair
 
-N = 40
+N = 24
 EVIL = "<script>alert(1)</script>"
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync",
@@ -112,7 +112,7 @@ def test_the_run_report_opens_in_a_browser_shows_its_numbers_and_loads_nothing(t
     out = tmp_path / "browser"
     out.mkdir()
     # Bursts of 429s, and a daily quota of 8 in a "day" of 1.5 seconds: the chart marks both.
-    with ThreadPair(tmp_path, "csv", "rei", n=N, concurrency=8, faults=Faults(burst_429_rate=0.05, burst_len=3, seed=3),
+    with ThreadPair(tmp_path, "csv", "rei", n=N, concurrency=8, faults=Faults(burst_429_rate=0.15, burst_len=2, seed=3),
                     target_sim={"daily_quota": 8, "day_seconds": 1.5},
                     target_settings={"rate_limit": "{requests: 10, per: 1}"}) as pair:
         export = tmp_path / "export.csv"
@@ -161,16 +161,13 @@ def test_the_run_report_opens_in_a_browser_shows_its_numbers_and_loads_nothing(t
     shown = {dom.values(reason=f["reason"], n="count")[0]: f for f in stream["failures"]}
     assert sorted(int(k.replace(",", "")) for k in shown) == sorted(f["count"] for f in stream["failures"])
     target = report["requests"]["target"]
-    for kind, v in report["plan"]["requests"]["target"]["kinds"].items() if "kinds" in (
-            report["plan"].get("requests") or {}).get("target", {}) else ():
-        assert dom.number(role="target", kind=kind, n="actual") == v["actual"]
     for kind, n in target["requests"].items():
         assert dom.number(role="target", kind=kind, n="actual") == n
     tl = target["timeline"]
     assert dom.number(role="target", system="rei", n="requests") == sum(n for _, n in tl["sent"]) == sum(
         target["requests"].values())
-    assert dom.number(role="target", system="rei", n="429") == target["retries"].get("rate_limited", 0)
-    assert dom.number(role="target", system="rei", n="quota_waits") == len(tl["quota_waits"]) > 0, target
+    assert dom.number(role="target", system="rei", n="429") == target["retries"]["rate_limited"] > 0
+    assert dom.number(role="target", system="rei", n="quota_waits") == len(tl["quota_waits"]) > 0
     for row in stream["fill"]["fields"]:
         assert any(f"{row['filled']} / {row['read']}" in v for v in dom.values(stream="contacts", field=row["field"]))
 
