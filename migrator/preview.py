@@ -11,6 +11,8 @@ from typing import Any, Iterator
 
 from wcwidth import wcswidth, wcwidth
 
+from .identity import _SECRET
+
 WIDTH = 80
 GAP = " │ "
 NOTHING = "(nothing: not sent)"
@@ -18,7 +20,8 @@ NOTHING = "(nothing: not sent)"
 
 def flatten(record: Any, prefix: str = "") -> list[tuple[str, str]]:
     """``{"a": {"b": 1}, "c": [x, y]}`` → ``[("a.b", "1"), ("c[0]", "x"), ("c[1]", "y")]``;
-    an empty value is shown as what it is (``""``, ``[]``, ``null``)."""
+    an empty value is shown as what it is (``""``, ``[]``, ``null``); a key named like a
+    secret (``password``, ``api_key``) shows ``(hidden)``, as in the failures file."""
     out: list[tuple[str, str]] = []
     if isinstance(record, dict) and record:
         for k, v in record.items():
@@ -26,6 +29,8 @@ def flatten(record: Any, prefix: str = "") -> list[tuple[str, str]]:
     elif isinstance(record, list) and record:
         for i, v in enumerate(record):
             out += flatten(v, f"{prefix}[{i}]")
+    elif prefix and record not in (None, "") and _SECRET.search(prefix.rsplit(".", 1)[-1]):
+        out.append((prefix, "(hidden)"))
     else:
         out.append((prefix, _text(record)))
     return out

@@ -128,3 +128,10 @@ def test_preview_columns_fit_and_hold_everything():
         assert "empty:blank" in text and "z" * 100 in text
     assert side_by_side([{"source_id": "2", "source": {"a": "\x1b[31mred"}, "sent": None, "note": None}],
                         "c", "rei")[2].find("\x1b") == -1   # a terminal escape in the data is not sent to it
+
+
+def test_preview_hides_a_value_named_like_a_secret():
+    lines = side_by_side([{"source_id": "1", "source": {"portal": {"password": "hunter2"}, "name": "Ann"},
+                           "sent": {"firstName": "Ann"}, "note": None}], "c", "rei")
+    text = "\n".join(lines)
+    assert "hunter2" not in text and "portal.password: (hidden)" in text and "name: Ann" in text
