@@ -61,7 +61,7 @@ def cmd_run(args: argparse.Namespace, mode: str, job: Any = None) -> int:
     engine = Engine(job, mode=mode, progress=_progress(args), since=getattr(args, "since", None),
                     accept_mapping_change=getattr(args, "accept_mapping_change", False),
                     sink=sink,
-                    server=getattr(args, "server", False))
+                    server=getattr(args, "server", False), show=getattr(args, "show", 0) or 0)
 
     async def go():
         if mode == "validate":
@@ -77,6 +77,9 @@ def cmd_run(args: argparse.Namespace, mode: str, job: Any = None) -> int:
         if sink is not None:
             sink.close()
     report, text = finish(job, outcome, mode, plan)
+    if getattr(args, "show", 0):
+        from .report import preview_text
+        print(preview_text(report), file=sys.stderr)
     print(text, file=sys.stderr)
     if plan is not None:
         planning.save_plan(job, plan)
@@ -240,6 +243,17 @@ SINCE_HELP = ("only records changed since then, for a delta run after cutover: a
               "Sources that can filter by time: realvolve (recent_contacts), spark (ModificationTimestamp)")
 
 
+def _count(text: str) -> int:
+    """A whole number ≥ 0, or argparse's one-line error (exit 2)."""
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"expected 0 or more, got {n}")
+    return n
+
+
 def _examples(*lines: str) -> str:
     return "example:\n" + "\n".join(f"  {line}" for line in lines)
 
@@ -279,9 +293,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="print the plan (records, requests by kind, ETA, daily-quota fit) and exit, "
                         "writing nothing; it reads and validates the whole source first, as validate does")
     v = job_cmd("validate", "dry run: read, map and validate every record; write nothing",
-                "migrator validate my-job/job.yaml", "migrator validate my-job/job.yaml --max-invalid 20")
+                "migrator validate my-job/job.yaml", "migrator validate my-job/job.yaml --max-invalid 20",
+                "migrator validate my-job/job.yaml --show 3")
     v.add_argument("--max-invalid", type=int, default=None, metavar="N",
                    help="exit 0 when at most N records are invalid (default: any invalid record exits 1)")
+    v.add_argument("--show", type=_count, default=0, metavar="N",
+                   help="print each stream's first N records side by side: as the source gave them and "
+                        "as they will be sent (also in the HTML report)")
     v.add_argument("--server", action="store_true",
                    help="also have the target check each valid record in its own dry run, saving nothing "
                         "(Brokerkit: test: true)")

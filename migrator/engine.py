@@ -64,6 +64,7 @@ class StreamResult:
     examples: dict[str, list[str]] = field(default_factory=dict)
     notice: str | None = None
     fill: FillCounter | None = None   # validate: every record; run: the first page
+    preview: list[dict[str, Any]] = field(default_factory=list)   # validate --show N
 
 
 @dataclass
@@ -114,7 +115,7 @@ class Engine:
                  out: Callable[[str], None] | None = None,
                  sink: Callable[..., None] | None = None,
                  stop_after: int | None = None, server: bool = False,
-                 planners: dict[str, Any] | None = None):
+                 planners: dict[str, Any] | None = None, show: int = 0):
         self.job = job
         self.mode = mode  # run | validate | retry
         dry = job.target.cls.dry_run_setting
@@ -126,6 +127,7 @@ class Engine:
                             "`migrator validate --server`, not for run or retry")
         self.server = server  # validate: also send each valid record to the target's dry run
         self.planners = planners  # validate: stream -> the target's WritePlanner (the plan's counts)
+        self.show = show  # validate --show N: keep each stream's first N records as read and as mapped
         self.source = source if source is not None else job.connector("source", since=since)
         if target is not None:
             self.target = target
@@ -363,9 +365,11 @@ class Engine:
                         break
                     crashpoints.reached("read")
                     seq += 1
-                    if result.fill is not None and not result.fill.checked:
+                    counting = result.fill is not None and not result.fill.checked
+                    if counting:
                         self._count_fill(result.fill, page)
-                    items = await self._prepare_page(sm, schema, page, result, seen_this_run, unsettled)
+                    items = await self._prepare_page(sm, schema, page, result, seen_this_run, unsettled,
+                                                     counting)
                     pages.add(seq, len(items), page.cursor)
                     if self.ckpt is not None:
                         await self.ckpt.commit()
@@ -393,8 +397,10 @@ class Engine:
                 self.out(f"warning: {line}; the run goes on")
 
     async def _prepare_page(self, sm, schema, page: Page, result: StreamResult,
-                            seen: set[str] | None, unsettled: set[str] | None = None) -> list[Item]:
-        """Map, validate and sort a page's records into work, settled and skipped."""
+                            seen: set[str] | None, unsettled: set[str] | None = None,
+                            counting: bool = False) -> list[Item]:
+        """Map, validate and sort a page's records into work, settled and skipped.
+        ``counting``: the page's source fill was counted, so its valid records' is too."""
         counts = result.counts
         stream = sm.name
         ckpt = self.ckpt
@@ -435,6 +441,8 @@ class Engine:
                 self._fail(result, sid, rec.error or "unreadable record", "source", "parse", raw=rec.data)
                 continue
             mapped = sm.apply(rec.data)
+            if self.show and len(result.preview) < self.show:
+                result.preview.append(_preview(sid, rec.data, mapped, schema))
             if mapped.skipped is not None:
                 counts["skipped"] += 1
                 if ckpt is not None:
@@ -450,6 +458,8 @@ class Engine:
                            raw=rec.data)
                 continue
             candidates.append((rec, mapped.data, uncertain))
+        if counting:
+            result.fill.feed_written([data for _, data, _ in candidates])  # type: ignore[union-attr]
         if self.mode == "validate" and self.planners:
             feed(self.planners, stream, [(rec.source_id, data) for rec, data, _ in candidates])
         if self.mode == "validate" and not self.server:
@@ -746,6 +756,17 @@ class Engine:
             self._stopping = True
             self._settled.set()   # writers waiting for room: there is none left
             self.out(f"stopping after {self._written} writes, as asked")
+
+
+def _preview(sid: str, raw: dict[str, Any], mapped: Any, schema: Any) -> dict[str, Any]:
+    """One record for ``validate --show``: as read, as it will be sent, and why not if not."""
+    problems = mapped.errors or (schema.validate(mapped.data) if schema is not None and
+                                 mapped.skipped is None else [])
+    note = (f"skipped: {mapped.skipped}" if mapped.skipped is not None else
+            "invalid: " + "; ".join(f"{p.field}: {p.message}" for p in problems) if problems else None)
+    sent = {k: (f"→ {v.stream} {v.source_id}" if isinstance(v, Ref) else v)
+            for k, v in mapped.data.items()} if mapped.data is not None else None
+    return {"source_id": sid, "source": raw, "sent": sent, "note": note}
 
 
 def _leaves(group: BaseExceptionGroup) -> list[BaseException]:

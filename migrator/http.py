@@ -85,10 +85,32 @@ class RequestStats:
     requests: Counter = field(default_factory=Counter)   # kind -> sent (retries included)
     retries: Counter = field(default_factory=Counter)    # cause -> count
     refreshes: int = 0
+    # For the report's chart, per wall-clock second (int epoch): requests sent, 429s
+    # answered; and each quota wait as [from, until]. A counter per second, not a list
+    # per request: a long run costs a few thousand integers.
+    sent: Counter = field(default_factory=Counter)
+    limited: Counter = field(default_factory=Counter)
+    waits: list = field(default_factory=list)
+    limit: RateLimit | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        return {"requests": dict(self.requests), "retries": dict(self.retries),
-                "token_refreshes": self.refreshes}
+        out: dict[str, Any] = {"requests": dict(self.requests), "retries": dict(self.retries),
+                               "token_refreshes": self.refreshes}
+        if self.sent:
+            out["timeline"] = self.timeline()
+        return out
+
+    def timeline(self) -> dict[str, Any]:
+        """Seconds counted from ``start`` (the first request's second, epoch): ``sent`` and
+        ``429`` as ``[[second, n], …]``, ``quota_waits`` as ``[[from, until], …]`` in the
+        same seconds, and the limit the run was configured with."""
+        start = min(self.sent)
+        return {"start": start,
+                "sent": [[t - start, n] for t, n in sorted(self.sent.items())],
+                "429": [[t - start, n] for t, n in sorted(self.limited.items())],
+                "quota_waits": [[round(a - start, 3), round(b - start, 3)] for a, b in self.waits],
+                "limit": ({"requests": self.limit.requests, "per": self.limit.per}
+                          if self.limit is not None else None)}
 
 
 class Auth:
@@ -262,7 +284,7 @@ class HttpClient:
         self.backoff_base = backoff_base
         self.backoff_cap = backoff_cap
         self.connections = connections
-        self.stats = RequestStats()
+        self.stats = RequestStats(limit=limit)
         self._session: aiohttp.ClientSession | None = None
         self._any_success = False
         self._rng = random.Random()
@@ -322,6 +344,7 @@ class HttpClient:
                 await self.auth.refresh(self, req.auth_generation)
             except RateLimited as e:
                 self.stats.retries["rate_limited"] += 1
+                self.stats.limited[int(time.time())] += 1
                 self.limiter.on_rate_limited(e.retry_after)
                 attempt += 1
                 if attempt > self.max_attempts * 6:
@@ -373,7 +396,14 @@ class HttpClient:
             self.limiter.hold(until, stop, stop=True)
             raise QuotaExhausted(stop, reset_at=e.reset_at, stop=True) from None
         stopped = f"{e}; stopped while waiting for it; {returns}"
-        if self.limiter.hold(until, stopped) and self.on_wait is not None:
+        held = self.limiter.hold(until, stopped)
+        if held:   # one spell of refusals is one wait, however often it is moved later
+            waits = self.stats.waits
+            if waits and waits[-1][1] > now:
+                waits[-1] = (waits[-1][0], until)
+            else:
+                waits.append((now, until))
+        if held and self.on_wait is not None:
             wait = (f"waiting until {_at(until, now)}" if known else
                     f"the server does not say when it returns; trying again at {_at(until, now)}")
             self.on_wait(f"{e}; {wait} — Ctrl-C stops, and running the same command again resumes")
@@ -388,6 +418,7 @@ class HttpClient:
             await self.auth.apply(self, req)
             req.auth_generation = self.auth.generation
         self.stats.requests[req.kind] += 1
+        self.stats.sent[int(time.time())] += 1
         body = req.body_bytes()
         headers = dict(req.headers)
         if body is not None:

@@ -20,7 +20,9 @@ import orjson
 from . import plan as planning
 from .mapping.fill import dead_lines, table_lines
 from .identity import value_excerpt
+from .preview import side_by_side
 from .private import private_open
+from .report_html import html_path, write_html
 
 # name and email: the record as the source holds them; value: an excerpt of what was wrong.
 CSV_HEADER = ["stream", "source_id", "name", "email", "field", "rule", "value", "message"]
@@ -186,6 +188,7 @@ def build_report(job, outcome, facts: dict[str, Any] | None, plan: dict[str, Any
                      if getattr(s, "fill", None) is not None and s.fill.records else None),
             "failures": [{"reason": k, "count": n, "examples": s.examples.get(k, [])}
                          for k, n in s.failures.most_common()],
+            **({"preview": s.preview} if getattr(s, "preview", None) else {}),
         } for s in outcome.streams],
         "requests": {"source": outcome.source_requests, "target": outcome.target_requests},
         "plan": _iso_times(plan),
@@ -294,11 +297,21 @@ def summary(report: dict[str, Any], json_path: Path | None, csv_path: Path | Non
             out.write(f"  {line}\n")
     if json_path:
         out.write(f"  report:   {json_path}\n")
+        out.write(f"  page:     {html_path(json_path)}\n")
     if csv_path:
         out.write(f"  failures: {csv_path}\n")
     return out.getvalue()
 
 
+
+
+def preview_text(report: dict[str, Any], cols: int = WIDTH) -> str:
+    """``validate --show``: each stream's records as read beside them as they will be sent."""
+    lines: list[str] = []
+    for s in report["streams"]:
+        if s.get("preview"):
+            lines += side_by_side(s["preview"], s["stream"], report["target"], cols=cols)
+    return "\n".join(lines)
 
 
 def finish(job, outcome, mode: str, plan=None) -> tuple[dict[str, Any], str]:
@@ -319,4 +332,5 @@ def finish(job, outcome, mode: str, plan=None) -> tuple[dict[str, Any], str]:
     report = build_report(job, outcome, facts, section)
     write_report(json_path, report)
     write_report(latest, report)  # a copy, not a symlink: 0600 itself, and survives the run's file
+    write_html(html_path(json_path), report, csv_path, html_path(latest))
     return report, summary(report, json_path, csv_path)

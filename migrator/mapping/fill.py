@@ -113,6 +113,9 @@ class FillCounter:
         self.paths = paths
         self.records = 0
         self.checked = False   # run: the first page's warnings were given
+        # the same records' valid mapped output (what is sent): target field -> records with a value
+        self.written: dict[str, int] | None = None
+        self.written_records = 0
 
     @classmethod
     def for_stream(cls, sm: Any) -> "FillCounter":
@@ -156,6 +159,19 @@ class FillCounter:
                     _probe(p, record)
         self.records += n
 
+    def feed_written(self, records: Sequence[dict]) -> None:
+        """Count, per mapped target field, the valid mapped records of a page that hold a
+        value: beside the source's rate, what a transform or the validation lost."""
+        if self.written is None:
+            self.written = dict.fromkeys((p.field for p in self.paths), 0)
+        if not records:
+            return
+        n = len(records)
+        for name in self.written:
+            values = list(map(dict.get, records, repeat(name)))
+            self.written[name] += n - values.count(None) - values.count("") - values.count([]) - values.count({})
+        self.written_records += n
+
     @staticmethod
     def _feed_expression(p: PathFill, records: Sequence[dict]) -> None:
         for record in records:
@@ -190,7 +206,10 @@ class FillCounter:
 
     def to_dict(self, scope: str) -> dict[str, Any]:
         """``scope``: ``all`` (validate read every record) or ``first page`` (run)."""
-        return {"scope": scope, "records": self.records, "fields": self.rows()}
+        out = {"scope": scope, "records": self.records, "fields": self.rows()}
+        if self.written is not None:
+            out["written"] = {"records": self.written_records, "fields": dict(self.written)}
+        return out
 
 
 def _reads_nothing_in(p: PathFill, record: dict) -> bool:
