@@ -1,0 +1,157 @@
+"""`migrator verify`: the target read back and compared with what each write sent.
+
+A test of the truth, not of the simulator: the targets are given the keep-less fault
+(a create answered as usual that drops a field, cuts a long value, reformats one, or is
+lost after it was acknowledged) and verify must name each spoiled record by source id
+and field — and find nothing on a clean run. MIGRATOR_VERIFY_CONTACTS sets the size
+(default 300).
+"""
+from __future__ import annotations
+
+import os
+import sqlite3
+import stat
+from pathlib import Path
+
+import aiohttp
+import orjson
+import pytest
+
+from migrator.lock import JobLock, lock_path
+from migrator.sandbox.base import Faults
+from migrator.sandbox.data import CLEAN
+from migrator.verify import verify
+from migrator.verify.output import verify_paths, write_outputs
+from tests.conftest import file_job, run_cli
+from tests.integration.harness import Pair, ThreadPair
+
+N = int(os.environ.get("MIGRATOR_VERIFY_CONTACTS", "300"))
+KEEP_LESS = Faults(keep_less_rate=0.1, seed=5)
+
+
+def _source_ids(tmp: Path) -> dict[str, list[str]]:
+    with sqlite3.connect(tmp / "ckpt.sqlite") as db:
+        out: dict[str, list[str]] = {}
+        for sid, tid in db.execute("SELECT source_id, target_id FROM records WHERE status='done'"):
+            out.setdefault(tid, []).append(sid)
+        return out
+
+
+def _found(outcome) -> tuple[set[tuple[str, str]], set[str]]:
+    (s,) = outcome.streams
+    return {(d["source_id"], d["field"]) for d in s.drift}, {m["source_id"] for m in s.missing}
+
+
+@pytest.mark.parametrize("target", ["rei", "spark"])
+async def test_a_clean_run_verifies_clean(tmp: Path, target: str):
+    async with Pair(tmp, "csv", target, n=N) as pair:
+        run = await pair.run()
+        assert run.total("done") > 0.9 * N
+        outcome = await verify(pair.job(), progress=False, out=lambda line: None)
+    (s,) = outcome.streams
+    assert outcome.clean, (s.drift[:3], s.missing[:3], s.twice[:3])
+    assert s.equal == s.records == run.total("done") and s.how == "list"
+    # The bill is what was spent: the whole list, a few pages, not a request per record.
+    assert outcome.requests == outcome.planned
+    assert sum(outcome.requests.values()) <= 0.1 * s.records
+
+
+@pytest.mark.parametrize("target", ["rei", "spark"])
+async def test_verify_finds_every_record_the_target_kept_less_of(tmp: Path, target: str):
+    async with Pair(tmp, "csv", target, n=N, dirt=CLEAN, faults=KEEP_LESS) as pair:
+        await pair.run()
+        outcome = await verify(pair.job(), progress=False, out=lambda line: None)
+        spoiled = pair.target_sim.stats.kept_less
+    owners = _source_ids(tmp)
+    assert {k["what"] for k in spoiled} == {"drop", "cut", "lose", "reformat"}
+    drifted = {(sid, k["field"]) for k in spoiled if k["what"] != "lose" for sid in owners[k["id"]]}
+    lost = {sid for k in spoiled if k["what"] == "lose" for sid in owners[k["id"]]}
+    found_drift, found_missing = _found(outcome)
+    assert found_drift == drifted
+    assert found_missing == lost
+    assert not outcome.clean
+    (s,) = outcome.streams
+    cut = next(k for k in spoiled if k["what"] == "cut")
+    row = next(d for d in s.drift if d["target_id"] == cut["id"])
+    assert row["held"] == cut["kept"] and row["sent"].startswith(cut["kept"]) and len(row["sent"]) > len(cut["kept"])
+
+
+async def test_a_sample_is_read_by_id(tmp: Path):
+    """``verify(job, source_ids)``, as ``run --sample N`` calls it: a few records cost a
+    request each, fewer than the list's pages; a lost one is missing by its source id."""
+    async with Pair(tmp, "csv", "rei", n=500, dirt=CLEAN, faults=KEEP_LESS) as pair:   # 5 pages
+        await pair.run()
+        spoiled = pair.target_sim.stats.kept_less
+        owners = _source_ids(tmp)
+        lost = next(owners[k["id"]][0] for k in spoiled if k["what"] == "lose")
+        dropped = next(k for k in spoiled if k["what"] == "drop")
+        sample = [lost, owners[dropped["id"]][0]]
+        outcome = await verify(pair.job(), sample, progress=False, out=lambda line: None)
+    (s,) = outcome.streams
+    assert s.how == "by_id" and s.records == 2
+    assert outcome.requests.get("by_id") == 2
+    assert _found(outcome) == ({(sample[1], dropped["field"])}, {lost})
+
+
+async def test_a_key_held_twice_is_reported(tmp: Path):
+    """Another contact with one of the job's e-mails appears in the target after the run
+    (a location that allows duplicates): verify names the key and both target ids."""
+    async with Pair(tmp, "csv", "rei", n=60, dirt=CLEAN, target_sim={"allow_duplicates": True}) as pair:
+        await pair.run()
+        held = pair.target_records()
+        email = held[0]["email"]
+        sim = pair.target_sim
+        async with aiohttp.ClientSession() as http:
+            async with http.post(f"{sim.base_url}/v1/contacts/", json={"email": email, "firstName": "Copy"},
+                                 headers={"Authorization": f"Bearer {sim.credentials()['REI_API_KEY']}"}) as r:
+                assert r.status == 200
+        outcome = await verify(pair.job(), progress=False, out=lambda line: None)
+    (s,) = outcome.streams
+    assert [t["key"] for t in s.twice] == [f"email={email.lower()}"]
+    assert held[0]["id"] in s.twice[0]["target_ids"] and len(s.twice[0]["target_ids"]) == 2
+    assert not outcome.clean and not s.drift and not s.missing
+
+
+@pytest.mark.parametrize("target", ["jsonl", "csv"])
+async def test_a_file_target_is_read_back_line_by_line(tmp: Path, target: str):
+    rows = [{"id": str(i), "First Name": f"First{i}", "Last Name": f"Last{i}",
+             "Email": f"p{i}@example.com", "Phone": "", "Tags": "a, b"} for i in range(1, 41)]
+    job_path = file_job(tmp, rows, target=f"{{system: {target}, path: out.{target}}}")
+    from migrator.engine import Engine
+    from migrator.job import load_job
+    job = load_job(job_path)
+    await Engine(job, progress=False).run()
+    outcome = await verify(job, progress=False, out=lambda line: None)
+    assert outcome.clean and outcome.streams[0].equal == 40 and not outcome.requests
+    out = tmp / f"out.{target}"
+    lines = out.read_text().splitlines(keepends=True)
+    head = 1 if target == "csv" else 0
+    lines[head + 4] = lines[head + 4].replace("First5", "FIRST5")   # source id 5: reformatted
+    del lines[head + 9]                                             # source id 10: lost
+    out.write_text("".join(lines))
+    outcome = await verify(job, progress=False, out=lambda line: None)
+    assert _found(outcome) == ({("5", "first_name")}, {"10"})
+
+
+def test_the_cli_prints_the_bill_first_writes_private_files_and_exits_by_the_verdict(tmp: Path, monkeypatch, capsys):
+    with ThreadPair(tmp, "csv", "spark", n=80, dirt=CLEAN) as pair:
+        pair.call(lambda: None)
+        assert run_cli("run", str(tmp / "job.yaml"), "--no-progress", env=pair.subprocess_env()).returncode == 0
+        # verify only reads: it takes no job lock and works beside a writing run
+        job = pair.job()
+        with JobLock(lock_path(job.checkpoint), str(tmp / "job.yaml"), "run"):
+            code, err = pair.main(monkeypatch, capsys, "verify")
+        assert code == 0, err
+        assert err.index("verify csv-to-spark: read back") < err.index("ETA:") < err.index("equal ")
+        assert "everything read back is as sent" in err
+        report, drift = verify_paths(job)
+        for path in (report, drift):
+            assert stat.S_IMODE(path.stat().st_mode) == 0o600
+        assert orjson.loads(report.read_bytes())["clean"] is True
+        # A contact deleted in the target the next morning: exit 1, named in the drift file.
+        tid = pair.call(lambda: pair.target_records()[0]["Id"])
+        pair.call(lambda: pair.target_sim._contacts.pop(tid))
+        pair.call(lambda: pair.target_sim._changed())
+        code, err = pair.main(monkeypatch, capsys, "verify")
+        assert code == 1 and "missing 1" in err
+        assert f",{tid},missing," in drift.read_text()
