@@ -270,12 +270,14 @@ class ReadBack:
     """How ``verify`` reads a target stream back: ``how`` is ``by_id`` (one request per
     record), ``list`` (the whole list, fewer requests) or ``none``; ``requests`` the
     bill by kind; ``why`` one line saying why this way or what cannot be seen;
-    ``sequential``: the requests go one after another (a cursor)."""
+    ``sequential``: the requests go one after another (a cursor); ``partial``: the list
+    holds only some of the target's records (Realeflow's newest 25)."""
 
     how: str
     requests: dict[str, int]
     why: str = ""
     sequential: bool = False
+    partial: bool = False   # the list shows only some records: one it lacks is unchecked, not missing
 
 
 def choose_read_back(*, records: int, list_requests: int, vendor: str, existing: int,

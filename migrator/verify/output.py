@@ -56,7 +56,11 @@ def summary(outcome: VerifyOutcome, report_path: Path | None, csv_path: Path | N
                  f"missing {len(v.missing):,}", f"held twice {len(v.twice):,}"]
         if v.existence_only:
             parts.append(f"present, nothing to compare {v.existence_only:,}")
+        if v.unchecked:
+            parts.append(f"unchecked {v.unchecked:,}")
         lines.append(f"  {v.stream}: " + ", ".join(parts))
+        if v.unchecked:
+            lines.append(f"    unchecked: {v.why}")
         for d in v.drift[:3]:
             lines.append(f"    {d['source_id']}: {d['field']} sent {_cut(d['sent'])!r}, held {_cut(d['held'])!r}")
         for m in v.missing[:3]:
@@ -69,6 +73,12 @@ def summary(outcome: VerifyOutcome, report_path: Path | None, csv_path: Path | N
         lines.append(f"  report: {report_path}")
     if csv_path is not None and not outcome.clean:
         lines.append(f"  drift, missing and held twice, one per row: {csv_path}")
-    lines.append("  everything read back is as sent" if outcome.clean else
-                 "  the target does not hold everything as sent (exit 1)")
+    wrong = any(not v.clean for v in outcome.streams)
+    if outcome.clean:
+        lines.append("  everything read back is as sent")
+    elif not wrong and outcome.unproven and not outcome.interrupted:
+        lines.append(f"  nothing of {', '.join(outcome.unproven)} could be read back: "
+                     "nothing is proven (exit 1)")
+    else:
+        lines.append("  the target does not hold everything as sent (exit 1)")
     return "\n".join(lines)

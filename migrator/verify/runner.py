@@ -66,6 +66,12 @@ class StreamVerdict:
     def clean(self) -> bool:
         return not (self.drift or self.missing or self.twice)
 
+    @property
+    def proven(self) -> bool:
+        """Something was read back (or nothing was done): a stream whose every record went
+        unchecked proves nothing, and ``verify`` does not exit 0 for it."""
+        return not self.records or self.unchecked < self.records
+
     def as_dict(self) -> dict[str, Any]:
         return {"stream": self.stream, "target_stream": self.target_stream, "read_back": self.how,
                 "why": self.why, "records": self.records, "equal": self.equal, "drifted": self.drifted,
@@ -88,7 +94,14 @@ class VerifyOutcome:
 
     @property
     def clean(self) -> bool:
-        return not self.interrupted and all(s.clean for s in self.streams)
+        """Exit 0: nothing found wrong, and each stream with done records had some of them
+        read back (Realeflow's newest 25 may hold only some; Brokerkit none)."""
+        return not self.interrupted and all(s.clean and s.proven for s in self.streams)
+
+    @property
+    def unproven(self) -> list[str]:
+        """Streams with done records of which none could be read back."""
+        return [s.stream for s in self.streams if not s.proven]
 
     def total(self, name: str) -> int:
         return sum(len(v) if isinstance(v := getattr(s, name), list) else v for s in self.streams)
@@ -97,7 +110,8 @@ class VerifyOutcome:
         return {"mode": "verify", "job": self.job, "target": self.target, "started": self.started,
                 "ended": self.ended, "seconds": round(self.ended - self.started, 3),
                 "eta_seconds": round(self.eta_seconds, 3), "interrupted": self.interrupted,
-                "clean": self.clean, "planned_requests": self.planned, "requests": self.requests,
+                "clean": self.clean, "unproven": self.unproven, "planned_requests": self.planned,
+                "requests": self.requests,
                 "streams": [s.as_dict() for s in self.streams]}
 
 
@@ -179,8 +193,9 @@ class _Stream:
     """Comparing one stream's records as the target's copies arrive."""
 
     def __init__(self, verdict: StreamVerdict, records: list[Done], target: Any, keys: tuple[str, ...],
-                 on_merge: str, counts: Counter, bar: Any):
+                 on_merge: str, counts: Counter, bar: Any, partial: bool = False):
         self.v, self.target, self.keys, self.on_merge = verdict, target, keys, on_merge
+        self.partial = partial   # the list shows only some records: one it lacks is unchecked
         self.counts, self.bar = counts, bar
         self.by_target: dict[str, list[Done]] = {}
         self.grew: dict[str, set[str]] = {}   # target id -> fields merges appended to
@@ -235,10 +250,16 @@ class _Stream:
 
     def finish(self) -> None:
         for tid, mine in self.by_target.items():
-            if tid not in self.seen:   # the whole list was read and it was not there
-                self.seen.add(tid)
-                for r in mine:
-                    self._one(r, None)
+            if tid in self.seen:
+                continue
+            self.seen.add(tid)
+            if self.partial:   # not in a list that shows only some: unseen, not missing
+                self.v.unchecked += len(mine)
+                self.counts["unchecked"] += len(mine)
+                self.bar.update(len(mine))
+                continue
+            for r in mine:   # the whole list was read and it was not there
+                self._one(r, None)
         for key, tids in sorted(held_twice(self.held_keys).items()):
             self.v.twice.append({"key": key, "target_ids": sorted(tids),
                                  "source_ids": sorted(set(self.job_keys.get(key, ())))})
@@ -300,7 +321,8 @@ async def verify(job: Any, source_ids: Iterable[str] | None = None, *, progress:
             counts: Counter[str] = Counter()
             fields = frozenset(k for r in records if r.body for k in r.body)
             with open_bar("verify", sm.name, len(records), counts, enabled) as bar:
-                s = _Stream(v, records, target, target.natural_keys(sm.target_stream), job.on_merge, counts, bar)
+                s = _Stream(v, records, target, target.natural_keys(sm.target_stream), job.on_merge, counts, bar,
+                            partial=how.partial)
                 ids = list(s.by_target)
                 async for tid, record in target.read_back(sm.target_stream, ids, how, fields):
                     s.held(tid, record, listed=how.how == "list")

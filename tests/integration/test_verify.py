@@ -21,7 +21,7 @@ from migrator.lock import JobLock, lock_path
 from migrator.sandbox.base import Faults
 from migrator.sandbox.data import CLEAN
 from migrator.verify import verify
-from migrator.verify.output import verify_paths, write_outputs
+from migrator.verify.output import summary, verify_paths, write_outputs
 from tests.conftest import file_job, run_cli
 from tests.integration.harness import Pair, ThreadPair
 
@@ -155,3 +155,48 @@ def test_the_cli_prints_the_bill_first_writes_private_files_and_exits_by_the_ver
         code, err = pair.main(monkeypatch, capsys, "verify")
         assert code == 1 and "missing 1" in err
         assert f",{tid},missing," in drift.read_text()
+
+
+# ---- Realeflow: only the newest 25 can be read back ------------------------------------------
+async def test_realeflow_a_job_within_the_newest_25_verifies_equal(tmp: Path):
+    async with Pair(tmp, "csv", "realeflow", n=20, dirt=CLEAN) as pair:
+        run = await pair.run()
+        outcome = await verify(pair.job(), progress=False, out=lambda line: None)
+    (s,) = outcome.streams
+    assert run.total("done") == 20
+    assert outcome.clean and s.equal == 20 and s.unchecked == 0, (s.drift[:3], s.missing[:3])
+    assert outcome.requests == outcome.planned == {"page": 1}
+
+
+async def test_realeflow_records_past_the_newest_25_are_unchecked_never_missing(tmp: Path):
+    lines: list[str] = []
+    async with Pair(tmp, "csv", "realeflow", n=40, dirt=CLEAN) as pair:
+        await pair.run()
+        outcome = await verify(pair.job(), progress=False, out=lines.append)
+        (s,) = outcome.streams
+        assert s.records == 40 and s.equal == 25 and s.unchecked == 15
+        assert not s.missing and not s.drift and s.how == "list"
+        # What it could check is equal: exit 0; the bill says in one line why only 25.
+        assert outcome.clean
+        assert any("lists only its 25 newest contacts" in line and "unchecked" in line for line in lines)
+        said = summary(outcome, None, None)
+        assert "unchecked 15" in said and "    unchecked: Realeflow lists only its 25 newest" in said
+        # The newest contact spoiled in the target: found by its source id and field.
+        newest = pair.target_records()[-1]
+        pair.target_sim._contacts[newest["contactId"]]["city"] = "Elsewhere"
+        outcome = await verify(pair.job(), progress=False, out=lambda line: None)
+        owner = _source_ids(tmp)[newest["id"]]
+        assert {(d["source_id"], d["field"]) for d in outcome.streams[0].drift} == {(owner[0], "City")}
+        assert not outcome.clean
+        # Another user creates 25 contacts: none of the job's can be read back; nothing is
+        # proven, so verify does not exit 0 — and it still calls none of them missing.
+        for n in range(25):
+            pair.target_sim._add_contact({"fullName": f"Other {n}", "email": None, "companyName": None,
+                                          "phone": None, "phoneType": None, "source": None, "address": None,
+                                          "city": None, "state": None, "zipCode": None,
+                                          "customFields": None, "tags": []}, [], None)
+        outcome = await verify(pair.job(), progress=False, out=lambda line: None)
+    (s,) = outcome.streams
+    assert s.unchecked == 40 and not s.missing and not s.drift
+    assert not outcome.clean and outcome.unproven == ["contacts"]
+    assert "nothing of contacts could be read back: nothing is proven (exit 1)" in summary(outcome, None, None)
