@@ -120,7 +120,8 @@ class Drift:
 def drifts(sent: Mapping[str, Any], held: Mapping[str, Any], form: Callable[[str, Any], Any],
            skip: Iterable[str] = (), grew: Iterable[str] = ()) -> list[Drift]:
     """The fields of ``sent`` that ``held`` does not hold as sent, after ``form`` (the
-    target's normalisation) on both sides. ``skip``: fields a merge put elsewhere;
+    target's normalisation) on both sides; a field ``held`` gives as ``SKIP`` is one the
+    target's read cannot show (not compared). ``skip``: fields a merge put elsewhere;
     ``grew``: text fields a merge appended to (the value sent must still be in them)."""
     passed, grown = set(skip), set(grew)
     out: list[Drift] = []
@@ -128,7 +129,7 @@ def drifts(sent: Mapping[str, Any], held: Mapping[str, Any], form: Callable[[str
         if name in passed:
             continue
         mine = form(name, value)
-        if mine is None or mine is SKIP:
+        if mine is None or mine is SKIP or held.get(name) is SKIP:   # SKIP held: not shown back
             continue
         theirs = form(name, held.get(name))
         if isinstance(mine, frozenset):

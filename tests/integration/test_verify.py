@@ -200,3 +200,38 @@ async def test_realeflow_records_past_the_newest_25_are_unchecked_never_missing(
     assert s.unchecked == 40 and not s.missing and not s.drift
     assert not outcome.clean and outcome.unproven == ["contacts"]
     assert "nothing of contacts could be read back: nothing is proven (exit 1)" in summary(outcome, None, None)
+
+
+# ---- Realvolve: its list row plus contact_detail ----------------------------------------------
+@pytest.mark.parametrize("rows", ["full", "sample"])
+async def test_realvolve_a_clean_run_verifies_clean(tmp: Path, rows: str):
+    """``sample``: list rows of the doc's four fields only; what a row does not show is not
+    compared (nor called drift), the rest is."""
+    async with Pair(tmp, "csv", "realvolve", n=80, dirt=CLEAN, target_sim={"list_fields": rows}) as pair:
+        run = await pair.run()
+        outcome = await verify(pair.job(), progress=False, out=lambda line: None)
+    s = outcome.streams[0]
+    assert s.stream == "contacts" and s.how == "by_id"
+    assert outcome.clean, (s.drift[:3], s.missing[:3])
+    assert s.equal == s.records == run.total("done") > 70
+    # One list page, a detail per record, the two name lists (and the token).
+    assert outcome.planned == {"page": 1, "detail": s.records, "meta": 2}
+    assert {k: n for k, n in outcome.requests.items() if k != "auth"} == outcome.planned
+
+
+async def test_realvolve_verify_finds_what_the_target_kept_less_of(tmp: Path):
+    async with Pair(tmp, "csv", "realvolve", n=200, dirt=CLEAN, faults=KEEP_LESS) as pair:
+        await pair.run()
+        spoiled = pair.target_sim.stats.kept_less
+        owners = _source_ids(tmp)
+        # A contact deleted by a user the next morning.
+        gone = next(tid for tid in owners if int(tid) in pair.target_sim._contacts
+                    and not any(k["id"] == tid for k in spoiled))
+        del pair.target_sim._contacts[int(gone)]
+        pair.target_sim._ids.remove(int(gone))
+        outcome = await verify(pair.job(), progress=False, out=lambda line: None)
+    assert {k["what"] for k in spoiled} >= {"drop", "cut", "reformat"}
+    # A create it lost fails the contact's update_contact: the run said so; not done.
+    drifted = {(sid, k["field"]) for k in spoiled if k["what"] != "lose" for sid in owners.get(k["id"], ())}
+    assert drifted and _found(outcome) == (drifted, {owners[gone][0]})
+    assert not outcome.clean

@@ -4,7 +4,7 @@ from datetime import date
 
 import pytest
 
-from migrator.verify.compare import SKIP, comparable, drifts, held_twice, shown
+from migrator.verify.compare import SKIP, Drift, comparable, drifts, held_twice, shown
 
 
 def _rules(**rules):
@@ -42,6 +42,9 @@ def test_nothing_sent_nothing_compared_and_skip_rules():
     assert drifts({"a": None, "b": "", "c": []}, {}, _rules()) == []
     assert comparable("x", "skip") is SKIP
     assert drifts({"Note": "x"}, {}, _rules(Note="skip")) == []
+    # A field the target's read does not show (a list row without it) is not compared.
+    assert drifts({"company": "Acme", "title": "CEO"}, {"company": SKIP, "title": "CTO"}, _rules()) == \
+        [Drift("title", "CEO", "CTO")]
 
 
 def test_a_merge_placement_is_not_drift_and_an_appended_field_must_still_hold_the_value():
