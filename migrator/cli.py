@@ -315,7 +315,8 @@ def build_parser() -> argparse.ArgumentParser:
                              "target can hold one), update it (the vendor's overwrite), skip it, or fail; "
                              "overrides the job's on_merge")
     vf = job_cmd("verify", "read back every record the job wrote and compare it with what was sent: "
-                 "drift, missing records, records held twice (reads only; works beside a run)",
+                 "drift, missing records, records held twice (reads only; works beside a run); exit 0 "
+                 "only when all it read is equal and something could be read",
                  "migrator verify my-job/job.yaml", "migrator verify my-job/job.yaml --no-progress")
     vf.add_argument("--latency", type=float, default=None, metavar="SECONDS",
                     help="what one request takes, for the bill's ETA (default: the target's typical latency)")

@@ -71,9 +71,9 @@ def summary(outcome: VerifyOutcome, report_path: Path | None, csv_path: Path | N
         lines.append(f"  requests: {bill(outcome.requests)} (planned {bill(outcome.planned)})")
     if report_path is not None:
         lines.append(f"  report: {report_path}")
-    if csv_path is not None and not outcome.clean:
-        lines.append(f"  drift, missing and held twice, one per row: {csv_path}")
     wrong = any(not v.clean for v in outcome.streams)
+    if csv_path is not None and wrong:
+        lines.append(f"  drift, missing and held twice, one per row: {csv_path}")
     if outcome.clean:
         lines.append("  everything read back is as sent")
     elif not wrong and outcome.unproven and not outcome.interrupted:

@@ -235,3 +235,19 @@ async def test_realvolve_verify_finds_what_the_target_kept_less_of(tmp: Path):
     drifted = {(sid, k["field"]) for k in spoiled if k["what"] != "lose" for sid in owners.get(k["id"], ())}
     assert drifted and _found(outcome) == (drifted, {owners[gone][0]})
     assert not outcome.clean
+
+
+# ---- Brokerkit: no read API ---------------------------------------------------------------------
+def test_brokerkit_cannot_be_read_back_and_verify_does_not_pass_it(tmp: Path, monkeypatch, capsys):
+    """Nothing read back is nothing proven: one line says why, and the exit is 1, not 0."""
+    with ThreadPair(tmp, "csv", "brokerkit", n=30, dirt=CLEAN) as pair:
+        assert run_cli("run", str(tmp / "job.yaml"), "--no-progress", env=pair.subprocess_env()).returncode == 0
+        code, err = pair.main(monkeypatch, capsys, "verify")
+    assert code == 1, err
+    assert err.count("Brokerkit has no read API: verify reads nothing back there") == 2   # the bill, the summary
+    assert "nothing of contacts could be read back: nothing is proven (exit 1)" in err
+    assert "one per row" not in err
+    report = orjson.loads(verify_paths(pair.job())[0].read_bytes())
+    assert report["clean"] is False and report["unproven"] == ["contacts"]
+    assert report["streams"][0]["unchecked"] == 30 and report["streams"][0]["missing"] == 0
+    assert report["requests"] == {}
