@@ -8,7 +8,10 @@ by id, or its whole list when that is fewer requests) — the bill is printed be
 first read. Then each record is compared with the target's copy after the target's own
 normalisation, and the verdict lists, per stream: records equal, fields that drifted
 (value sent, value held), records done but missing, and natural keys of the job's
-records that the target holds twice.
+records that the target holds twice. A record that a list showing only some records
+(``ReadBack.partial``: Realeflow's newest 25) lacks is unchecked, never missing; a stream
+whose every done record went unchecked (Brokerkit: no read API) proves nothing, so the
+verdict is not clean.
 
 It only reads: it opens the checkpoint read-only and takes no job lock, so it can run
 beside a ``run`` (what that run settles after verify's read is not in the verdict).
