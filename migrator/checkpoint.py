@@ -65,12 +65,19 @@ CREATE TABLE IF NOT EXISTS placements (
 CREATE TABLE IF NOT EXISTS failure_context (
     stream TEXT NOT NULL, source_id TEXT NOT NULL, value TEXT, name TEXT, email TEXT,
     PRIMARY KEY (stream, source_id)) WITHOUT ROWID;
+-- What was sent for each record written (the mapped record, nulls left out): what
+-- `migrator verify` compares the target's copy with. Committed with the record's done.
+CREATE TABLE IF NOT EXISTS sent (
+    stream TEXT NOT NULL, source_id TEXT NOT NULL, body BLOB NOT NULL,
+    PRIMARY KEY (stream, source_id)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS sent_records (
     stream TEXT NOT NULL, key TEXT NOT NULL, body TEXT NOT NULL,
     PRIMARY KEY (stream, key)) WITHOUT ROWID;
 """
 
 SETTLED = ("done", "failed", "skipped")
+SENT_SQL = ("INSERT INTO sent VALUES (?, ?, ?) ON CONFLICT (stream, source_id) "
+            "DO UPDATE SET body=excluded.body")
 
 
 @dataclass(slots=True)
@@ -209,6 +216,13 @@ class Checkpoint:
         self._queue("INSERT INTO placements VALUES (?, ?, ?) ON CONFLICT (stream, source_id) "
                     "DO UPDATE SET placed=excluded.placed",
                     (stream, source_id, orjson.dumps(placements, default=str).decode()))
+
+    def sent(self, stream: str, source_id: str, record: dict[str, Any]) -> None:
+        """What was sent for a record (queued: it commits with the record's ``done``), so
+        that ``verify`` compares the target's copy with what the run sent rather than with
+        a second reading of a source that may have changed since."""
+        self._queue(SENT_SQL, (stream, source_id, orjson.dumps(
+            {k: v for k, v in record.items() if v is not None}, default=str)))
 
     def set_mark(self, key: str, value: Any) -> None:
         """How far a local target's output is settled; queued right after its write, so it

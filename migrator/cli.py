@@ -112,6 +112,19 @@ def cmd_run(args: argparse.Namespace, mode: str, job: Any = None) -> int:
     return EXIT_OK
 
 
+def cmd_verify(args: argparse.Namespace) -> int:
+    """Read only: no job lock, so it runs beside a run."""
+    from .job import load_job
+    from .verify import verify_job
+    from .verify.output import summary, write_outputs
+
+    job = load_job(args.job)
+    outcome = verify_job(job, progress=_progress(args), latency=args.latency)
+    report_path, csv_path = write_outputs(job, outcome)
+    print(summary(outcome, report_path, csv_path), file=sys.stderr)
+    return EXIT_OK if outcome.clean else EXIT_FAILED
+
+
 def nothing_to_retry(job: Any) -> str | None:
     """What ``retry`` says, before reading anything, when no record is left to write
     again (none failed, none left pending by an interruption); None when some are."""
@@ -320,6 +333,12 @@ def build_parser() -> argparse.ArgumentParser:
                              "default: fill what it lacks, add tags and notes, keep a second value where the "
                              "target can hold one), update it (the vendor's overwrite), skip it, or fail; "
                              "overrides the job's on_merge")
+    vf = job_cmd("verify", "read back every record the job wrote and compare it with what was sent: "
+                 "drift, missing records, records held twice (reads only; works beside a run); exit 0 "
+                 "only when all it read is equal and something could be read",
+                 "migrator verify my-job/job.yaml", "migrator verify my-job/job.yaml --no-progress")
+    vf.add_argument("--latency", type=float, default=None, metavar="SECONDS",
+                    help="what one request takes, for the bill's ETA (default: the target's typical latency)")
     st = command("status", "what is done, pending and failed, from the checkpoint (works beside a run)",
                  "migrator status my-job/job.yaml")
     st.add_argument("job", help="the job file (YAML)")
@@ -366,7 +385,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     handlers: dict[str, Any] = {
         "run": lambda a: cmd_run(a, "run") if a.plan else one_writer(a, "run", cmd_run),
         "validate": lambda a: cmd_run(a, "validate"), "retry": lambda a: one_writer(a, "retry", cmd_run),
-        "status": cmd_status, "connectors": cmd_connectors,
+        "status": cmd_status, "verify": cmd_verify, "connectors": cmd_connectors,
         "fields": cmd_fields, "sandbox": cmd_sandbox, "demo": cmd_demo, "init": cmd_init,
     }
     try:

@@ -626,6 +626,9 @@ class Engine:
             reached("written")
             done(stream, item.source_id, str(res.target_id), action=res.action, matched_key=res.matched_key)
             actions[res.action] += 1
+        sent = self.ckpt.sent   # after the done marks: one executemany each
+        for item in plain:
+            sent(stream, item.source_id, item.data)
         counts["done"] += len(results)
         counts.update(actions)
         self._written += len(results)
@@ -656,7 +659,8 @@ class Engine:
             if target.can_lookup(tstream):
                 found = await self._lookup(tstream, item, result)
                 if found is not None:
-                    await self._done(result, stream, sid, found, "matched", "lookup after interruption", False)
+                    await self._done(result, stream, sid, found, "matched", "lookup after interruption", False,
+                                         item.data)
                     return
             elif self.job.on_uncertain == "skip":
                 result.counts["uncertain"] += 1
@@ -679,7 +683,8 @@ class Engine:
                 if target.can_lookup(tstream):
                     found = await self._lookup(tstream, item, result)
                     if found is not None:
-                        await self._done(result, stream, sid, found, "matched", "lookup after lost response", uncertain)
+                        await self._done(result, stream, sid, found, "matched", "lookup after lost response",
+                                         uncertain, item.data)
                         return
                     continue
                 if self.job.on_uncertain == "skip":
@@ -699,7 +704,8 @@ class Engine:
             crashpoints.reached("written")
             if res.placements:   # what a combined merge put where: committed with its done
                 ckpt.placed(stream, sid, res.placements)
-            await self._done(result, stream, sid, res.target_id, res.action, res.matched_key, uncertain)
+            await self._done(result, stream, sid, res.target_id, res.action, res.matched_key, uncertain,
+                             item.data)
             return
         self._fail(result, sid, "the write's outcome stayed unknown after several attempts",
                    None, "uncertain", uncertain=True, raw=item.raw)
@@ -715,8 +721,10 @@ class Engine:
         return None
 
     async def _done(self, result: StreamResult, stream: str, sid: str, target_id: str, action: str,
-                    matched_key: str | None, uncertain: bool) -> None:
+                    matched_key: str | None, uncertain: bool, data: dict[str, Any] | None = None) -> None:
         assert self.ckpt is not None
+        if data is not None:   # what verify compares the target's copy with
+            self.ckpt.sent(stream, sid, data)
         counts = result.counts
         counts["done"] += 1
         counts[action] += 1

@@ -26,6 +26,8 @@ def counts_text(mode: str, counts: Mapping[str, int]) -> str:
         other = c.get("failed", 0) - c.get("invalid", 0)  # an unreadable record: failed, not invalid
         if other > 0:
             middle.append(("unreadable", other))
+    elif mode == "verify":   # read back and compared: nothing is read from a source
+        return " ".join(f"{word} {c.get(word, 0):,}" for word in ("checked", "equal", "drift", "missing"))
     else:
         middle = [("written", c.get("done", 0)), ("failed", c.get("failed", 0))]
     parts = [("read", c.get("read", 0)), *middle, ("skipped", c.get("skipped", 0))]

@@ -259,6 +259,36 @@ class Connector:
         counted once and not per stream."""
         return {}
 
+    # ---- verify (issue 18): reading back what a run wrote ----------------------------------
+    # Per target stream, field -> the name of the normalisation the target applies to it
+    # (``verify.compare.RULES``: casefold, e164, date, tags…); other fields compare as text
+    # with whitespace trimmed. ``"*"`` names a rule for every field.
+    verify_rules: ClassVar[dict[str, dict[str, str]]] = {}
+
+    def natural_keys(self, stream: str) -> tuple[str, ...]:
+        """The fields the target treats as a record's identity (what two copies of one
+        person share): ``verify`` reports a key held by two target records."""
+        return ()
+
+    def comparable(self, stream: str, field: str, value: Any) -> Any:
+        """``value`` of ``field`` as the target compares it (what was sent and what is held
+        go through the same door); a connector whose storage changes values overrides it."""
+        from ..verify.compare import comparable
+        rules = self.verify_rules.get(stream, {})
+        return comparable(value, rules.get(field) or rules.get("*"))
+
+    async def plan_read_back(self, stream: str, records: int) -> "ReadBack":
+        """How ``verify`` reads ``records`` records of ``stream`` back and what it costs."""
+        return ReadBack("none", {}, f"{self.title or self.system} has no way to read {stream} back: "
+                                    "verify checks only what the checkpoint holds")
+
+    def read_back(self, stream: str, ids: list[str], how: "ReadBack",
+                  fields: frozenset[str]) -> AsyncIterator[tuple[str, dict[str, Any] | None]]:
+        """``(target id, the record as the target holds it, in the names a mapped record
+        uses)``. By id: one pair per id asked, None when the target no longer holds it.
+        By list: every record the target holds (``ids`` unused)."""
+        raise JobError(f"{self.system} cannot be read back")
+
     async def quota(self, probe: bool = False) -> "Quota | None":
         """The key's daily request quota, if the system has one, with what is left today
         when known. ``probe`` allows one cheap request the run spends anyway (it is
@@ -312,6 +342,36 @@ def parse_timeout(raw: Any, where: str) -> float:
         at = f"{where}: " if where else ""
         raise JobError(f"{at}timeout must be a number of seconds above 0, not {raw!r}")
     return float(value)
+
+
+@dataclass
+class ReadBack:
+    """How ``verify`` reads a target stream back: ``how`` is ``by_id`` (one request per
+    record), ``list`` (the whole list, fewer requests) or ``none``; ``requests`` the
+    bill by kind; ``why`` one line saying why this way or what cannot be seen;
+    ``sequential``: the requests go one after another (a cursor); ``partial``: the list
+    holds only some of the target's records (Realeflow's newest 25)."""
+
+    how: str
+    requests: dict[str, int]
+    why: str = ""
+    sequential: bool = False
+    partial: bool = False   # the list shows only some records: one it lacks is unchecked, not missing
+
+
+def choose_read_back(*, records: int, list_requests: int, vendor: str, existing: int,
+                     spent: int = 0, sequential: bool = False) -> ReadBack:
+    """By id or by list, whichever costs fewer requests (a tie goes to the list: it also
+    shows duplicates the job's own records cannot). ``spent``: requests the list read
+    has already made (the probe that told its size); the bill counts them either way."""
+    more = max(0, list_requests - spent)
+    if more <= records:
+        return ReadBack("list", {"page": list_requests},
+                        f"reads the {existing:,} records {vendor} holds, {list_requests:,} pages — "
+                        f"fewer requests than one per record ({records:,})", sequential)
+    return ReadBack("by_id", {"by_id": records},
+                    f"reads each record by its id ({records:,} requests) — fewer than the "
+                    f"{list_requests:,} pages of all {existing:,} records {vendor} holds")
 
 
 @dataclass(frozen=True)

@@ -45,7 +45,7 @@ from ..http import Response, StaticHeaderAuth, error_text
 from ..limits import RateLimit
 from ..protocols import Page, StreamInfo, WriteResult
 from ..schema import AnyOf, Field, StreamSchema
-from .base import Connector, Context, Setting, WritePlanner
+from .base import Connector, Context, ReadBack, Setting, WritePlanner
 from .combine import Slots, combine, slots_for_group
 from .dedup import KeyLocks, KeyStore, MemoryKeys, keys_of, shown_key
 
@@ -161,6 +161,13 @@ class Brokerkit(Connector):
     # ---- the plan -----------------------------------------------------------------
     async def write_planner(self, stream: str, sm: Any) -> WritePlanner:
         return _UpsertPlanner()
+
+    # ---- verify -----------------------------------------------------------------
+    async def plan_read_back(self, stream: str, records: int) -> ReadBack:
+        """No read endpoint: nothing can be read back, and verify says so rather than pass."""
+        return ReadBack("none", {}, "Brokerkit has no read API: verify reads nothing back there and "
+                                    "proves nothing (exit 1); check the leads in Brokerkit's UI or its "
+                                    "CSV export")
 
     # ---- target -----------------------------------------------------------------
     async def prepare(self, streams: list[Any]) -> None:

@@ -26,7 +26,7 @@ from ..errors import ConfigError, JobError
 from ..protocols import Page, Record, StreamInfo, WriteResult
 from ..schema import Field, StreamSchema
 from . import textfile
-from .base import Connector, Setting, WritePlanner, number_setting
+from .base import Connector, ReadBack, Setting, WritePlanner, number_setting
 
 PAGE = 500
 
@@ -215,6 +215,26 @@ class _FileConnector(Connector):
     def _scan_ids(self, path: Path) -> set[str]:
         raise NotImplementedError
 
+    # ---- verify: the file's lines, read back on this machine ------------------------------
+    async def plan_read_back(self, stream: str, records: int) -> ReadBack:
+        return ReadBack("list", {}, f"reads {self.path_for(stream).name} whole, on this machine: no requests")
+
+    async def read_back(self, stream: str, ids: list[str], how: ReadBack,
+                        fields: frozenset[str]) -> AsyncIterator[tuple[str, dict[str, Any] | None]]:
+        """Every line as ``(its source id, the rest)``: the source id is the target id."""
+        path = self.path_for(stream)
+        if not path.exists():
+            return
+        col = str(self.setting("source_id_column"))
+        rows = await anyio.to_thread.run_sync(self._held_rows, path)
+        for row in rows:
+            if isinstance(row, dict) and row.get(col) not in (None, ""):
+                tid = str(row.pop(col))
+                yield tid, row
+
+    def _held_rows(self, path: Path) -> list[dict[str, Any]]:
+        raise NotImplementedError
+
     async def write(self, stream: str, record: dict[str, Any], *, source_id: str,
                     target_id: str | None = None) -> WriteResult:
         out = self._outputs.get(stream) or await self._open_output(stream)
@@ -388,6 +408,15 @@ class CsvConnector(_FileConnector):
         col = str(self.setting("source_id_column"))
         with open(path, newline="", encoding="utf-8") as fh:
             return {row.get(col, "") for row in csv.DictReader(fh)}
+
+    def _held_rows(self, path: Path) -> list[dict[str, Any]]:
+        with open(path, newline="", encoding="utf-8") as fh:
+            return list(csv.DictReader(fh, delimiter=self._delimiter()))
+
+    def comparable(self, stream: str, field: str, value: Any) -> Any:
+        """A cell holds text: what was sent compares as the cell it was written as."""
+        from ..verify.compare import comparable
+        return comparable(value if isinstance(value, str) else _cell(value))
 
     def _appender(self, stream: str) -> _Appender:
         cols = [str(self.setting("source_id_column"))] + self._fields.get(stream, [])
@@ -574,6 +603,16 @@ class JsonlConnector(_FileConnector):
                 except (orjson.JSONDecodeError, AttributeError):
                     continue
         return ids
+
+    def _held_rows(self, path: Path) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        with open(path, "rb") as fh:
+            for raw in fh:
+                try:
+                    out.append(orjson.loads(raw))
+                except orjson.JSONDecodeError:
+                    continue
+        return out
 
     def _line(self, stream: str, record: dict[str, Any], source_id: str) -> bytes:
         return self._lines(stream, [(source_id, record)])

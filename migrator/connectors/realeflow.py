@@ -35,7 +35,7 @@ from ..http import HttpClient, Response, StaticHeaderAuth, error_text
 from ..limits import RateLimit
 from ..protocols import Page, Record, StreamInfo, WriteResult
 from ..schema import Field, StreamSchema
-from .base import Connector, Context, Setting, WritePlanner
+from .base import Connector, Context, ReadBack, Setting, WritePlanner
 
 MAX_CUSTOM_FIELDS = 28
 CUSTOM_PREFIX = "custom."
@@ -266,6 +266,44 @@ class Realeflow(Connector):
             rid = self._created_id(stream, resp)
             guid, reads = await reader.guid(self.http, int(rid)) if rid.isdigit() else (None, 0)
         return WriteResult(target_id=guid or rid, action="created", requests={"create": 1, "list": reads})
+
+    # ---- verify: only the newest 25 can be read back ---------------------------------------
+    # Types are not in a list row; PhoneType is kept in Realeflow's case; tags and custom
+    # fields come back as lists.
+    verify_rules = {"contacts": {"Email": "casefold", "PhoneType": "casefold", "Type": "skip", "Tags": "list"},
+                    "properties": {"Tags": "list"}}
+
+    async def plan_read_back(self, stream: str, records: int) -> ReadBack:
+        """One list read: the newest 25 are all the API shows (``partial``: a record of the
+        job not among them is unchecked, never missing)."""
+        if stream not in LIST_PATHS:
+            return ReadBack("none", {}, f"Realeflow has no way to read {stream} back")
+        return ReadBack("list", {"page": 1},
+                        f"Realeflow lists only its {LIST_SIZE} newest {stream}: verify checks those of this "
+                        f"job's {records:,} among them and counts the rest unchecked", partial=True)
+
+    async def read_back(self, stream: str, ids: list[str], how: ReadBack,
+                        fields: frozenset[str]) -> AsyncIterator[tuple[str, dict[str, Any] | None]]:
+        """The newest 25 rows, each once: under its GUID, or under its integer id when the
+        job holds the record by that (its GUID was not read back after its create)."""
+        assert self.http is not None
+        path, id_key = LIST_PATHS[stream]
+        rows = (await self.http.request("GET", path, kind="page")).json()
+        keys = CONTACT_KEYS if stream == "contacts" else PROPERTY_KEYS
+        asked = set(ids)
+        for row in rows if isinstance(rows, list) else ():
+            if not isinstance(row, dict):
+                continue
+            folded = {k.casefold(): v for k, v in row.items()}
+            held = {name: folded.get(key.casefold()) for name, key in keys.items()}
+            custom = folded.get("customfields")
+            custom = custom if isinstance(custom, list) else []
+            for name, pos in self._custom_positions.items():
+                held[name] = custom[pos - 1] if pos <= len(custom) else None
+            guid, rid = str(row.get("id") or ""), str(row.get(id_key) or "")
+            tid = rid if rid and guid not in asked and rid in asked else guid or rid
+            if tid:
+                yield tid, held
 
     def _fields_body(self, stream: str, record: Mapping[str, Any], keys: dict[str, str]) -> dict[str, Any]:
         body: dict[str, Any] = {}

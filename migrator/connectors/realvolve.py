@@ -29,7 +29,7 @@ from ..limits import RateLimit
 from ..paging import in_order
 from ..protocols import Page, Record, StreamInfo, WriteResult
 from ..schema import AnyOf, Field, StreamSchema
-from .base import Connector, Context, Setting, WritePlanner
+from .base import Connector, Context, ReadBack, Setting, WritePlanner
 
 TOKEN_PATH = "/oauth/token"
 API = "/utility_api/v1"
@@ -57,6 +57,7 @@ DETAILS = {
     "work_address": "address", "home_address": "address",
 }
 PHONES = ("work_phone", "home_phone")
+ARRAYS = {"email_address": "email_addresses", "phone_number": "phone_numbers", "address": "addresses"}
 # What Create Contact lists (names, source, addresses, e-mails, tags); the rest of a new
 # contact's fields go through update_contact right after the create.
 CREATE_FIELDS = frozenset({"first_name", "last_name", "contact_source", "work_email", "home_email",
@@ -393,17 +394,28 @@ class Realvolve(Connector):
 
     async def read_records(self, stream: str, ids: list[str]) -> AsyncIterator[Page]:
         """``retry``: a contact is its list row (names: ``contact_detail`` has none) and its
-        ``contact_detail``. The list pages are walked until every failed contact is found,
-        and ``contact_detail`` is asked for those alone: a list page per page, not a detail
-        per contact."""
+        ``contact_detail`` (``_listed``)."""
         if stream != "contacts":
             raise JobError(f"realvolve cannot read one {stream} record by its id")
+        async with aclosing(self._listed(ids)) as listed:
+            async for found in listed:
+                yield Page([self._contact_record(row, d) if row is not None else
+                            Record(sid, None, error=f"realvolve no longer lists contact {sid}")
+                            for sid, row, d in found], None, len(ids))
+
+    async def _listed(self, ids: list[str]) -> AsyncIterator[list[tuple[str, dict[str, Any] | None, Any]]]:
+        """``(id, list row, contact_detail or the error that failed it)`` of contacts
+        ``ids``, a list page's worth at a time; the ids no page holds come last, with no
+        row. The list pages are walked until every contact is found, and
+        ``contact_detail`` is asked for those alone: a list page per page, not a detail
+        per contact of the account. Page 1 may be the one ``plan_read_back`` kept."""
         await self._load_names()
         wanted, found = set(ids), set()
-        listing = self._listing(stream)
+        listing = self._listing("contacts")
         number, pages = 1, 1
         while number <= pages and len(found) < len(wanted):
-            body = await self._list_page(listing, number)
+            body = (self._first_pages.pop(listing, None) if number == 1 else None) or \
+                await self._list_page(listing, number)
             pages = max(pages, body["pages"])
             rows = [r for r in body["data"] if str(r.get("id")) in wanted and str(r.get("id")) not in found]
             if rows:
@@ -417,12 +429,11 @@ class Realvolve(Connector):
                     async for i, detail in loaded:
                         details[i] = detail
                 found.update(str(r.get("id")) for r in rows)
-                yield Page([self._contact_record(r, d) for r, d in zip(rows, details)], None, len(ids))
+                yield [(str(r.get("id")), r, d) for r, d in zip(rows, details)]
             number += 1
-        missing = [sid for sid in ids if sid not in found]
+        missing = [sid for sid in dict.fromkeys(ids) if sid not in found]
         if missing:
-            yield Page([Record(sid, None, error=f"realvolve no longer lists contact {sid}") for sid in missing],
-                       None, len(ids))
+            yield [(sid, None, None) for sid in missing]
 
     async def _detail(self, contact_id: Any) -> dict[str, Any] | Exception:
         """One contact's details, or the error that fails this contact alone."""
@@ -470,6 +481,57 @@ class Realvolve(Connector):
                 continue
             out.append(Record(str(note.get("id")), {**note, "contact_id": cid}))
         return out
+
+    # ---- verify: the list row and contact_detail, as retry reads them ----------------------
+    # Phones are stored as 843-697-3932 beside plain_phone_number +18436973932; e-mails,
+    # source names and tags match case-insensitively; notes compare by their content.
+    verify_rules = {"contacts": {"work_email": "casefold", "home_email": "casefold", "work_phone": "e164",
+                                 "home_phone": "e164", "contact_source": "casefold", "tags": "tags",
+                                 "birth_date": "date", "home_purchase_anniversary": "date", "notes": "list"}}
+
+    async def plan_read_back(self, stream: str, records: int) -> ReadBack:
+        """Contact-level fields (names, company, title, status, source, dates) are only in
+        the list rows and the five arrays only in ``contact_detail``, so every list page is
+        read (page 1 now, kept: it tells how many) and one detail per record; plus the
+        source and status names. A note has no read of its own."""
+        if stream != "contacts":
+            return ReadBack("none", {}, f"Realvolve gives a {stream[:-1]} back only inside its contact's details")
+        listing = self._listing("contacts")
+        self._first_pages[listing] = first = await self._list_page(listing, 1)
+        pages = max(1, first["pages"])
+        listed = f"{pages:,} list page{'s' if pages != 1 else ''}"
+        return ReadBack("by_id", {"page": pages, "detail": records, "meta": 2},
+                        f"reads the {listed} (names, company, title, status, source and dates are only "
+                        f"in a list row) and one contact_detail per record ({records:,}: e-mails, phones, "
+                        f"addresses, tags, notes); a contact held twice is not looked for: Realvolve "
+                        f"lists no e-mail in its rows")
+
+    async def read_back(self, stream: str, ids: list[str], how: ReadBack,
+                        fields: frozenset[str]) -> AsyncIterator[tuple[str, dict[str, Any] | None]]:
+        async with aclosing(self._listed(ids)) as listed:
+            async for found in listed:
+                for sid, row, detail in found:
+                    yield sid, None if row is None else self._held(row, detail)
+
+    def _held(self, row: dict[str, Any], detail: Any) -> dict[str, Any]:
+        """A contact in the names a mapped record uses. A field its list row does not carry
+        (the doc's sample row has names alone) or a detail that could not be read is
+        ``SKIP``: not shown, so not compared."""
+        from ..verify.compare import SKIP
+        shown = not isinstance(detail, Exception)
+        data = self._contact_record(row, detail if shown else {}).data or {}
+        held: dict[str, Any] = {name: row[name] if name in row else SKIP for name in PRIMARY}
+        held["contact_source"] = data.get("contact_source") if "source_id" in row else SKIP
+        for name, group in DETAILS.items():
+            items = data.get(ARRAYS[group]) or []
+            kind = name.split("_")[0]
+            value = next((i for i in items if isinstance(i, dict) and i.get("google_type") == kind), {})
+            held[name] = (value.get("plain_phone_number") or value.get("phone_number") if name in PHONES
+                          else value.get(group)) if shown else SKIP
+        held["tags"] = [t.get("name") for t in data.get("tags") or [] if isinstance(t, dict)] if shown else SKIP
+        held["notes"] = [n.get("content") for n in data.get("notes") or [] if isinstance(n, dict)] \
+            if shown else SKIP
+        return held
 
     # ---- the plan -----------------------------------------------------------------------
     def plan_reads(self, stream: str, total: int | None) -> dict[str, int]:

@@ -36,7 +36,7 @@ from ..paging import in_order
 from ..limits import RateLimit
 from ..protocols import Page, Record, StreamInfo, WriteResult
 from ..schema import Field, StreamSchema
-from .base import Connector, Context, Setting, WritePlanner
+from .base import Connector, Context, ReadBack, Setting, WritePlanner, choose_read_back
 from .combine import Slots, combine, slots_for_group
 from .dedup import (ON_MERGE, Choice, Dedup, KeyLocks, KeyStore, MemoryKeys, PlanState, choose, fresh_index, keys_of,
                     merge_without_writing, shown_key)
@@ -492,6 +492,66 @@ class Spark(Connector):
         if batch:
             yield Page(batch, None, len(ids))
 
+    # ---- verify: reading back what a run wrote ------------------------------------------
+    # The account keeps text as sent and compares e-mails in any case; a create's or a
+    # PUT's Note becomes one of the contact's Notes (read with _expand=Notes).
+    verify_rules = {"contacts": {"PrimaryEmail": "casefold", "SecondaryEmails": "emails",
+                                 "AdditionalNotificationEmails": "emails", "Tags": "list", "Note": "list"}}
+
+    def natural_keys(self, stream: str) -> tuple[str, ...]:
+        return (EMAIL,)
+
+    async def plan_read_back(self, stream: str, records: int) -> ReadBack:
+        """The first page of each list (connected and unconnected) tells how many contacts
+        the account holds: by id (``GET /v1/contacts/<Id>``) or every page of both lists
+        (several at a time), whichever is fewer requests."""
+        self._check_stream(stream)
+        sizes = [(await self._index_page(path, 1, kind="page"))[1] for path in LISTS]
+        existing = sum(int(p.get("TotalRows") or 0) for p in sizes)
+        pages = sum(max(1, int(p.get("TotalPages") or 0)) for p in sizes)
+        self._verify_pages = {path: max(1, int(p.get("TotalPages") or 0)) for path, p in zip(LISTS, sizes)}
+        # The list read starts again at the first pages (with the Notes expansion if needed).
+        return choose_read_back(records=records, list_requests=pages + len(LISTS), vendor="Flexmls",
+                                existing=existing, spent=len(LISTS))
+
+    async def read_back(self, stream: str, ids: list[str], how: ReadBack,
+                        fields: frozenset[str]) -> AsyncIterator[tuple[str, dict[str, Any] | None]]:
+        self._check_stream(stream)
+        assert self.http is not None
+        http = self.http
+        expand = ("Notes",) if "Note" in fields else ()
+        if how.how == "list":
+            # The first pages are read again: the plan's were read without the expansion.
+            for path in LISTS:
+                last = getattr(self, "_verify_pages", {}).get(path, 1)
+                numbers = iter(range(1, last + 1))
+
+                async def fetch(n: int, path: str = path) -> _PageData:
+                    return await self._index_page(path, n, kind="page", expand=expand)
+
+                async with aclosing(in_order(fetch, lambda: next(numbers, None), self.ctx.concurrency)) as pages:
+                    async for _, (rows, _) in pages:
+                        for row in rows:
+                            if isinstance(row, dict) and row.get("Id"):
+                                yield str(row["Id"]), _held(row)
+            return
+        params = {"_expand": ",".join(expand)} if expand else None
+        todo = iter(range(len(ids)))
+
+        async def one(i: int) -> tuple[str, dict[str, Any] | None]:
+            tid = ids[i]
+            try:
+                d = _envelope(await http.request("GET", f"{CONTACTS}/{tid}", params=params, kind="by_id"))
+            except RecordError:
+                return tid, None
+            rows = d.get("Results") or []
+            ok = isinstance(rows, list) and rows and isinstance(rows[0], dict)
+            return tid, _held(rows[0]) if ok else None
+
+        async with aclosing(in_order(one, lambda: next(todo, None), self.ctx.concurrency)) as loaded:
+            async for _, pair in loaded:
+                yield pair
+
     # ---- the plan ---------------------------------------------------------------------
     def plan_reads(self, stream: str, total: int | None) -> dict[str, int]:
         """``TotalPages`` pages of 25; an empty account still costs the first page."""
@@ -519,10 +579,13 @@ class Spark(Connector):
         extra = [f for sm in streams for f in getattr(sm, "match_on", ()) if f != EMAIL]
         return (EMAIL,) + tuple(dict.fromkeys(extra))
 
-    async def _index_page(self, path: str, page: int) -> _PageData:
+    async def _index_page(self, path: str, page: int, kind: str = "index",
+                          expand: tuple[str, ...] = ()) -> _PageData:
         assert self.http is not None
         params = {"_pagination": "1", "_limit": str(PAGE_SIZE), "_page": str(page)}
-        d = _envelope(await self.http.request("GET", path, params=params, kind="index"))
+        if expand:
+            params["_expand"] = ",".join(expand)
+        d = _envelope(await self.http.request("GET", path, params=params, kind=kind))
         results, paging = d.get("Results") or [], d.get("Pagination") or {}
         if not isinstance(results, list) or not isinstance(paging, dict):
             raise Retryable("spark: a contacts page without Results or Pagination", cause="garbled")
@@ -777,6 +840,17 @@ class _SparkPlanner(WritePlanner):
     @dedup.setter
     def dedup(self, value: str) -> None:
         pass
+
+
+def _held(row: Mapping[str, Any]) -> dict[str, Any]:
+    """A contact in a mapped record's names: ``Settings.X`` flat, ``Note`` as its notes."""
+    out = dict(row)
+    for sub, value in (out.pop("Settings", None) or {}).items():
+        out[f"Settings.{sub}"] = value
+    notes = out.pop("Notes", None)
+    if isinstance(notes, list):
+        out["Note"] = [n.get("Note") for n in notes if isinstance(n, dict)]
+    return out
 
 
 def _envelope(resp: Response) -> dict[str, Any]:

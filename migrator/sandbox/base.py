@@ -114,6 +114,7 @@ class Faults:
     drop_after_rate: float = 0.0   # write applied, then the connection dropped
     truncate_rate: float = 0.0     # response body cut short (write applied)
     token_ttl: float | None = None  # seconds a token/session lives (vendor default if None)
+    keep_less_rate: float = 0.0    # a create answered as usual that keeps less (see keep_less)
     seed: int = 0
 
 
@@ -125,7 +126,11 @@ PROFILES: dict[str, Faults] = {
     "soak": Faults(latency=0.002, jitter=0.01, error_rate=0.05, burst_429_rate=0.02 / 5,
                    burst_len=5, drop_after_rate=0.01, truncate_rate=0.01),
     "tokens": Faults(token_ttl=3.0),
+    "keepless": Faults(keep_less_rate=0.05),
 }
+
+# What a create that keeps less does, in turn: what a real service that answers 200 may do.
+KEEP_LESS = ("drop", "cut", "lose", "reformat")
 
 
 def faults_profile(name: str) -> Faults:
@@ -140,6 +145,7 @@ class Stats:
     requests: Counter = field(default_factory=Counter)       # "GET /v1/contacts/" -> n
     faults: Counter = field(default_factory=Counter)         # "5xx", "429_burst", "drop_after"…
     creates_by_key: Counter = field(default_factory=Counter)  # natural key -> creates
+    kept_less: list = field(default_factory=list)            # {id, what, field, sent, kept} per spoiled create
     rate_limited: int = 0
     unauthorized: int = 0
     # When each request arrived (time.monotonic), refused ones included: how a test or a
@@ -149,6 +155,7 @@ class Stats:
     def as_dict(self, arrivals: bool = False) -> dict[str, Any]:
         d = {"requests": dict(self.requests), "faults": dict(self.faults),
              "creates_by_key": {k: v for k, v in self.creates_by_key.items()},
+             "kept_less": list(self.kept_less),
              "rate_limited": self.rate_limited, "unauthorized": self.unauthorized}
         if arrivals:
             d["arrivals"] = self.arrivals.tolist()
@@ -247,6 +254,36 @@ class Simulator:
         """Call from a create handler with the record's natural key (lower-cased e-mail…)."""
         if key:
             self.stats.creates_by_key[key] += 1
+
+    def keep_less(self, stored: dict[str, Any], record_id: str, fields: tuple[str, ...]) -> str | None:
+        """The keep-less fault (``keep_less_rate``; off by default): after a create was
+        stored and its answer made, keep less than it acknowledged — in turn drop one of
+        ``fields``, cut a long one to half, lose the whole record (the caller deletes it
+        when this returns ``"lose"``), or keep one reformatted (upper case). ``fields``
+        are the simulator's text fields a migration fills, never the record's natural
+        key. Harsher than the doc, never friendlier; each one is listed in the stats."""
+        if not self._chance(self.faults.keep_less_rate):
+            return None
+        what = KEEP_LESS[len(self.stats.kept_less) % len(KEEP_LESS)]
+        filled = [f for f in fields if isinstance(stored.get(f), str) and stored[f].strip()]
+        if what != "lose" and not filled:
+            return None
+        name, kept = None, None
+        if what == "drop":
+            name = filled[0]
+            stored[name] = None
+        elif what == "cut":
+            name = max(filled, key=lambda f: len(stored[f]))
+            kept = stored[name] = stored[name][: max(1, len(stored[name]) // 2)]
+        elif what == "reformat":
+            changes = [f for f in filled if stored[f].upper() != stored[f]]
+            if not changes:
+                return None
+            name = changes[0]
+            kept = stored[name] = stored[name].upper()
+        self.stats.faults["keep_less"] += 1
+        self.stats.kept_less.append({"id": record_id, "what": what, "field": name, "kept": kept})
+        return what
 
     def duplicates(self) -> dict[str, int]:
         return {k: n for k, n in self.stats.creates_by_key.items() if n > 1}

@@ -18,7 +18,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="people seeded into each simulator (default: 200)")
     parser.add_argument("--seed", type=int, default=1,
                         help="seed of the synthetic data: the same seed gives the same people")
-    parser.add_argument("--faults", default="none", help="fault profile: none, latency, flaky, soak, tokens")
+    parser.add_argument("--faults", default="none", help="fault profile: none, latency, flaky, soak, tokens, keepless "
+                        "(some creates keep less than they acknowledge: for testing migrator verify)")
     parser.add_argument("--dirty", action="store_true", help="seed dirty data as real exports have")
     parser.add_argument("--no-limits", action="store_true",
                         help="serve without the vendors' rate limits (benchmarks)")
