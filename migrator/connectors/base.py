@@ -208,6 +208,20 @@ class Connector:
         """Write ``(source_id, record)`` pairs in order; only for ``batch_writes`` targets."""
         return [await self.write(stream, record, source_id=sid) for sid, record in batch]
 
+    async def settler(self, stream: str, since: float, known: Any) -> Any:
+        """For a target with no lookup: something with ``async settle(record, sent)`` that
+        tells, from a list the target keeps, whether a write in flight when the last run
+        ended landed (``connectors.settle.Settled``), or None when this stream cannot.
+        Called once per stream before the run writes anything, so the list is read as
+        the crash left it; ``since`` is the earliest send time among those writes, and
+        ``known(target_ids)`` which ids the job already holds (and since when)."""
+        return None
+
+    def writers(self, stream: str, concurrency: int) -> int:
+        """How many writers the engine runs for ``stream`` (a target whose list must
+        still show every write a crash can cut off bounds them)."""
+        return concurrency
+
     # ---- the plan (issue 10): requests a run will spend, by kind ------------------------
     def plan_reads(self, stream: str, total: int | None) -> dict[str, int]:
         """Requests reading ``total`` records of ``stream`` costs (pages, detail fan-out)."""
