@@ -685,7 +685,7 @@ class Engine:
                     await self._done(result, stream, sid, settled.target_id, "created", None, False)
                     return
                 if settled is not None and settled.decided:
-                    result.counts["settled"] += 1   # it never landed: written below, once
+                    result.counts["not_landed"] += 1   # the list shows it never landed: written below
                 elif self.job.on_uncertain == "skip":
                     result.counts["uncertain"] += 1
                     why = f" ({settled.why})" if settled is not None and settled.why else ""

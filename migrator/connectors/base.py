@@ -84,6 +84,7 @@ class Connector:
         self.ctx = ctx
         self.http: HttpClient | None = None
         self.checkpoint: Any = None     # the run's checkpoint (the engine sets it): a key index lives there
+        self.settled: Counter[str] = Counter()   # lost answers settled from a list: landed, not_landed, undecided
         self.on_merge = ctx.on_merge    # what a record that matches an earlier one does
         # Records each target stream will be sent, when the plan knows (validate's count):
         # a target that chooses how to dedup by it chooses as the plan did.
@@ -152,7 +153,10 @@ class Connector:
             await self.http.close()
 
     def request_stats(self) -> dict[str, Any]:
-        return self.http.stats.as_dict() if self.http else {}
+        stats = self.http.stats.as_dict() if self.http else {}
+        if self.settled:   # writes whose answer was lost, settled from the target's list
+            stats["settled"] = dict(self.settled)
+        return stats
 
     # ---- source side ----------------------------------------------------------------
     def streams(self) -> tuple[str, ...]:

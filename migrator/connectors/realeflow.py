@@ -316,6 +316,8 @@ class Realeflow(Connector):
                     except UncertainWrite as e:
                         settled, reads = await reader.settle_lost(self.http, key, mark)
                         lists += reads
+                        self.settled["landed" if settled.found else "not_landed" if settled.decided
+                                     else "undecided"] += 1
                         if settled.found:
                             return WriteResult(target_id=str(settled.target_id), action="created",
                                                requests={"create": creates, "list": lists})
