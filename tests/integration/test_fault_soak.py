@@ -64,3 +64,4 @@ async def test_soak(tmp_path, target):
                   f"lost answers settled from the list {outcome.target_requests.get('settled')}")
             assert not doubled and held == N, (held, sorted(doubled)[:10])
             assert not uncertain, [u["source_id"] for u in uncertain][:10]
+            assert outcome.target_requests["settled"].get("landed", 0) > 0, "no lost answer was settled"

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import uuid
 
-import pytest
 
 from migrator.connectors import settle
 from migrator.connectors.realeflow import BODY_NAMES, LIST_SIZE, RECORD_NAMES, ROW_NAMES, _CrashSettler, _GuidReader, match_key
