@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import uuid
 
-
 from migrator.connectors import settle
-from migrator.connectors.realeflow import BODY_NAMES, LIST_SIZE, RECORD_NAMES, ROW_NAMES, _CrashSettler, _GuidReader, match_key
+from migrator.connectors.realeflow import (BODY_NAMES, LIST_SIZE, RECORD_NAMES, ROW_NAMES, _CrashSettler,
+                                           _GuidReader, match_key)
 
 
 def test_names_emails_and_phones_compare_as_the_target_stores_them():
