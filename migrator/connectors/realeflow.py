@@ -37,7 +37,8 @@ from typing import Any, AsyncIterator, Mapping
 
 import anyio
 
-from ..errors import AccountError, ConnectError, JobError, MappingError, MigratorError, RecordError, UncertainWrite
+from ..errors import (AccountError, ConnectError, JobError, MappingError, MigratorError, QuotaExhausted, RecordError,
+                      Retryable, UncertainWrite)
 from ..http import HttpClient, Response, StaticHeaderAuth, error_text
 from ..limits import RateLimit
 from ..protocols import Page, Record, StreamInfo, WriteResult
@@ -164,7 +165,9 @@ class Realeflow(Connector):
         assert self.http is not None
         try:
             rows = (await self.http.request("GET", LIST_PATHS[stream][0], kind="list")).json()
-        except MigratorError as e:
+        except QuotaExhausted:
+            raise
+        except (Retryable, RecordError) as e:
             return _CrashSettler(stream, None, since, known, f"the {stream} list could not be read ({e})")
         return _CrashSettler(stream, rows if isinstance(rows, list) else [], since, known)
 

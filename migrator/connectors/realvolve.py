@@ -29,7 +29,8 @@ from typing import Any, AsyncIterator, Mapping
 import anyio
 import orjson
 
-from ..errors import AuthError, ConfigError, JobError, RecordError, Retryable, UncertainWrite
+from ..errors import (AuthError, ConfigError, JobError, QuotaExhausted, RecordError, Retryable,
+                      UncertainWrite)
 from ..http import Auth, HttpClient, Request, Response, error_text
 from ..limits import RateLimit
 from ..paging import in_order
@@ -536,7 +537,12 @@ class Realvolve(Connector):
         since a little before the first was sent, read before the run writes anything."""
         if stream != "contacts":
             return None
-        return _CrashSettler(self, await self._recent(since), known)
+        try:
+            return _CrashSettler(self, await self._recent(since), known)
+        except QuotaExhausted:
+            raise
+        except (Retryable, RecordError) as e:   # nothing can be settled: on_uncertain decides, saying why
+            return _CrashSettler(self, None, known, f"recent_contacts could not be read ({e})")
 
     async def _recent(self, since: float) -> list[dict[str, Any]]:
         """Every contact row ``recent_contacts`` lists as changed since ``since`` (less the margin)."""
@@ -774,12 +780,14 @@ class _CrashSettler:
     contact with the same names and e-mails that no record of the job holds is the one
     — then what its create left undone is finished; none means it never landed."""
 
-    def __init__(self, conn: Realvolve, rows: list[dict[str, Any]], known: Any):
-        self.conn, self.rows, self.known = conn, rows, known
+    def __init__(self, conn: Realvolve, rows: list[dict[str, Any]] | None, known: Any, why: str = ""):
+        self.conn, self.rows, self.known, self.why = conn, rows, known, why
         self.claimed: set[str] = set()
         self.lock = anyio.Lock()
 
     async def settle(self, record: Mapping[str, Any], sent: float) -> settle.Settled:
+        if self.rows is None:
+            return settle.undecided(self.why)
         async with self.lock:   # two records in doubt never take one contact
             result, detail = await self.conn._find(record, self.rows, self.claimed)
             if result.found:
