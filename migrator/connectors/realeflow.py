@@ -163,8 +163,12 @@ class Realeflow(Connector):
         if stream not in LIST_PATHS:
             return None
         assert self.http is not None
+        http = self.http
+
+        async def read() -> Any:
+            return (await http.request("GET", LIST_PATHS[stream][0], kind="list")).json()
         try:
-            rows = (await self.http.request("GET", LIST_PATHS[stream][0], kind="list")).json()
+            rows = await settle.read_again(read)
         except QuotaExhausted:
             raise
         except (Retryable, RecordError) as e:
@@ -527,8 +531,10 @@ class _GuidReader:
         """One read of the newest 25 (under ``lock``); False if it could not be read."""
         self.reads += 1
         at = self.reads
+        async def read() -> Any:
+            return (await http.request("GET", self.path, kind="list")).json()
         try:
-            rows = (await http.request("GET", self.path, kind="list")).json()
+            rows = await settle.read_again(read)
         except MigratorError:
             return False  # the create stands: the caller keeps its integer id rather than send it again
         rows = [r for r in rows if isinstance(r, dict)] if isinstance(rows, list) else []

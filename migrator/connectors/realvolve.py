@@ -547,10 +547,12 @@ class Realvolve(Connector):
     async def _recent(self, since: float) -> list[dict[str, Any]]:
         """Every contact row ``recent_contacts`` lists as changed since ``since`` (less the margin)."""
         stamp = datetime.fromtimestamp(since - settle.CLOCK_MARGIN, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-        first = await self._list_page((RECENT, stamp), 1)
+        async def page(number: int) -> dict[str, Any]:
+            return await settle.read_again(lambda: self._list_page((RECENT, stamp), number))
+        first = await page(1)
         rows = list(first["data"])
         for number in range(2, first["pages"] + 1):
-            rows += (await self._list_page((RECENT, stamp), number))["data"]
+            rows += (await page(number))["data"]
         return rows
 
     @staticmethod
@@ -575,8 +577,10 @@ class Realvolve(Connector):
         found: list[str] = []
         details: dict[str, dict[str, Any]] = {}
         for cid in ids:
-            detail = _body(await self.http_client.request("GET", DETAIL, params={"contact_id": cid},
-                                                          kind="detail"))
+            async def read(cid: str = cid) -> dict[str, Any]:
+                return _body(await self.http_client.request("GET", DETAIL, params={"contact_id": cid},
+                                                            kind="detail"))
+            detail = await settle.read_again(read)
             have = {settle.email(e.get("email_address")) for e in detail.get("email_addresses") or []
                     if isinstance(e, dict)}
             if emails <= have:
@@ -650,7 +654,12 @@ class Realvolve(Connector):
                     if cid is None:
                         raise UncertainWrite("realvolve answered the create without a contact id")
                 except UncertainWrite as e:
-                    settled, _ = await self._settle_lost(record, sent)
+                    try:
+                        settled, _ = await self._settle_lost(record, sent)
+                    except QuotaExhausted:
+                        raise
+                    except (Retryable, RecordError) as why:
+                        settled = settle.undecided(f"recent_contacts could not be read ({why})")
                     self.settled["landed" if settled.found else "not_landed" if settled.decided
                                  else "undecided"] += 1
                     if settled.found:

@@ -20,7 +20,13 @@ from __future__ import annotations
 import re
 import unicodedata
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable, Iterable
+from typing import Any, Awaitable, Callable, Iterable, TypeVar
+
+import anyio
+
+from ..errors import QuotaExhausted, Retryable
+
+T = TypeVar("T")
 
 # A checkpoint question a connector asks while settling: of these target ids, which are
 # already the target id of a record done in this job, and when was it marked done.
@@ -83,3 +89,19 @@ def one_match(candidates: Iterable[str], claimed: set[str] | frozenset[str] = fr
     if not ids:
         return ABSENT
     return undecided(f"{len(ids)} records in the target match it ({', '.join(ids[:5])})")
+
+
+async def read_again(read: Callable[[], Awaitable[T]], attempts: int = 4) -> T:
+    """A list read that settles writes, tried again when it fails in a way that passes
+    (a body cut short is parsed after the client's own retries, so it reaches here): a
+    read that fails for good leaves writes in doubt, so it is worth a few seconds."""
+    for attempt in range(attempts):
+        try:
+            return await read()
+        except QuotaExhausted:
+            raise
+        except Retryable:
+            if attempt == attempts - 1:
+                raise
+            await anyio.sleep(0.25 * 2 ** attempt)
+    raise AssertionError("unreachable")
