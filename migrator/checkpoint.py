@@ -344,6 +344,27 @@ class Checkpoint:
             return out
         return await self._read(q)
 
+    async def inflight_sent(self, stream: str) -> dict[str, float]:
+        """Source id → when its write was sent, of the records left in flight: ``inflight``
+        stamps ``updated`` in the same durable mark that precedes the send, so the send
+        time costs nothing more per record."""
+        rows = await self._read(lambda: self._conn.execute(
+            "SELECT source_id, updated FROM records WHERE stream=? AND status='inflight'", (stream,)).fetchall())
+        return {sid: float(at or 0.0) for sid, at in rows}
+
+    async def done_since(self, stream: str, target_ids: list[str]) -> dict[str, float]:
+        """Of ``target_ids``, those a record of ``stream`` is done with → when it was marked done."""
+        def q() -> dict[str, float]:
+            out: dict[str, float] = {}
+            for chunk in _chunks(target_ids, 500):
+                marks = ",".join("?" * len(chunk))
+                for tid, at in self._conn.execute(
+                        f"SELECT target_id, min(updated) FROM records WHERE stream=? AND status='done' "
+                        f"AND target_id IN ({marks}) GROUP BY target_id", (stream, *chunk)):
+                    out[tid] = float(at or 0.0)
+            return out
+        return await self._read(q)
+
     async def to_retry(self, stream: str) -> list[str]:
         """Source ids ``retry`` writes again: failed, and left pending or in flight by an
         interrupted run."""

@@ -8,7 +8,9 @@ crashes:
 - a record is marked ``inflight`` durably before its write is sent (group commit, so
   concurrent writers share transactions), and ``done``/``failed`` after;
 - after a crash, ``inflight`` records are the only uncertain ones: the target's
-  natural-key lookup decides, else the job's ``on_uncertain`` policy (reported);
+  natural-key lookup decides; a target without one may settle them from a list it keeps
+  (``settler``, read before the run writes anything); else the job's ``on_uncertain``
+  policy (reported);
 - the stream's watermark moves past a page only when every record in it is settled.
 
 The engine knows connectors only through ``protocols`` and the connector base's methods.
@@ -152,6 +154,9 @@ class Engine:
         self._batched = bool(getattr(self.target, "batch_writes", False))
         self._stopping = False
         self._bars: list[Any] = []
+        # stream -> (the target's settler, source id -> send time) for the writes the last
+        # run left in flight, on a target with no lookup (see _open_settlers)
+        self._settlers: dict[str, tuple[Any, dict[str, float]]] = {}
 
     # ---- entry ------------------------------------------------------------------
     async def run(self) -> Outcome:
@@ -175,6 +180,8 @@ class Engine:
                 await self.target.open()
                 self.target.checkpoint = self.ckpt  # dedup's key index lives there
                 await self.target.prepare(list(self.job.mapping.streams.values()))
+                if self.ckpt is not None:
+                    await self._open_settlers()
             async with anyio.create_task_group() as tg:
                 self._tg = tg
                 tg.start_soon(self._watch_signals, tg.cancel_scope)
@@ -209,6 +216,26 @@ class Engine:
                 if opened_target:
                     await self.target.close()
         return outcome
+
+    async def _open_settlers(self) -> None:
+        """Before anything is written, for each stream the last run left writes in flight
+        on, with a target that has no lookup: let the target read the list that can tell
+        whether they landed, as the crash left it (a write of this run could push them
+        out of a list of the newest few)."""
+        ckpt = self.ckpt
+        assert ckpt is not None
+        for sm in self.job.mapping.streams.values():
+            if self._cheap_lookup or self.target.can_lookup(sm.target_stream):
+                continue
+            sent = await ckpt.inflight_sent(sm.name)
+            if not sent:
+                continue
+
+            async def known(ids: list[str], stream: str = sm.name) -> dict[str, float]:
+                return await ckpt.done_since(stream, ids)
+            settler = await self.target.settler(sm.target_stream, min(sent.values()), known)
+            if settler is not None:
+                self._settlers[sm.name] = (settler, sent)
 
     async def _check_columns(self) -> None:
         """Before the checkpoint or the target is touched: a source that knows its columns
@@ -282,7 +309,7 @@ class Engine:
                         and self.target.can_lookup(sm.target_stream)):
                     marked_send, feed = anyio.create_memory_object_stream[Item](max(1, self.job.concurrency // 2))
                     tg.start_soon(self._marker, sm, receive.clone(), marked_send)
-                for _ in range(self.job.concurrency if writing else 0):
+                for _ in range(self.target.writers(sm.target_stream, self.job.concurrency) if writing else 0):
                     tg.start_soon(self._writer, sm, feed.clone(), pages, result, bar)
                 if feed is not receive:
                     feed.close()
@@ -662,12 +689,26 @@ class Engine:
                     await self._done(result, stream, sid, found, "matched", "lookup after interruption", False,
                                          item.data)
                     return
-            elif self.job.on_uncertain == "skip":
-                result.counts["uncertain"] += 1
-                self._fail(result, sid, UNCERTAIN_SKIP, None, "uncertain", uncertain=True, raw=item.raw)
-                return
             else:
-                uncertain = True
+                try:
+                    settled = await self._settle(stream, item)
+                except RecordError as e:   # found, but what the write left undone failed
+                    self._fail(result, sid, e.reason, e.field, e.rule, raw=item.raw,
+                               value=item.data.get(e.field) if e.field else None)
+                    return
+                if settled is not None and settled.found:
+                    result.counts["settled"] += 1
+                    await self._done(result, stream, sid, settled.target_id, "created", None, False)
+                    return
+                if settled is not None and settled.decided:
+                    result.counts["not_landed"] += 1   # the list shows it never landed: written below
+                elif self.job.on_uncertain == "skip":
+                    result.counts["uncertain"] += 1
+                    why = f" ({settled.why})" if settled is not None and settled.why else ""
+                    self._fail(result, sid, UNCERTAIN_SKIP + why, None, "uncertain", uncertain=True, raw=item.raw)
+                    return
+                else:
+                    uncertain = True
         if not self._cheap_lookup and not item.marked:
             ckpt.inflight(stream, sid)
             await ckpt.commit()
@@ -709,6 +750,22 @@ class Engine:
             return
         self._fail(result, sid, "the write's outcome stayed unknown after several attempts",
                    None, "uncertain", uncertain=True, raw=item.raw)
+
+    async def _settle(self, stream: str, item: Item) -> Any:
+        """What the target's list says of a record the last run left in flight (a
+        ``Settled``), or None when nothing can tell."""
+        entry = self._settlers.get(stream)
+        sent = entry[1].get(item.source_id) if entry is not None else None
+        if entry is None or sent is None:
+            return None
+        for attempt in range(4):
+            try:
+                return await entry[0].settle(item.data, sent)
+            except QuotaExhausted:
+                raise
+            except Retryable:
+                await anyio.sleep(0.5 * 2 ** attempt)
+        return None
 
     async def _lookup(self, tstream: str, item: Item, result: StreamResult) -> str | None:
         for attempt in range(4):

@@ -88,6 +88,7 @@ class Connector:
         self.ctx = ctx
         self.http: HttpClient | None = None
         self.checkpoint: Any = None     # the run's checkpoint (the engine sets it): a key index lives there
+        self.settled: Counter[str] = Counter()   # lost answers settled from a list: landed, not_landed, undecided
         self.on_merge = ctx.on_merge    # what a record that matches an earlier one does
         # Records each target stream will be sent, when the plan knows (validate's count):
         # a target that chooses how to dedup by it chooses as the plan did.
@@ -183,7 +184,10 @@ class Connector:
             await self.http.close()
 
     def request_stats(self) -> dict[str, Any]:
-        return self.http.stats.as_dict() if self.http else {}
+        stats = self.http.stats.as_dict() if self.http else {}
+        if self.settled:   # writes whose answer was lost, settled from the target's list
+            stats["settled"] = dict(self.settled)
+        return stats
 
     # ---- source side ----------------------------------------------------------------
     def streams(self) -> tuple[str, ...]:
@@ -238,6 +242,20 @@ class Connector:
     async def write_batch(self, stream: str, batch: list[tuple[str, dict[str, Any]]]) -> list[WriteResult]:
         """Write ``(source_id, record)`` pairs in order; only for ``batch_writes`` targets."""
         return [await self.write(stream, record, source_id=sid) for sid, record in batch]
+
+    async def settler(self, stream: str, since: float, known: Any) -> Any:
+        """For a target with no lookup: something with ``async settle(record, sent)`` that
+        tells, from a list the target keeps, whether a write in flight when the last run
+        ended landed (``connectors.settle.Settled``), or None when this stream cannot.
+        Called once per stream before the run writes anything, so the list is read as
+        the crash left it; ``since`` is the earliest send time among those writes, and
+        ``known(target_ids)`` which ids the job already holds (and since when)."""
+        return None
+
+    def writers(self, stream: str, concurrency: int) -> int:
+        """How many writers the engine runs for ``stream`` (a target whose list must
+        still show every write a crash can cut off bounds them)."""
+        return concurrency
 
     # ---- the plan (issue 10): requests a run will spend, by kind ------------------------
     def plan_reads(self, stream: str, total: int | None) -> dict[str, int]:

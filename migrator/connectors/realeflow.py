@@ -20,21 +20,30 @@ Three things shape this module:
   record fails saying why.
 
 Realeflow has no natural-key lookup and no dedup, so creates are sent as non-idempotent
-writes: a lost answer becomes ``UncertainWrite`` for the engine's policy to settle.
+writes. A create whose answer is lost is settled from the same lists: every read made
+while it holds its slot is searched for its name, e-mail and phone (its address, for a
+property) — found, it is done with that record; absent, sent again; only two matching
+records, or a list that could not be read, leave it to the engine's ``on_uncertain``.
+After a crash, the creates left in flight are settled the same way from one read made
+before the run writes anything (``settler``); the writers of a stream are bounded to the
+read-back slots, so the newest 25 still show every create a crash can cut off.
 """
 from __future__ import annotations
 
 import base64
 import uuid
+from collections import Counter
 from typing import Any, AsyncIterator, Mapping
 
 import anyio
 
-from ..errors import AccountError, ConnectError, JobError, MappingError, MigratorError, RecordError, UncertainWrite
+from ..errors import (AccountError, ConnectError, JobError, MappingError, MigratorError, QuotaExhausted, RecordError,
+                      Retryable, UncertainWrite)
 from ..http import HttpClient, Response, StaticHeaderAuth, error_text
 from ..limits import RateLimit
 from ..protocols import Page, Record, StreamInfo, WriteResult
 from ..schema import Field, StreamSchema
+from . import settle
 from .base import Connector, Context, ReadBack, Setting, WritePlanner
 
 MAX_CUSTOM_FIELDS = 28
@@ -60,6 +69,14 @@ LIST_PATHS = {"contacts": ("/api/contact/list", "contactId"),
 LIST_SIZE = 25      # the newest records contact/list and property/list return
 READBACK_SLOTS = 20  # creates in flight per stream: the 25 must still hold each when read
 # back; the 5 spare cover other users' creates and answers lost in transit.
+# Where a record's match key is, per stream: the mapped record, the create's body, a list row.
+# Contacts: name, e-mail, phone; properties: address, city, state, zip.
+RECORD_NAMES = {"contacts": (("FullName",), ("Email",), ("Phone",)),
+                "properties": (("Address",), ("City",), ("State",), ("ZipCode",))}
+BODY_NAMES = {"contacts": (("fullname",), ("email",), ("phone",)),
+              "properties": (("address",), ("city",), ("state",), ("zipcode",))}
+ROW_NAMES = {"contacts": (("fullName",), ("email",), ("phone", "mobilePhoneDigits")),
+             "properties": (("address",), ("city",), ("state",), ("zipCode",))}
 NOTICE = ("Realeflow's API returns only the 25 newest {stream}; for a full migration export a "
           "CSV from Realeflow's UI and use system: csv with mappings/realeflow-csv-to-<target>.yaml")
 
@@ -133,7 +150,31 @@ class Realeflow(Connector):
         self.make_http(auth=StaticHeaderAuth({"Authorization": f"Basic {basic}"}, "REALEFLOW_API_KEY"),
                        classify=self._classify, headers={"Accept": "application/json"})
         slots = self.readback_slots()
-        self._readers = {stream: _GuidReader(path, id_key, slots) for stream, (path, id_key) in LIST_PATHS.items()}
+        self._readers = {stream: _GuidReader(stream, path, id_key, slots)
+                         for stream, (path, id_key) in LIST_PATHS.items()}
+
+    def writers(self, stream: str, concurrency: int) -> int:
+        """No more writers than read-back slots: a create sent but not yet marked done
+        belongs to one writer, so a crash leaves at most this many in doubt — all still
+        among the newest 25 for ``settler`` to find."""
+        return min(concurrency, self.readback_slots()) if stream in LIST_PATHS else concurrency
+
+    async def settler(self, stream: str, since: float, known: Any) -> "_CrashSettler | None":
+        """The creates a crash left in flight, settled from one read of the newest 25."""
+        if stream not in LIST_PATHS:
+            return None
+        assert self.http is not None
+        http = self.http
+
+        async def read() -> Any:
+            return (await http.request("GET", LIST_PATHS[stream][0], kind="list")).json()
+        try:
+            rows = await settle.read_again(read)
+        except QuotaExhausted:
+            raise
+        except (Retryable, RecordError) as e:
+            return _CrashSettler(stream, None, since, known, f"the {stream} list could not be read ({e})")
+        return _CrashSettler(stream, rows if isinstance(rows, list) else [], since, known)
 
     def readback_slots(self) -> int:
         """How many creates of one stream may await their GUID at once (see ``_GuidReader``)."""
@@ -212,8 +253,12 @@ class Realeflow(Connector):
         return 1
 
     def plan_setup(self, role: str, streams: list[str]) -> dict[str, int]:
-        """A writer checks the account status once before writing."""
-        return {"meta": 1} if role == "target" else {}
+        """A writer checks the account status once before writing, and reads the newest
+        25 of each stream it creates (what was there before: see ``_GuidReader``)."""
+        if role != "target":
+            return {}
+        lists = sum(1 for s in streams if s in LIST_PATHS)
+        return {"meta": 1, "list": lists} if lists else {"meta": 1}
 
     async def write_planner(self, stream: str, sm: Any) -> WritePlanner:
         return _CreatePlanner(self, stream)
@@ -229,6 +274,9 @@ class Realeflow(Connector):
         status = body.get("AccountStatus") if isinstance(body, dict) else None
         if status != "Active":
             raise AccountError(f"Realeflow account status is {status!r}: writes are refused until it is Active")
+        for stream in dict.fromkeys(getattr(sm, "target_stream", None) for sm in streams):
+            if stream in LIST_PATHS:
+                await self._readers[stream].baseline(self.http)
 
     def _check_custom_fields(self, sm: Any) -> None:
         taken: dict[int, str] = {}
@@ -261,11 +309,39 @@ class Realeflow(Connector):
             raise JobError(f"realeflow cannot write {stream!r}; it takes {', '.join(SCHEMAS)}")
         body = self._fields_body(stream, record, CONTACT_KEYS if stream == "contacts" else PROPERTY_KEYS)
         reader = self._readers[stream]
+        key = match_key(stream, body, BODY_NAMES)
+        creates = lists = 0
         async with reader.slots:
-            resp = await self.http.request("POST", CREATE_PATHS[stream], json=body, kind="create", write=True)
-            rid = self._created_id(stream, resp)
-            guid, reads = await reader.guid(self.http, int(rid)) if rid.isdigit() else (None, 0)
-        return WriteResult(target_id=guid or rid, action="created", requests={"create": 1, "list": reads})
+            reader.sending[key] += 1
+            try:
+                for attempt in range(3):
+                    mark = reader.begin()
+                    creates += 1
+                    try:
+                        resp = await self.http.request("POST", CREATE_PATHS[stream], json=body, kind="create",
+                                                       write=True)
+                        rid = self._created_id(stream, resp)
+                    except UncertainWrite as e:
+                        settled, reads = await reader.settle_lost(self.http, key, mark)
+                        lists += reads
+                        self.settled["landed" if settled.found else "not_landed" if settled.decided
+                                     else "undecided"] += 1
+                        if settled.found:
+                            return WriteResult(target_id=str(settled.target_id), action="created",
+                                               requests={"create": creates, "list": lists})
+                        if not settled.decided or attempt == 2:
+                            raise UncertainWrite(f"{e}; {settled.why or 'sent three times'}") from None
+                        continue   # the list shows it never landed: send it again
+                    finally:
+                        reader.end(mark)
+                    if rid.isdigit():
+                        reader.ours.add(int(rid))
+                    guid, reads = await reader.guid(self.http, int(rid)) if rid.isdigit() else (None, 0)
+                    return WriteResult(target_id=guid or rid, action="created",
+                                       requests={"create": creates, "list": lists + reads})
+            finally:
+                reader.sending[key] -= 1
+        raise AssertionError("unreachable")
 
     # ---- verify: only the newest 25 can be read back ---------------------------------------
     # Types are not in a list row; PhoneType is kept in Realeflow's case; tags and custom
@@ -368,6 +444,10 @@ class _CreatePlanner(WritePlanner):
 
     def __init__(self, conn: Realeflow, stream: str):
         dedup = "Realeflow has no lookup and does not dedup: every record is created"
+        if stream in LIST_PATHS:
+            dedup += (f"; at most {conn.readback_slots()} creates in flight, so the newest {LIST_SIZE} "
+                      f"show every create a crash or a lost answer leaves in doubt, and each is settled "
+                      f"from that list (by name, e-mail and phone; a property by its address)")
         self.batch = conn.readback_slots()
         if stream in LIST_PATHS:
             path = LIST_PATHS[stream][0].removeprefix("/api/")
@@ -409,14 +489,66 @@ class _GuidReader:
     serves many creates. The newest 25 hold every record still waiting: a record created
     after ours and before the read that finds ours either still holds a slot or was
     itself found by an earlier read — which would have found ours too.
+
+    The same reads settle a create whose answer was lost: it keeps its slot, so by that
+    argument the first read after it landed shows it. Every read notes the rows above the
+    previous read's newest (created since); a lost create is found among the rows noted
+    since it was sent (``begin``), by its match key, less the records this run's creates
+    were answered with. A read that no longer shows the previous read's newest row leaves
+    a gap (more than 25 created between: other users): a create sent before it cannot be
+    said absent.
     """
 
-    def __init__(self, path: str, id_key: str, slots: int):
-        self.path, self.id_key = path, id_key
+    def __init__(self, stream: str, path: str, id_key: str, slots: int):
+        self.stream, self.path, self.id_key = stream, path, id_key
         self.slots = anyio.Semaphore(slots)
         self.lock = anyio.Lock()
         self.waiting: set[int] = set()
         self.found: dict[int, str] = {}
+        self.reads = 0                         # list reads started
+        self.top: int | None = None            # the newest row of the last read (-1: the list was empty)
+        self.gaps: list[int] = []              # reads that may have missed rows created before them
+        self.seen: dict[int, tuple[int, tuple, Any]] = {}   # new row -> (read, match key, GUID)
+        self.marks: Counter[int] = Counter()   # reads started when each create in flight was sent
+        self.ours: set[int] = set()            # ids this run's creates were answered with
+        self.sending: Counter[tuple] = Counter()   # match keys of the creates in flight
+
+    async def baseline(self, http: HttpClient) -> None:
+        """What the list shows before this run creates anything."""
+        async with self.lock:
+            await self._read(http)
+
+    def begin(self) -> int:
+        """A create is about to be sent: the reads since now are the ones to search."""
+        self.marks[self.reads] += 1
+        return self.reads
+
+    def end(self, mark: int) -> None:
+        self.marks[mark] -= 1
+        if self.marks[mark] <= 0:
+            del self.marks[mark]
+
+    async def settle_lost(self, http: HttpClient, key: tuple, mark: int) -> tuple[settle.Settled, int]:
+        """Whether a create sent at ``mark`` whose answer was lost landed, and the reads spent."""
+        async with self.lock:
+            ok = await self._read(http)
+        if not ok:
+            return settle.undecided(f"the {self.stream} list could not be read to settle it"), 1
+        if any(g > mark for g in self.gaps):
+            return settle.undecided(f"more than {LIST_SIZE} {self.stream} were created meanwhile, "
+                                    "so the newest-25 list may no longer show it"), 1
+        if self.sending[key] > 1:
+            return settle.undecided(f"another {self.stream[:-1]} with the same "
+                                    f"{'name, e-mail and phone' if self.stream == 'contacts' else 'address'} "
+                                    "was being created at the same time"), 1
+        result = settle.one_match(str(rid) for rid, (at, k, _) in self.seen.items()
+                                  if at >= mark and k == key and rid not in self.ours)
+        if not result.found:
+            return result, 1
+        rid = int(str(result.target_id))
+        self.ours.add(rid)
+        guid = self.seen[rid][2]
+        return settle.Settled(True, guid if _is_guid(guid) else str(rid)), 1
 
     async def guid(self, http: HttpClient, rid: int) -> tuple[str | None, int]:
         """The GUID of record ``rid`` (None if the list no longer shows it, or cannot be
@@ -434,17 +566,91 @@ class _GuidReader:
             self.waiting.discard(rid)
             self.found.pop(rid, None)
 
-    async def _read(self, http: HttpClient) -> None:
+    async def _read(self, http: HttpClient) -> bool:
+        """One read of the newest 25 (under ``lock``); False if it could not be read."""
+        self.reads += 1
+        at = self.reads
+        async def read() -> Any:
+            return (await http.request("GET", self.path, kind="list")).json()
         try:
-            rows = (await http.request("GET", self.path, kind="list")).json()
+            rows = await settle.read_again(read)
         except MigratorError:
-            return  # the create stands: the caller keeps its integer id rather than send it again
-        for row in rows if isinstance(rows, list) else ():
-            if not isinstance(row, dict):
-                continue
-            rid, guid = row.get(self.id_key), row.get("id")
+            return False  # the create stands: the caller keeps its integer id rather than send it again
+        rows = [r for r in rows if isinstance(r, dict)] if isinstance(rows, list) else []
+        previous = self.top
+        ids = [r.get(self.id_key) for r in rows]
+        if previous is None or (previous != -1 and previous not in ids):
+            self.gaps.append(at)   # no earlier read, or one whose newest row fell out of the 25
+        new = True
+        for row, rid in zip(rows, ids):
+            guid = row.get("id")
             if rid in self.waiting and _is_guid(guid):
                 self.found[rid] = guid
+            if rid == previous:
+                new = False
+            if new and previous is not None and isinstance(rid, int) and rid not in self.seen:
+                self.seen[rid] = (at, match_key(self.stream, row, ROW_NAMES), guid)
+        self.top = ids[0] if ids and isinstance(ids[0], int) else (-1 if not ids else previous)
+        oldest = min(self.marks, default=self.reads)
+        if self.seen and min(a for a, _, _ in self.seen.values()) < oldest:
+            self.seen = {rid: v for rid, v in self.seen.items() if v[0] >= oldest}
+        return True
+
+
+class _CrashSettler:
+    """Settles the creates a crash left in flight from one read of the newest 25, made
+    before the resumed run writes anything. Found (by match key, among rows no record
+    of the job is done with) → done with its GUID; not found → absent when the list
+    reaches back past their send — it holds fewer than 25, or a record the job marked
+    done before they were sent — and undecided otherwise (others created 25 meanwhile)."""
+
+    def __init__(self, stream: str, rows: list[Any] | None, since: float, known: Any, why: str = ""):
+        self.stream, self.since, self.known, self.why = stream, since, known, why
+        self.rows = None if rows is None else [r for r in rows if isinstance(r, dict)]
+        self.id_key = LIST_PATHS[stream][1]
+        self.claimed: set[str] = set()
+        self.covers: bool | None = None
+        self.lock = anyio.Lock()
+
+    @staticmethod
+    def _ids(row: dict[str, Any], id_key: str) -> list[str]:
+        return [str(v) for v in (row.get("id"), row.get(id_key)) if v not in (None, "")]
+
+    async def settle(self, record: Mapping[str, Any], sent: float) -> settle.Settled:
+        if self.rows is None:
+            return settle.undecided(self.why)
+        async with self.lock:
+            if self.covers is None:
+                ids = [i for row in self.rows for i in self._ids(row, self.id_key)]
+                done = await self.known(ids) if ids else {}
+                self.claimed.update(done)
+                self.covers = len(self.rows) < LIST_SIZE or any(t < self.since for t in done.values())
+            key = match_key(self.stream, record, RECORD_NAMES)
+            matches = [row for row in self.rows if match_key(self.stream, row, ROW_NAMES) == key
+                       and not set(self._ids(row, self.id_key)) & self.claimed]
+            result = settle.one_match(self._ids(row, self.id_key)[0] for row in matches)
+            if result.found:
+                row = matches[0]
+                self.claimed.update(self._ids(row, self.id_key))
+                guid = row.get("id")
+                return settle.Settled(True, guid if _is_guid(guid) else str(row.get(self.id_key)))
+            if result.decided and not self.covers:
+                return settle.undecided(f"not among the newest {LIST_SIZE} {self.stream}, which no longer "
+                                        "reach back to when it was sent (others were created since)")
+            return result
+
+
+def match_key(stream: str, data: Mapping[str, Any], names: dict[str, tuple[tuple[str, ...], ...]]) -> tuple:
+    """Who a contact or property is, as the list shows it: name, e-mail and phone; an
+    address, city, state and zip — normalised, so that what was sent and what the list
+    holds compare equal."""
+    def first(keys: tuple[str, ...]) -> Any:
+        return next((data.get(k) for k in keys if data.get(k) not in (None, "")), None)
+    parts = [first(keys) for keys in names[stream]]
+    if stream == "contacts":
+        return (settle.words(parts[0]), settle.email(parts[1]), settle.phone(parts[2]))
+    zipcode = "".join(c for c in str(parts[3] or "") if c.isdigit())[:5]
+    return (settle.words(parts[0]), settle.words(parts[1]), settle.words(parts[2]), zipcode)
 
 
 def _is_guid(value: Any) -> bool:

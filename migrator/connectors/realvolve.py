@@ -9,13 +9,19 @@ every contact costs one ``contact_detail`` call for the five arrays the doc show
 (``contact[primary][first_name]``): a create takes only what the doc lists for it, so
 company, title, status, dates and phones follow in one ``update_contact`` (plan kind
 ``fill``), and notes one call each; an answer of ``{"success": false}`` that may arrive
-with HTTP 200; and no natural-key lookup at all, so an uncertain create is settled by
-the job's ``on_uncertain`` policy.
+with HTTP 200; and no natural-key lookup at all. A create in doubt (its answer lost, or
+cut off by a crash) is settled from ``recent_contacts?updated_time=`` — every contact
+changed since a little before it was sent (``settle.CLOCK_MARGIN``: the clocks may
+differ) — by its names, then by its e-mails through ``contact_detail``; found, whatever
+the create had still to do is finished (the idempotent ``update_contact``, and only the
+notes the contact does not hold yet); absent, it is sent again; two that match leave it
+to the job's ``on_uncertain`` policy.
 """
 from __future__ import annotations
 
 import re
 import time
+from collections import Counter
 from contextlib import aclosing
 from datetime import date, datetime, timezone
 from typing import Any, AsyncIterator, Mapping
@@ -23,12 +29,14 @@ from typing import Any, AsyncIterator, Mapping
 import anyio
 import orjson
 
-from ..errors import AuthError, ConfigError, JobError, RecordError, Retryable, UncertainWrite
+from ..errors import (AuthError, ConfigError, JobError, QuotaExhausted, RecordError, Retryable,
+                      UncertainWrite)
 from ..http import Auth, HttpClient, Request, Response, error_text
 from ..limits import RateLimit
 from ..paging import in_order
 from ..protocols import Page, Record, StreamInfo, WriteResult
 from ..schema import AnyOf, Field, StreamSchema
+from . import settle
 from .base import Connector, Context, ReadBack, Setting, WritePlanner
 
 TOKEN_PATH = "/oauth/token"
@@ -229,6 +237,9 @@ class Realvolve(Connector):
         self._totals: dict[str, int | None] = {}
         self._names: dict[str, dict[Any, str]] | None = None
         self._names_lock = anyio.Lock()
+        self._created: set[str] = set()          # contact ids this run's creates were answered with
+        self._sending: Counter[tuple] = Counter()   # who the creates in flight are (settle.words, e-mails)
+        self._job_streams: dict[str, str] = {}   # target stream -> the job's stream (its checkpoint rows)
 
     def _var(self, setting: str) -> str:
         origin = self.ctx.origins.get(setting)
@@ -571,7 +582,82 @@ class Realvolve(Connector):
     # ---- target -----------------------------------------------------------------------
     async def prepare(self, streams: list[Any]) -> None:
         """One cheap call proves the token and the utility_api_key before any write."""
+        for sm in streams:
+            name, target = getattr(sm, "name", None), getattr(sm, "target_stream", None)
+            if name and target:
+                self._job_streams.setdefault(target, name)
         await self.http_client.request("GET", STATUSES, kind="meta")
+
+    async def _known(self, ids: list[str]) -> dict[str, float]:
+        """Of these contact ids, those a record of the job is already done with."""
+        name = self._job_streams.get("contacts")
+        if self.checkpoint is None or name is None or not ids:
+            return {}
+        return await self.checkpoint.done_since(name, ids)
+
+    async def settler(self, stream: str, since: float, known: Any) -> "_CrashSettler | None":
+        """The contacts a crash left in flight, settled from one listing of those changed
+        since a little before the first was sent, read before the run writes anything."""
+        if stream != "contacts":
+            return None
+        try:
+            return _CrashSettler(self, await self._recent(since), known)
+        except QuotaExhausted:
+            raise
+        except (Retryable, RecordError) as e:   # nothing can be settled: on_uncertain decides, saying why
+            return _CrashSettler(self, None, known, f"recent_contacts could not be read ({e})")
+
+    async def _recent(self, since: float) -> list[dict[str, Any]]:
+        """Every contact row ``recent_contacts`` lists as changed since ``since`` (less the margin)."""
+        stamp = datetime.fromtimestamp(since - settle.CLOCK_MARGIN, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        async def page(number: int) -> dict[str, Any]:
+            return await settle.read_again(lambda: self._list_page((RECENT, stamp), number))
+        first = await page(1)
+        rows = list(first["data"])
+        for number in range(2, first["pages"] + 1):
+            rows += (await page(number))["data"]
+        return rows
+
+    @staticmethod
+    def _who(record: Mapping[str, Any]) -> tuple[tuple[str, ...], frozenset[str]]:
+        """A contact as a create leaves it: its names, and the e-mails the create carries."""
+        names = settle.words(f"{record.get('first_name') or ''} {record.get('last_name') or ''}")
+        emails = frozenset(settle.email(record.get(k)) for k in ("work_email", "home_email") if record.get(k))
+        return names, emails
+
+    async def _find(self, record: Mapping[str, Any], rows: list[dict[str, Any]], claimed: set[str],
+                    ) -> tuple[settle.Settled, dict[str, Any]]:
+        """The one contact among ``rows`` a create of ``record`` made — same names, then
+        (through ``contact_detail``) its e-mails — and that contact's details."""
+        names, emails = self._who(record)
+        ids = [str(r.get("id")) for r in rows if r.get("id") is not None
+               and settle.words(f"{r.get('first_name') or ''} {r.get('last_name') or ''}") == names
+               and str(r.get("id")) not in claimed and str(r.get("id")) not in self._created]
+        ids = list(dict.fromkeys(ids))
+        if ids:
+            held = await self._known(ids)
+            ids = [i for i in ids if i not in held]
+        found: list[str] = []
+        details: dict[str, dict[str, Any]] = {}
+        for cid in ids:
+            async def read(cid: str = cid) -> dict[str, Any]:
+                return _body(await self.http_client.request("GET", DETAIL, params={"contact_id": cid},
+                                                            kind="detail"))
+            detail = await settle.read_again(read)
+            have = {settle.email(e.get("email_address")) for e in detail.get("email_addresses") or []
+                    if isinstance(e, dict)}
+            if emails <= have:
+                found.append(cid)
+                details[cid] = detail
+        result = settle.one_match(found)
+        return result, details.get(str(result.target_id), {})
+
+    async def _settle_lost(self, record: Mapping[str, Any], sent: float) -> tuple[settle.Settled, dict[str, Any]]:
+        """Whether a create sent at ``sent`` whose answer was lost made a contact."""
+        if self._sending[self._who(record)] > 1:
+            return settle.undecided("another contact with the same names and e-mails was being created "
+                                    "at the same time"), {}
+        return await self._find(record, await self._recent(sent), set())
 
     async def write(self, stream: str, record: dict[str, Any], *, source_id: str,
                     target_id: str | None = None) -> WriteResult:
@@ -614,19 +700,52 @@ class Realvolve(Connector):
             params["contact[details][tags]"] = ", ".join(tags)
         return params
 
+    async def _create(self, params: dict[str, str], record: Mapping[str, Any], requests: dict[str, int]) -> str:
+        """Create a contact; one whose answer is lost is looked for among the contacts
+        changed since it was sent — found, its id; absent, sent again (three times at most)."""
+        who = self._who(record)
+        self._sending[who] += 1
+        try:
+            for attempt in range(3):
+                sent = time.time()
+                requests["create"] = requests.get("create", 0) + 1
+                try:
+                    resp = await self.http_client.request("POST", CONTACTS, data=params, kind="create",
+                                                          write=True)
+                    contact = _body(resp).get("contact")
+                    cid = contact.get("id") if isinstance(contact, dict) else None
+                    if cid is None:
+                        raise UncertainWrite("realvolve answered the create without a contact id")
+                except UncertainWrite as e:
+                    try:
+                        settled, _ = await self._settle_lost(record, sent)
+                    except QuotaExhausted:
+                        raise
+                    except (Retryable, RecordError) as why:
+                        settled = settle.undecided(f"recent_contacts could not be read ({why})")
+                    self.settled["landed" if settled.found else "not_landed" if settled.decided
+                                 else "undecided"] += 1
+                    if settled.found:
+                        cid = settled.target_id
+                    elif settled.decided and attempt < 2:
+                        continue   # it never landed: send it again
+                    else:
+                        raise UncertainWrite(f"{e}; {settled.why or 'sent three times'}") from None
+                self._created.add(str(cid))
+                return str(cid)
+        finally:
+            self._sending[who] -= 1
+        raise AssertionError("unreachable")
+
     async def _write_contact(self, record: dict[str, Any], target_id: str | None) -> WriteResult:
         notes = [str(n) for n in record.get("notes") or [] if str(n).strip()]
         rest: dict[str, str] = {}
+        requests: dict[str, int] = {}
         if target_id is None:
             params = self.contact_params(record, only=CREATE_FIELDS)
             rest = self.contact_params(record, but=CREATE_FIELDS)
-            resp = await self.http_client.request("POST", CONTACTS, data=params, kind="create",
-                                                  write=True)
-            contact = _body(resp).get("contact")
-            cid = contact.get("id") if isinstance(contact, dict) else None
-            if cid is None:
-                raise UncertainWrite("realvolve answered the create without a contact id")
-            action, kind = "created", "create"
+            cid: Any = await self._create(params, record, requests)
+            action = "created"
             if rest:
                 await self._fill(cid, rest, notes=len(notes))
         else:
@@ -636,24 +755,42 @@ class Realvolve(Connector):
                 params["contact[details][tag_list]"] = "overwrite"
             await self.http_client.request("POST", UPDATE, data={"contact_id": str(cid), **params},
                                            kind="update")
-            action, kind = "updated", "update"
-        requests = {kind: 1}
+            action = "updated"
+            requests["update"] = 1
         if rest:
             requests["fill"] = 1
+        await self._add_notes(cid, notes, Counter(), action, target_id is None, requests)
+        return WriteResult(target_id=str(cid), action=action, requests=requests)
+
+    async def finish(self, cid: str, record: Mapping[str, Any], detail: Mapping[str, Any]) -> None:
+        """What a create cut off by a crash may have left undone on the contact it made:
+        the fields ``update_contact`` sets (idempotent: sent again) and the notes — only
+        those the contact does not hold yet, counted by text, so none is doubled."""
+        notes = [str(n) for n in record.get("notes") or [] if str(n).strip()]
+        rest = self.contact_params(record, but=CREATE_FIELDS)
+        if rest:
+            await self._fill(cid, rest, notes=len(notes))
+        landed = Counter(str(n.get("content")) for n in detail.get("notes") or [] if isinstance(n, dict))
+        await self._add_notes(cid, notes, landed, "created", True, {})
+
+    async def _add_notes(self, cid: Any, notes: list[str], landed: Counter, action: str, fresh: bool,
+                         requests: dict[str, int]) -> None:
+        """Add ``notes`` to contact ``cid``, less those ``landed`` already (by text)."""
         for k, text in enumerate(notes, start=1):
+            occurrences = notes[:k].count(text)
+            if occurrences <= landed[text]:
+                continue
             try:
-                await self._add_note_once(cid, text, notes[:k].count(text), fresh=target_id is None,
-                                          requests=requests)
+                await self._add_note_once(cid, text, occurrences, fresh=fresh, requests=requests)
             except (RecordError, Retryable) as e:
                 reason = e.reason if isinstance(e, RecordError) else str(e)
                 done = f"notes 1-{k - 1} were added" if k > 2 else (
                     "note 1 was added" if k == 2 else "no note was added")
-                again = "create the contact again" if target_id is None else "add its notes again"
+                again = "create the contact again" if fresh else "add its notes again"
                 raise RecordError(
                     f"contact {cid} was {action} in Realvolve, but note {k} of {len(notes)} failed "
                     f"({reason}); {done}. Add the rest to contact {cid} by hand: retrying this "
                     f"record would {again}", field="notes", rule="partial") from None
-        return WriteResult(target_id=str(cid), action=action, requests=requests)
 
     async def _fill(self, cid: Any, params: dict[str, str], *, notes: int) -> None:
         """Set what a create cannot carry (company, title, status, dates, phones) with one
@@ -707,6 +844,29 @@ class Realvolve(Connector):
         if note_id is None:
             raise UncertainWrite("realvolve answered add_note without a note id")
         return str(note_id)
+
+
+class _CrashSettler:
+    """The contacts a crash left in flight, settled from the contacts changed since a
+    little before the first was sent (listed once, before the run writes anything): a
+    contact with the same names and e-mails that no record of the job holds is the one
+    — then what its create left undone is finished; none means it never landed."""
+
+    def __init__(self, conn: Realvolve, rows: list[dict[str, Any]] | None, known: Any, why: str = ""):
+        self.conn, self.rows, self.known, self.why = conn, rows, known, why
+        self.claimed: set[str] = set()
+        self.lock = anyio.Lock()
+
+    async def settle(self, record: Mapping[str, Any], sent: float) -> settle.Settled:
+        if self.rows is None:
+            return settle.undecided(self.why)
+        async with self.lock:   # two records in doubt never take one contact
+            result, detail = await self.conn._find(record, self.rows, self.claimed)
+            if result.found:
+                self.claimed.add(str(result.target_id))
+        if result.found:
+            await self.conn.finish(str(result.target_id), record, detail)
+        return result
 
 
 class _NotesPlanner(WritePlanner):

@@ -212,8 +212,10 @@ async def test_prepare_refuses_an_account_that_is_not_active(rf, status):
 async def test_prepare_passes_an_active_account_and_checks_custom_labels(rf):
     with aioresponses() as m:
         m.get(API + "/api/account/status", payload={"AccountStatus": "Active"})
+        m.get(API + "/api/contact/list", payload=[])   # what was there before: see _GuidReader
         await rf.prepare([SimpleNamespace(target_stream="contacts", fields={"FullName": 1, "custom.Motivation": 1})])
     assert len(m.requests[("GET", URL(API + "/api/account/status"))]) == 1
+    assert len(m.requests[("GET", URL(API + "/api/contact/list"))]) == 1
     with pytest.raises(MappingError, match="'Motive'.*Motivation, Timeline"):
         await rf.prepare([SimpleNamespace(target_stream="contacts", fields={"custom.Motive": 1})])
     with pytest.raises(MappingError, match="Custom 1 twice"):

@@ -182,7 +182,7 @@ def test_realvolve_contact_costs_its_create_and_a_note_each():
 def test_realeflow_brokerkit_and_files():
     ref = Realeflow({**URL, "api_key": "k"}, Context())
     assert ref.plan_reads("contacts", 500) == {"page": 1}
-    assert ref.plan_setup("target", ["contacts"]) == {"meta": 1}
+    assert ref.plan_setup("target", ["contacts"]) == {"meta": 1, "list": 1}  # what was there before
     contacts = anyio_run(ref.write_planner("contacts", None))
     contacts.add({"FullName": "A"})
     contacts.add({"FullName": "B", "custom_1": "x", "custom.Nope": "y"})  # unknown label: no request
