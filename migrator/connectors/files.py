@@ -63,6 +63,7 @@ class _FileConnector(Connector):
         self._outputs: dict[str, "_Appender"] = {}
         self._seen: dict[str, set[str]] = {}
         self._fields: dict[str, list[str]] = {}
+        self._whole: set[str] = set()   # target streams written whole (keep_all: a backup)
 
     @classmethod
     def schemas(cls) -> dict[str, StreamSchema]:
@@ -165,6 +166,8 @@ class _FileConnector(Connector):
     async def prepare(self, streams: list[Any]) -> None:
         for sm in streams:
             self._fields[sm.target_stream] = list(sm.fields)
+            if getattr(sm, "keep_all", False):
+                self._whole.add(sm.target_stream)
 
     def can_lookup(self, stream: str) -> bool:
         return bool(self.setting("source_id_column"))
@@ -289,6 +292,19 @@ class _Appender:
 
 # ---- CSV -------------------------------------------------------------------------------
 
+MORE = "_more"   # keep_all into CSV: the keys no column names, as one JSON object
+
+
+def _json_cell(value: Any) -> str:
+    """A backup's cell: text as it is, anything else (a list, an object, a number) as
+    JSON, so that nested lists survive a CSV and read back as they were."""
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    return orjson.dumps(value, default=str).decode()
+
+
 def _cell(value: Any) -> str:
     if value is None:
         return ""
@@ -336,7 +352,17 @@ class CsvConnector(_FileConnector):
 
     def _appender(self, stream: str) -> _Appender:
         cols = [str(self.setting("source_id_column"))] + self._fields.get(stream, [])
+        if stream in self._whole:
+            cols.append(MORE)
         return _Appender(self.path_for(stream), self._csv_row(cols))
+
+    def _whole_row(self, stream: str, source_id: str, record: dict[str, Any]) -> list[str]:
+        """keep_all: the named columns, then every other key of the record in ``_more``."""
+        cols = self._fields.get(stream) or []
+        named = set(cols)
+        rest = {k: v for k, v in record.items() if k not in named}
+        return ([source_id] + [_json_cell(record.get(c)) for c in cols]
+                + [orjson.dumps(rest, default=str).decode() if rest else ""])
 
     def _csv_row(self, cells: list[str]) -> bytes:
         buf = io.StringIO()
@@ -344,12 +370,14 @@ class CsvConnector(_FileConnector):
         return buf.getvalue().encode("utf-8")
 
     def _line(self, stream: str, record: dict[str, Any], source_id: str) -> bytes:
+        if stream in self._whole:
+            return self._csv_row(self._whole_row(stream, source_id, record))
         cols = self._fields.get(stream) or list(record)
         return self._csv_row([source_id] + [_cell(record.get(c)) for c in cols])
 
     def _lines(self, stream: str, batch: list[tuple[str, dict[str, Any]]]) -> bytes:
         cols = self._fields.get(stream)
-        if not cols:
+        if not cols or stream in self._whole:
             return super()._lines(stream, batch)
         buf = io.StringIO()
         csv.writer(buf, delimiter=self._delimiter(), lineterminator="\n").writerows(
