@@ -16,6 +16,7 @@ import codecs
 import csv
 import io
 import os
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, AsyncIterator, Iterator, Mapping
 
@@ -56,7 +57,15 @@ class _FileConnector(Connector):
         "encoding": Setting("source: text encoding, e.g. cp1252 (default: UTF-8, or what the file's BOM "
                             "says: UTF-8, UTF-16, UTF-32)", default=textfile.AUTO),
         "page_size": Setting("rows per page", default=PAGE),
+        "updated_column": Setting("source: column/field holding when a row last changed, so that `run --since "
+                                  "TIME` skips (and counts) the rows older than TIME"),
     }
+
+    @classmethod
+    def can_filter_since(cls, settings: Mapping[str, Any]) -> bool:
+        """A file is read whole either way; with ``updated_column`` rows older than
+        ``--since`` are skipped, so a delta writes only what changed."""
+        return bool(settings.get("updated_column"))
 
     def __init__(self, settings: Mapping[str, Any], ctx):
         super().__init__(settings, ctx)
@@ -95,17 +104,47 @@ class _FileConnector(Connector):
         if not path.exists():
             raise ConfigError(f"{self.ctx.where}: source file {path} does not exist")
         reader = await anyio.to_thread.run_sync(self._open_reader, path, cursor)
+        since = self._since()
         try:
             while True:
                 page = await anyio.to_thread.run_sync(next, reader, None)
                 if page is None:
                     return
-                yield page
+                yield page if since is None else self._changed_since(page, since)
         finally:
             await anyio.to_thread.run_sync(reader.close)
 
     def _open_reader(self, path: Path, cursor: Any) -> Iterator[Page]:
         raise NotImplementedError
+
+    def _since(self) -> datetime | None:
+        column = self.settings.get("updated_column")
+        if not self.ctx.since or not column:
+            return None
+        try:
+            return _utc(self.ctx.since)
+        except (ValueError, OverflowError):
+            raise ConfigError(f"--since {self.ctx.since!r} is not a date or date-time "
+                              "(e.g. 2026-11-30 or '2026-11-30 14:00')") from None
+
+    def _changed_since(self, page: Page, since: datetime) -> Page:
+        """The page less its rows whose ``updated_column`` is before ``since`` (counted in
+        ``page.older``). A row whose time cannot be read is kept: better written twice
+        than lost."""
+        column = str(self.settings["updated_column"])
+        kept = []
+        for record in page.records:
+            stamp = (record.data or {}).get(column)
+            if record.data is not None and stamp not in (None, ""):
+                try:
+                    if _utc(str(stamp)) < since:
+                        continue
+                except (ValueError, OverflowError):
+                    pass
+            kept.append(record)
+        page.older = len(page.records) - len(kept)
+        page.records = kept
+        return page
 
     def cannot_read_by_id(self, stream: str) -> None:
         return None
@@ -251,6 +290,16 @@ class _OpenSchemas(dict):
         return True
 
 
+def _utc(text: str) -> datetime:
+    """A date or date-time as an aware UTC datetime; one without a zone is UTC."""
+    from dateutil import parser
+    try:
+        when = parser.isoparse(text.strip())
+    except ValueError:
+        when = parser.parse(text)
+    return (when if when.tzinfo else when.replace(tzinfo=timezone.utc)).astimezone(timezone.utc)
+
+
 def _mark_key(path: Path) -> str:
     return f"append:{path}"
 
@@ -332,8 +381,13 @@ class CsvConnector(_FileConnector):
         return delimiter
 
     def _open_reader(self, path: Path, cursor: Any) -> Iterator[Page]:
-        return _CsvPages(path, self._encoding(path), self._delimiter(),
-                         self.setting("id_column"), int((cursor or {}).get("row", 0)), self.page_size())
+        pages = _CsvPages(path, self._encoding(path), self._delimiter(),
+                          self.setting("id_column"), int((cursor or {}).get("row", 0)), self.page_size())
+        column = self.settings.get("updated_column")
+        if column and pages.header and column not in pages.header:
+            pages.close()
+            raise JobError(f"{path}: no column '{column}' (updated_column); columns are {', '.join(pages.header)}")
+        return pages
 
     def _columns(self, path: Path) -> tuple[str, list[str]] | None:
         reader = self._open_reader(path, None)
