@@ -132,6 +132,7 @@ class Engine:
         # written again as an update of its target id (``_delta_from``: the delta's first run).
         self.since = since if mode == "run" else None
         self._delta_from: int | None = None
+        self._unfiltered: set[str] = set()   # streams a delta reads whole: it only creates
         if target is not None:
             self.target = target
         elif server:
@@ -270,6 +271,10 @@ class Engine:
                          f"to retry: {why}")
         if reader is None:
             info = await self.source.info(sm.source_stream)
+        if self._delta_from is not None and not self.source.filters_since_stream(sm.source_stream):
+            self._unfiltered.add(sm.name)
+            self.out(f"note: {self.job.source.system} lists every {sm.source_stream} record whatever --since "
+                     f"says: those an earlier run migrated are left as they are; new ones are created")
         result.total, result.notice = info.total, info.notice
         if self.mode in ("run", "validate"):
             result.fill = FillCounter.for_stream(sm)
@@ -444,7 +449,7 @@ class Engine:
             if seen is not None:
                 seen.add(sid)
             uncertain = False
-            update_of = self._update_of(st)
+            update_of = self._update_of(st, stream)
             if update_of is not None:
                 if not getattr(self.target, "updates_by_id", True):
                     counts["not_updatable"] += 1   # said once per stream, below
@@ -492,14 +497,15 @@ class Engine:
         return [Item(0, rec.source_id, data, uncertain, raw=rec.data, target_id=tid)
                 for rec, data, uncertain, tid in candidates]
 
-    def _update_of(self, st: Any) -> str | None:
+    def _update_of(self, st: Any, stream: str) -> str | None:
         """The target id a record is written onto as an update: one an earlier run settled
         ``done`` before this delta began — or one whose update was cut off or failed (it
         has a target id but is not done; an update is sent again, never a create)."""
         if st is None or not st.target_id or self.ckpt is None:
             return None
         if st.status == "done":
-            return st.target_id if self._delta_from is not None and st.run < self._delta_from else None
+            return st.target_id if (self._delta_from is not None and st.run < self._delta_from
+                                    and stream not in self._unfiltered) else None
         if st.status == "failed":   # like any failed record: only a retry or a delta writes it again
             return st.target_id if self.mode == "retry" or self._delta_from is not None else None
         return st.target_id if st.status in ("pending", "inflight") else None

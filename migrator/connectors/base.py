@@ -108,6 +108,11 @@ class Connector:
         ``--since`` (a file can when the job names its ``updated_column``)."""
         return cls.filters_since
 
+    def filters_since_stream(self, stream: str) -> bool:
+        """Whether ``pages(stream)`` leaves out what did not change since ``--since``: a
+        delta updates the records of such a stream; of another it only creates new ones."""
+        return self.can_filter_since(self.settings)
+
     @classmethod
     def credential_envs(cls) -> list[str]:
         return [s.env for s in cls.settings_spec.values() if s.secret and s.env]

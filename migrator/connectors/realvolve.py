@@ -276,6 +276,11 @@ class Realvolve(Connector):
         return None
 
     # ---- source -----------------------------------------------------------------------
+    def filters_since_stream(self, stream: str) -> bool:
+        """Contacts by ``recent_contacts``, notes by their ``updated_at``; the properties
+        list takes no time and its doc shows no date: it is read whole."""
+        return stream != "properties"
+
     def _listing(self, stream: str) -> tuple[str, str | None]:
         """Where a stream's contacts are listed: all of them, or those updated since."""
         if stream == "contacts" and self.ctx.since:

@@ -118,3 +118,22 @@ def test_a_source_that_cannot_filter_says_so_in_one_line(tmp_path: Path, capsys)
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "cannot list only the records changed" in err[0] and "updated_column" in err[0]
     assert not (tmp_path / "out.jsonl").exists()
+
+
+async def test_a_delta_updates_only_streams_the_source_filters(tmp_path: Path) -> None:
+    """Realvolve's properties list takes no time: a delta reads it whole, creates what is
+    new and leaves the properties migrated before as they are (none appended again)."""
+    async with Pair(tmp_path, "realvolve", "jsonl", n=N) as pair:
+        await pair.run()
+        before = {s: len(pair.target_records(s)) for s in ("contacts", "notes", "properties")}
+        since = (datetime.now(timezone.utc) - timedelta(seconds=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+        sid = pair.target_records("contacts")[0]["_source_id"]
+        await change_in_realvolve(pair, [sid], {"first_name": "Late", "work_email": "late@example.com"})
+        delta = await Engine(pair.job(), mode="run", progress=False, since=since).run()
+    counts = {s.stream: s.counts for s in delta.streams}
+    assert counts["contacts"]["updated"] == 1 and counts["contacts"]["created"] == 1
+    assert counts["properties"]["read"] == before["properties"] and counts["properties"]["done"] == 0
+    assert counts["properties"]["already_settled"] == before["properties"]
+    assert len(pair.target_records("properties")) == before["properties"]
+    assert len(pair.target_records("contacts")) == before["contacts"] + 2   # the new version, the new one
+    assert {r["first_name"] for r in pair.target_records("contacts")[-2:]} == {f"Changed{sid}", "Late"}
