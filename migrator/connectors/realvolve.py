@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import re
 import time
+from collections import Counter
 from contextlib import aclosing
 from datetime import date, datetime, timezone
 from typing import Any, AsyncIterator, Mapping
@@ -579,7 +580,11 @@ class Realvolve(Connector):
             await self.http_client.request("POST", UPDATE, data={"contact_id": str(cid), **params},
                                            kind="update")
             action, kind = "updated", "update"
+            if notes:   # an update by id (a delta): add only the notes the contact lacks
+                notes = await self._missing_notes(cid, notes)
         requests = {kind: 1}
+        if target_id is not None and record.get("notes"):
+            requests["detail"] = 1
         if rest:
             requests["fill"] = 1
         for k, text in enumerate(notes, start=1):
@@ -615,6 +620,20 @@ class Realvolve(Connector):
                 f"hand: retrying this record would create the contact again",
                 field=e.field if isinstance(e, RecordError) and e.field else (names[0] if names else None),
                 rule="partial") from None
+
+    async def _missing_notes(self, cid: Any, notes: list[str]) -> list[str]:
+        """Of ``notes``, those the contact does not hold yet (by text, counting repeats):
+        ``add_note`` adds, so writing a record onto its contact again must not repeat them."""
+        detail = _body(await self.http_client.request(
+            "GET", DETAIL, params={"contact_id": cid}, kind="detail"))
+        held = Counter(n.get("content") for n in detail.get("notes") or [] if isinstance(n, dict))
+        out = []
+        for text in notes:
+            if held[text] > 0:
+                held[text] -= 1
+            else:
+                out.append(text)
+        return out
 
     async def _add_note_once(self, contact_id: Any, text: str, occurrences: int, *, fresh: bool,
                              requests: dict[str, int]) -> None:

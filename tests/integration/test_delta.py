@@ -137,3 +137,49 @@ async def test_a_delta_updates_only_streams_the_source_filters(tmp_path: Path) -
     assert len(pair.target_records("properties")) == before["properties"]
     assert len(pair.target_records("contacts")) == before["contacts"] + 2   # the new version, the new one
     assert {r["first_name"] for r in pair.target_records("contacts")[-2:]} == {f"Changed{sid}", "Late"}
+
+
+TARGET_FIELDS = {
+    "realvolve": "{first_name: name, work_email: email, notes: {path: notes}}",
+    "spark": "{DisplayName: name, GivenName: name, PrimaryEmail: email, Note: {path: 'notes[0]'}}",
+}
+
+
+@pytest.mark.parametrize("target", ["realvolve", "spark"])
+async def test_a_delta_update_does_not_add_the_notes_again(tmp_path: Path, target: str) -> None:
+    """Realvolve's add_note and a Spark PUT's Note add a note: an update by id sends only
+    the notes the contact does not hold yet."""
+    from migrator.job import load_job
+    from migrator.sandbox.server import Sandbox, make
+    from tests.integration.harness import system_block
+
+    data = [{"id": f"P{i}", "name": f"Person {i}", "email": f"p{i}@example.com",
+             "notes": [f"called {i}", f"met {i}"], "updated": "2026-11-01"} for i in range(4)]
+
+    def write_source() -> None:
+        (tmp_path / "in.jsonl").write_text("".join(json.dumps(r) + "\n" for r in data))
+    write_source()
+    sandbox = Sandbox({target: make(target, contacts=0, seed=3, limit=None)})
+    await sandbox.start()
+    try:
+        (tmp_path / "job.yaml").write_text(
+            "name: t\nsource: {system: jsonl, path: in.jsonl, updated_column: updated}\n"
+            f"target: {system_block(target)}\n"
+            f"mapping:\n  source: jsonl\n  target: {target}\n  streams:\n    contacts:\n"
+            f"      fields: {TARGET_FIELDS[target]}\n"
+            "checkpoint: ckpt.sqlite\nreports: reports\n")
+        job = lambda: load_job(tmp_path / "job.yaml", env=sandbox.env())  # noqa: E731
+        first = await Engine(job(), mode="run", progress=False).run()
+        assert first.total("created") == 4, first.streams[0].counts
+        notes_before = len(sandbox[target].inspect_records("notes"))
+        data[2].update(name="Renamed Two", updated="2026-12-02")
+        write_source()
+        delta = await Engine(job(), mode="run", progress=False, since="2026-12-01").run()
+        assert delta.total("updated") == 1 and delta.total("failed") == 0, delta.streams[0].counts
+        contacts = sandbox[target].inspect_records("contacts")
+        assert len(contacts) == 4
+        names = {c.get("first_name") or c.get("GivenName") for c in contacts}
+        assert "Renamed Two" in names
+        assert len(sandbox[target].inspect_records("notes")) == notes_before   # none added again
+    finally:
+        await sandbox.stop()
