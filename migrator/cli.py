@@ -185,6 +185,20 @@ def cmd_status(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_ids(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .crosswalk import write_crosswalk
+    from .job import load_job
+
+    job = load_job(args.job, strict_env=False)
+    out = Path(args.out)
+    counts = write_crosswalk(job.checkpoint, out)
+    made = ", ".join(f"{n} {action}" for action, n in sorted(counts.items())) or "no record done yet"
+    print(f"wrote {sum(counts.values())} rows to {out} ({made})", file=sys.stderr)
+    return EXIT_OK
+
+
 def cmd_connectors(args: argparse.Namespace) -> int:
     from .registry import CONNECTORS, connector_class
     for name in CONNECTORS:
@@ -252,8 +266,11 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 
 SINCE_HELP = ("only records changed since then, for a delta run after cutover: a date or date-time "
-              "such as 2026-11-30 or '2026-11-30 14:00' (ISO 8601; UTC unless it names a zone). "
-              "Sources that can filter by time: realvolve (recent_contacts), spark (ModificationTimestamp)")
+              "such as 2026-11-30 or '2026-11-30 14:00' (ISO 8601; UTC unless it names a zone). Records an "
+              "earlier run migrated are updated by their target id, new ones created; the report counts "
+              "them apart. A CSV or JSONL source filters by the job's updated_column (older rows are "
+              "skipped and counted). Sources that can filter by time: realvolve (recent_contacts), "
+              "spark (ModificationTimestamp)")
 
 
 def _count(text: str) -> int:
@@ -342,6 +359,12 @@ def build_parser() -> argparse.ArgumentParser:
     st = command("status", "what is done, pending and failed, from the checkpoint (works beside a run)",
                  "migrator status my-job/job.yaml")
     st.add_argument("job", help="the job file (YAML)")
+    ids = command("ids", "the crosswalk: one row per record the job settled — stream, source id, target id, "
+                  "action (created, updated, matched, merged, undone) — for the team's other tools",
+                  "migrator ids my-job/job.yaml --out ids.csv", "migrator ids my-job/job.yaml --out ids.jsonl")
+    ids.add_argument("job", help="the job file (YAML)")
+    ids.add_argument("--out", required=True, metavar="FILE",
+                     help="where to write it: CSV, or JSON Lines when FILE ends in .jsonl (readable by you only)")
     command("connectors", "the systems this version can read and write, and their default limits",
             "migrator connectors")
     f = command("fields", "what a target accepts: fields, types, limits, rules",
@@ -385,7 +408,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     handlers: dict[str, Any] = {
         "run": lambda a: cmd_run(a, "run") if a.plan else one_writer(a, "run", cmd_run),
         "validate": lambda a: cmd_run(a, "validate"), "retry": lambda a: one_writer(a, "retry", cmd_run),
-        "status": cmd_status, "verify": cmd_verify, "connectors": cmd_connectors,
+        "status": cmd_status, "verify": cmd_verify, "connectors": cmd_connectors, "ids": cmd_ids,
         "fields": cmd_fields, "sandbox": cmd_sandbox, "demo": cmd_demo, "init": cmd_init,
     }
     try:

@@ -54,6 +54,7 @@ class Item:
     uncertain: bool = False
     marked: bool = False   # already durable as in flight (see Engine._marker)
     raw: dict[str, Any] | None = None   # the source record: who it is, should it fail
+    target_id: str | None = None   # a delta: the record the target already holds, updated by id
 
 
 @dataclass
@@ -131,6 +132,11 @@ class Engine:
         self.planners = planners  # validate: stream -> the target's WritePlanner (the plan's counts)
         self.show = show  # validate --show N: keep each stream's first N records as read and as mapped
         self.source = source if source is not None else job.connector("source", since=since)
+        # run --since: a delta after cutover. A record done before this delta began is
+        # written again as an update of its target id (``_delta_from``: the delta's first run).
+        self.since = since if mode == "run" else None
+        self._delta_from: int | None = None
+        self._unfiltered: set[str] = set()   # streams a delta reads whole: it only creates
         if target is not None:
             self.target = target
         elif server:
@@ -172,6 +178,8 @@ class Engine:
                     self.job.checkpoint, job_id=self.job.job_id, mapping_digest=self.job.mapping.digest,
                     accept_mapping_change=self.accept_mapping_change, mode=self.mode)
                 outcome.run = self.ckpt.run
+                if self.since:
+                    self._delta_from = await self._delta_start()
             await self.source.open()
             for c in (self.source, self.target):  # a quota wait is told on the progress line; Ctrl-C ends it
                 c.watch_waits(self.out, lambda: self._stopping)
@@ -237,6 +245,22 @@ class Engine:
             if settler is not None:
                 self._settlers[sm.name] = (settler, sent)
 
+    async def _delta_start(self) -> int:
+        """The first run of this delta (``--since`` TIME), kept in the checkpoint so that a
+        resumed delta does not update again what it already updated."""
+        assert self.ckpt is not None
+        key = f"delta:{self.since}"
+        start = await self.ckpt.mark(key)
+        if start is None:
+            start = self.ckpt.run
+            self.ckpt.set_mark(key, start)
+            await self.ckpt.commit()
+        return int(start)
+
+    def _cursor_key(self, sm) -> str:
+        """A delta reads its own listing (changed since TIME), so it keeps its own watermark."""
+        return f"{sm.name} since {self.since}" if self.since else sm.name
+
     async def _check_columns(self) -> None:
         """Before the checkpoint or the target is touched: a source that knows its columns
         as it opens (a file's header) refuses a mapping path that names none of them."""
@@ -278,6 +302,10 @@ class Engine:
                          f"to retry: {why}")
         if reader is None:
             info = await self.source.info(sm.source_stream)
+        if self._delta_from is not None and not self.source.filters_since_stream(sm.source_stream):
+            self._unfiltered.add(sm.name)
+            self.out(f"note: {self.job.source.system} lists every {sm.source_stream} record whatever --since "
+                     f"says: those an earlier run migrated are left as they are; new ones are created")
         result.total, result.notice = info.total, info.notice
         if self.mode in ("run", "validate"):
             result.fill = FillCounter.for_stream(sm)
@@ -286,11 +314,11 @@ class Engine:
         schema = self.target.schema(sm.target_stream)
         cursor, finished = None, False
         if self.ckpt is not None and self.mode == "run":
-            cursor, finished, _ = await self.ckpt.cursor(sm.name)
+            cursor, finished, _ = await self.ckpt.cursor(self._cursor_key(sm))
             if finished:
                 result.counts["stream_already_finished"] = 1
                 return
-        pages = _Pages(self.ckpt if self.mode == "run" else None, sm.name)
+        pages = _Pages(self.ckpt if self.mode == "run" else None, self._cursor_key(sm))
         bar = self._bar(sm.name, info.total, result)
         writing = self.mode != "validate" or self.server
         batched = writing and self._batched and self.mode != "validate"
@@ -321,7 +349,7 @@ class Engine:
                 send.close()
         if self.ckpt is not None:
             if completed_reading and self.mode == "run" and not self._stopping and not pages.open:
-                self.ckpt.advance(sm.name, None, finished=True)
+                self.ckpt.advance(self._cursor_key(sm), None, finished=True)
             await self.ckpt.commit()
 
     def _bar(self, stream: str, total: int | None, result: StreamResult):
@@ -439,9 +467,11 @@ class Engine:
             fresh = list(dict.fromkeys(r.source_id for r in page.records if r.source_id not in known))
             if fresh:
                 ckpt.add_pending(stream, fresh)
-        candidates: list[tuple[Record, dict[str, Any], bool]] = []
+        candidates: list[tuple[Record, dict[str, Any], bool, str | None]] = []
         in_page: set[str] = set()
         counts["read"] += len(page.records)
+        if page.older:
+            counts["older_than_since"] += page.older   # left out by the source: not read as changed
         for rec in page.records:
             sid = rec.source_id
             st = known.get(sid)
@@ -454,7 +484,12 @@ class Engine:
             if seen is not None:
                 seen.add(sid)
             uncertain = False
-            if st is not None:
+            update_of = self._update_of(st, stream)
+            if update_of is not None:
+                if not getattr(self.target, "updates_by_id", True):
+                    counts["not_updatable"] += 1   # said once per stream, below
+                    continue
+            elif st is not None:
                 if st.status in ("done", "skipped"):
                     counts["already_settled"] += 1
                     continue
@@ -484,28 +519,46 @@ class Engine:
                 self._fail(result, sid, msg, problems[0].field, problems[0].rule, problems=problems,
                            raw=rec.data)
                 continue
-            candidates.append((rec, mapped.data, uncertain))
+            candidates.append((rec, mapped.data, uncertain, update_of))
+        if counts["not_updatable"] and not result.notice:
+            result.notice = (f"{self.job.target.system} cannot update a record by its id: records changed since "
+                             f"{self.since} that an earlier run migrated are left as that run wrote them")
+            self.out(f"note: {result.notice}")
         if counting:
-            result.fill.feed_written([data for _, data, _ in candidates])  # type: ignore[union-attr]
+            result.fill.feed_written([c[1] for c in candidates])  # type: ignore[union-attr]
         if self.mode == "validate" and self.planners:
-            feed(self.planners, stream, [(rec.source_id, data) for rec, data, _ in candidates])
+            feed(self.planners, stream, [(rec.source_id, data) for rec, data, _, _ in candidates])
         if self.mode == "validate" and not self.server:
             counts["valid"] += len(candidates)
             return []
         if sm.refs and candidates:
             candidates = await self._resolve_refs(sm, candidates, result)
-        return [Item(0, rec.source_id, data, uncertain, raw=rec.data) for rec, data, uncertain in candidates]
+        return [Item(0, rec.source_id, data, uncertain, raw=rec.data, target_id=tid)
+                for rec, data, uncertain, tid in candidates]
+
+    def _update_of(self, st: Any, stream: str) -> str | None:
+        """The target id a record is written onto as an update: one an earlier run settled
+        ``done`` before this delta began — or one whose update was cut off or failed (it
+        has a target id but is not done; an update is sent again, never a create)."""
+        if st is None or not st.target_id or self.ckpt is None:
+            return None
+        if st.status == "done":
+            return st.target_id if (self._delta_from is not None and st.run < self._delta_from
+                                    and stream not in self._unfiltered) else None
+        if st.status == "failed":   # like any failed record: only a retry or a delta writes it again
+            return st.target_id if self.mode == "retry" or self._delta_from is not None else None
+        return st.target_id if st.status in ("pending", "inflight") else None
 
     async def _resolve_refs(self, sm, candidates, result: StreamResult):
         wanted: dict[str, set[str]] = {}
-        for _, data, _ in candidates:
+        for _, data, _, _ in candidates:
             for fname, stream in sm.refs.items():
                 ref = data.get(fname)
                 if isinstance(ref, Ref):
                     wanted.setdefault(ref.stream, set()).add(ref.source_id)
         resolved = {s: await self.ckpt.target_ids(s, sorted(ids)) for s, ids in wanted.items()}  # type: ignore[union-attr]
         kept = []
-        for rec, data, uncertain in candidates:
+        for rec, data, uncertain, tid in candidates:
             missing = None
             for fname in sm.refs:
                 ref = data.get(fname)
@@ -521,7 +574,7 @@ class Engine:
                            f"{ref.stream} record {ref.source_id} was not migrated, so this cannot link to it",
                            fname, "ref", raw=rec.data, value=ref.source_id)
                 continue
-            kept.append((rec, data, uncertain))
+            kept.append((rec, data, uncertain, tid))
         return kept
 
     def _note(self, result: StreamResult, fieldname: str, rule: str, message: str, sid: str) -> None:
@@ -642,6 +695,9 @@ class Engine:
             return
         try:
             results = await self.target.write_batch(sm.target_stream, [(i.source_id, i.data) for i in plain])
+            for item, res in zip(plain, results):
+                if item.target_id is not None:   # a delta: the record's new version, appended
+                    res.action, res.target_id = "updated", item.target_id
         except RecordError:
             for item in plain:  # a local target that refuses one record: find which, alone
                 await self._write_one(sm, item, result)
@@ -681,6 +737,14 @@ class Engine:
         stream, tstream, sid = sm.name, sm.target_stream, item.source_id
         target = self.target
         uncertain = False
+        if item.target_id is not None and self.job.on_merge in ("skip", "fail"):
+            # A delta of a record already migrated follows on_merge like any other match.
+            if self.job.on_merge == "skip":
+                await self._done(result, stream, sid, item.target_id, "matched", "on_merge: skip", False)
+            else:
+                self._fail(result, sid, f"changed in the source, but {self.job.target.system} record "
+                           f"{item.target_id} already holds it (on_merge: fail)", None, "merge", raw=item.raw)
+            return
         if item.uncertain:
             result.counts["reconciled"] += 1
             if target.can_lookup(tstream):
@@ -715,7 +779,8 @@ class Engine:
             crashpoints.reached("inflight")
         for attempt in range(6):
             try:
-                res = await target.write(tstream, item.data, source_id=sid)
+                res = (await target.write(tstream, item.data, source_id=sid) if item.target_id is None else
+                       await target.write(tstream, item.data, source_id=sid, target_id=item.target_id))
             except RecordError as e:
                 self._fail(result, sid, e.reason, e.field, e.rule, raw=item.raw,
                            value=item.data.get(e.field) if e.field else None)

@@ -53,9 +53,15 @@ def _block(role: str, name: str) -> tuple[list[str], list[str]]:
     return lines, help_lines
 
 
+def _backup_lines(source: str, target: str) -> tuple[list[str], list[str]]:
+    """The target block of a backup (``init SOURCE jsonl|csv``): a file per stream."""
+    return ["target:", f"  system: {target}",
+            f"  path: {source}-backup-{{stream}}.{target}   # one file per stream: contacts, notes…"], []
+
+
 def render_job(source: str, target: str) -> str:
     src, src_help = _block("source", source)
-    dst, dst_help = _block("target", target)
+    dst, dst_help = _backup_lines(source, target) if target in ("csv", "jsonl") else _block("target", target)
     name = f"{source}-to-{target}"
     today = dt.date.today().isoformat()
     helps = src_help + dst_help

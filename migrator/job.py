@@ -85,12 +85,14 @@ class Job:
 
     def connector(self, role: str, *, since: str | None = None) -> Connector:
         cfg = self.source if role == "source" else self.target
-        if since and role == "source" and not cfg.cls.filters_since:
+        if since and role == "source" and not cfg.cls.can_filter_since(cfg.settings):
             from .registry import CONNECTORS, connector_class
             able = [n for n in CONNECTORS if getattr(connector_class(n), "filters_since", False)]
+            how = (" without `updated_column` (the column holding when a row last changed)"
+                   if "updated_column" in cfg.cls.settings_spec else "")
             raise ConfigError(f"{cfg.where}: --since: {cfg.cls.system} cannot list only the records changed "
-                              f"since a time, so a delta run would read and write everything; "
-                              f"sources that can: {', '.join(able)}")
+                              f"since a time{how}, so a delta run would read and write everything; "
+                              f"sources that can: {', '.join(able)}, and csv or jsonl with updated_column")
         ctx = Context(job_dir=self.path.parent, role=role, concurrency=self.concurrency,
                       allow_insecure_http=self.allow_insecure_http, origins=cfg.origins,
                       since=since, where=cfg.where, stop_at_quota=self.stop_at_quota,

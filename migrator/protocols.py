@@ -31,6 +31,7 @@ class Page:
     records: list[Record]
     cursor: Any
     total: int | None = None
+    older: int = 0   # records the source left out as older than --since (a file's updated_column)
 
 
 @dataclass(slots=True)

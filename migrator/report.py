@@ -235,7 +235,9 @@ def summary(report: dict[str, Any], json_path: Path | None, csv_path: Path | Non
                                ("matched", "matched existing"), ("updated", "updated"),
                                ("reconciled", "reconciled after interruption"),
                                ("uncertain", "uncertain"), ("duplicate_source_id", "duplicate source ids"),
-                               ("previously_failed", "failed earlier")):
+                               ("previously_failed", "failed earlier"),
+                               ("older_than_since", "unchanged since --since"),
+                               ("not_updatable", "changed but not updatable")):
                 if c.get(key):
                     parts.append(f"{label} {c[key]}")
             out.write(wrap(f"{s['stream']}: " + ", ".join(parts)))

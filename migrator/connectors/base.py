@@ -60,6 +60,9 @@ class Connector:
     reads: ClassVar[str] = "api"          # "api" | "export" (CSV from the vendor's UI) | "none"
     writes: ClassVar[bool] = True
     filters_since: ClassVar[bool] = False  # can list only records changed since a time (--since)
+    # ``write(target_id=…)`` updates that record: a delta run (--since) writes a record an
+    # earlier run migrated onto its target id. False: a delta leaves such records as they are.
+    updates_by_id: ClassVar[bool] = True
     settings_spec: ClassVar[dict[str, Setting]] = {}
     default_base_url: ClassVar[str] = ""
     default_limit: ClassVar[RateLimit | None] = None
@@ -104,6 +107,17 @@ class Connector:
     def schemas(cls) -> dict[str, StreamSchema]:
         """Target streams and what each accepts. Empty for a read-only system."""
         return {}
+
+    @classmethod
+    def can_filter_since(cls, settings: Mapping[str, Any]) -> bool:
+        """Whether, with these settings, ``pages`` lists only records changed since
+        ``--since`` (a file can when the job names its ``updated_column``)."""
+        return cls.filters_since
+
+    def filters_since_stream(self, stream: str) -> bool:
+        """Whether ``pages(stream)`` leaves out what did not change since ``--since``: a
+        delta updates the records of such a stream; of another it only creates new ones."""
+        return self.can_filter_since(self.settings)
 
     @classmethod
     def credential_envs(cls) -> list[str]:

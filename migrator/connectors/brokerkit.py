@@ -111,6 +111,7 @@ SCHEMAS = {"leads": _build_schema()}
 class Brokerkit(Connector):
     """Writes leads; the server dedupes on email / agent_id, so there is no lookup."""
 
+    updates_by_id = False   # no update by id in its API (delta runs leave migrated records as they are)
     system = "brokerkit"
     title = "Brokerkit"
     credentials_help = ("Brokerkit: Account Settings, then 'Copy to Clipboard' beside the API key of your team")

@@ -16,6 +16,7 @@ import codecs
 import csv
 import io
 import os
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, AsyncIterator, Iterator, Mapping
 
@@ -56,7 +57,15 @@ class _FileConnector(Connector):
         "encoding": Setting("source: text encoding, e.g. cp1252 (default: UTF-8, or what the file's BOM "
                             "says: UTF-8, UTF-16, UTF-32)", default=textfile.AUTO),
         "page_size": Setting("rows per page", default=PAGE),
+        "updated_column": Setting("source: column/field holding when a row last changed, so that `run --since "
+                                  "TIME` skips (and counts) the rows older than TIME"),
     }
+
+    @classmethod
+    def can_filter_since(cls, settings: Mapping[str, Any]) -> bool:
+        """A file is read whole either way; with ``updated_column`` rows older than
+        ``--since`` are skipped, so a delta writes only what changed."""
+        return bool(settings.get("updated_column"))
 
     def __init__(self, settings: Mapping[str, Any], ctx):
         super().__init__(settings, ctx)
@@ -64,6 +73,7 @@ class _FileConnector(Connector):
         self._seen: dict[str, set[str]] = {}
         self._fields: dict[str, list[str]] = {}
         self.page_size()  # a bad value is refused before anything is read, not mid-read
+        self._whole: set[str] = set()   # target streams written whole (keep_all: a backup)
 
     @classmethod
     def schemas(cls) -> dict[str, StreamSchema]:
@@ -130,17 +140,47 @@ class _FileConnector(Connector):
         if not path.exists():
             raise ConfigError(f"{self.ctx.where}: source file {path} does not exist")
         reader = await anyio.to_thread.run_sync(self._open_reader, path, cursor)
+        since = self._since()
         try:
             while True:
                 page = await anyio.to_thread.run_sync(next, reader, None)
                 if page is None:
                     return
-                yield page
+                yield page if since is None else self._changed_since(page, since)
         finally:
             await anyio.to_thread.run_sync(reader.close)
 
     def _open_reader(self, path: Path, cursor: Any) -> Iterator[Page]:
         raise NotImplementedError
+
+    def _since(self) -> datetime | None:
+        column = self.settings.get("updated_column")
+        if not self.ctx.since or not column:
+            return None
+        try:
+            return _utc(self.ctx.since)
+        except (ValueError, OverflowError):
+            raise ConfigError(f"--since {self.ctx.since!r} is not a date or date-time "
+                              "(e.g. 2026-11-30 or '2026-11-30 14:00')") from None
+
+    def _changed_since(self, page: Page, since: datetime) -> Page:
+        """The page less its rows whose ``updated_column`` is before ``since`` (counted in
+        ``page.older``). A row whose time cannot be read is kept: better written twice
+        than lost."""
+        column = str(self.settings["updated_column"])
+        kept = []
+        for record in page.records:
+            stamp = (record.data or {}).get(column)
+            if record.data is not None and stamp not in (None, ""):
+                try:
+                    if _utc(str(stamp)) < since:
+                        continue
+                except (ValueError, OverflowError):
+                    pass
+            kept.append(record)
+        page.older = len(page.records) - len(kept)
+        page.records = kept
+        return page
 
     def cannot_read_by_id(self, stream: str) -> None:
         return None
@@ -201,6 +241,8 @@ class _FileConnector(Connector):
     async def prepare(self, streams: list[Any]) -> None:
         for sm in streams:
             self._fields[sm.target_stream] = list(sm.fields)
+            if getattr(sm, "keep_all", False):
+                self._whole.add(sm.target_stream)
 
     def can_lookup(self, stream: str) -> bool:
         return bool(self.setting("source_id_column"))
@@ -319,6 +361,16 @@ class _OpenSchemas(dict):
         return True
 
 
+def _utc(text: str) -> datetime:
+    """A date or date-time as an aware UTC datetime; one without a zone is UTC."""
+    from dateutil import parser
+    try:
+        when = parser.isoparse(text.strip())
+    except ValueError:
+        when = parser.parse(text)
+    return (when if when.tzinfo else when.replace(tzinfo=timezone.utc)).astimezone(timezone.utc)
+
+
 def _mark_key(path: Path) -> str:
     return f"append:{path}"
 
@@ -360,6 +412,19 @@ class _Appender:
 
 # ---- CSV -------------------------------------------------------------------------------
 
+MORE = "_more"   # keep_all into CSV: the keys no column names, as one JSON object
+
+
+def _json_cell(value: Any) -> str:
+    """A backup's cell: text as it is, anything else (a list, an object, a number) as
+    JSON, so that nested lists survive a CSV and read back as they were."""
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    return orjson.dumps(value, default=str).decode()
+
+
 def _cell(value: Any) -> str:
     if value is None:
         return ""
@@ -391,8 +456,13 @@ class CsvConnector(_FileConnector):
         return delimiter
 
     def _open_reader(self, path: Path, cursor: Any) -> Iterator[Page]:
-        return _CsvPages(path, self._encoding(path), self._delimiter(),
-                         self.setting("id_column"), int((cursor or {}).get("row", 0)), self.page_size())
+        pages = _CsvPages(path, self._encoding(path), self._delimiter(),
+                          self.setting("id_column"), int((cursor or {}).get("row", 0)), self.page_size())
+        column = self.settings.get("updated_column")
+        if column and pages.header and column not in pages.header:
+            pages.close()
+            raise JobError(f"{path}: no column '{column}' (updated_column); columns are {', '.join(pages.header)}")
+        return pages
 
     def _columns(self, path: Path) -> tuple[str, list[str]] | None:
         reader = self._open_reader(path, None)
@@ -420,7 +490,17 @@ class CsvConnector(_FileConnector):
 
     def _appender(self, stream: str) -> _Appender:
         cols = [str(self.setting("source_id_column"))] + self._fields.get(stream, [])
+        if stream in self._whole:
+            cols.append(MORE)
         return _Appender(self.path_for(stream), self._csv_row(cols))
+
+    def _whole_row(self, stream: str, source_id: str, record: dict[str, Any]) -> list[str]:
+        """keep_all: the named columns, then every other key of the record in ``_more``."""
+        cols = self._fields.get(stream) or []
+        named = set(cols)
+        rest = {k: v for k, v in record.items() if k not in named}
+        return ([source_id] + [_json_cell(record.get(c)) for c in cols]
+                + [orjson.dumps(rest, default=str).decode() if rest else ""])
 
     def _csv_row(self, cells: list[str]) -> bytes:
         buf = io.StringIO()
@@ -428,12 +508,14 @@ class CsvConnector(_FileConnector):
         return buf.getvalue().encode("utf-8")
 
     def _line(self, stream: str, record: dict[str, Any], source_id: str) -> bytes:
+        if stream in self._whole:
+            return self._csv_row(self._whole_row(stream, source_id, record))
         cols = self._fields.get(stream) or list(record)
         return self._csv_row([source_id] + [_cell(record.get(c)) for c in cols])
 
     def _lines(self, stream: str, batch: list[tuple[str, dict[str, Any]]]) -> bytes:
         cols = self._fields.get(stream)
-        if not cols:
+        if not cols or stream in self._whole:
             return super()._lines(stream, batch)
         buf = io.StringIO()
         csv.writer(buf, delimiter=self._delimiter(), lineterminator="\n").writerows(

@@ -124,6 +124,7 @@ SCHEMAS = _build_schemas()
 class Realeflow(Connector):
     """Writes contacts, properties and relations; reads only the 25 newest of each."""
 
+    updates_by_id = False   # no update by id in its API (delta runs leave migrated records as they are)
     system = "realeflow"
     title = "Realeflow"
     reads = "api"

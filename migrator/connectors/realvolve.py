@@ -289,6 +289,11 @@ class Realvolve(Connector):
         return None
 
     # ---- source -----------------------------------------------------------------------
+    def filters_since_stream(self, stream: str) -> bool:
+        """Contacts by ``recent_contacts``, notes by their ``updated_at``; the properties
+        list takes no time and its doc shows no date: it is read whole."""
+        return stream != "properties"
+
     def _listing(self, stream: str) -> tuple[str, str | None]:
         """Where a stream's contacts are listed: all of them, or those updated since."""
         if stream == "contacts" and self.ctx.since:
@@ -757,6 +762,9 @@ class Realvolve(Connector):
                                            kind="update")
             action = "updated"
             requests["update"] = 1
+            if notes:   # an update by id (a delta): add only the notes the contact lacks
+                notes = await self._missing_notes(cid, notes)
+                requests["detail"] = 1
         if rest:
             requests["fill"] = 1
         await self._add_notes(cid, notes, Counter(), action, target_id is None, requests)
@@ -810,6 +818,20 @@ class Realvolve(Connector):
                 f"hand: retrying this record would create the contact again",
                 field=e.field if isinstance(e, RecordError) and e.field else (names[0] if names else None),
                 rule="partial") from None
+
+    async def _missing_notes(self, cid: Any, notes: list[str]) -> list[str]:
+        """Of ``notes``, those the contact does not hold yet (by text, counting repeats):
+        ``add_note`` adds, so writing a record onto its contact again must not repeat them."""
+        detail = _body(await self.http_client.request(
+            "GET", DETAIL, params={"contact_id": cid}, kind="detail"))
+        held = Counter(n.get("content") for n in detail.get("notes") or [] if isinstance(n, dict))
+        out = []
+        for text in notes:
+            if held[text] > 0:
+                held[text] -= 1
+            else:
+                out.append(text)
+        return out
 
     async def _add_note_once(self, contact_id: Any, text: str, occurrences: int, *, fresh: bool,
                              requests: dict[str, int]) -> None:

@@ -661,7 +661,7 @@ class Spark(Connector):
         self._check_stream(stream)
         body = {"D": _payload(record)}
         if target_id:
-            return await self._put(str(target_id), body)
+            return await self._update(str(target_id), body)
         dedup = self._dedup.get(stream)
         keys = keys_of(record, dedup.fields if dedup is not None else (EMAIL,))
         async with self._locks.hold(k for _, k in keys):
@@ -741,6 +741,23 @@ class Spark(Connector):
             requests.update((await self._put(matched, {"D": _payload(out.changes)})).requests)
         return WriteResult(str(matched), "updated", requests=requests,
                            placements=[p.as_dict() for p in out.placements])
+
+    async def _update(self, target_id: str, body: dict[str, Any]) -> WriteResult:
+        """A record written onto its own contact again (a delta): a PUT's Note adds a note,
+        so the Note goes only when the contact does not hold that text yet (one read)."""
+        note = body["D"].get("Note")
+        if not note:
+            return await self._put(target_id, body)
+        assert self.http is not None
+        resp = await self.http.request("GET", f"{CONTACTS}/{target_id}", params={"_expand": "Notes"},
+                                       kind="read")
+        rows = _envelope(resp).get("Results") or []
+        held = rows[0].get("Notes") if rows and isinstance(rows[0], dict) else None
+        if any(isinstance(n, dict) and n.get("Note") == note for n in held or ()):
+            body = {"D": {k: v for k, v in body["D"].items() if k != "Note"}}
+        result = await self._put(target_id, body)
+        result.requests = {"read": 1, **result.requests}
+        return result
 
     async def _put(self, target_id: str, body: dict[str, Any]) -> WriteResult:
         assert self.http is not None

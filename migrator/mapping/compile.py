@@ -30,7 +30,8 @@ __all__ = ["CompiledField", "FieldError", "MapResult", "Mapping", "Ref", "Stream
            "compile_mapping", "load_mapping"]
 
 TOP_KEYS = ("source", "target", "defaults", "streams")
-STREAM_KEYS = ("from", "to", "match_on", "where", "skip_if", "fields")
+STREAM_KEYS = ("from", "to", "match_on", "where", "skip_if", "fields", "keep_all")
+FILE_TARGETS = ("csv", "jsonl")   # the only targets that take a whole record (keep_all)
 FIELD_KEYS = ("path", "value", "template", "ref", "transform", "map", "default", "on_error")
 DEFAULT_KEYS = ("region", "dayfirst")
 CONDITION_OPS = ("equals", "not_equals", "in", "not_in", "empty", "not_empty", "matches")
@@ -78,6 +79,16 @@ class CompiledField:
     ref: str | None = None
 
 
+class _Everything(frozenset):
+    """``uses_paths`` of a ``keep_all`` stream: it uses every path the source holds, so a
+    source that fetches parts of a record only when the mapping reads them fetches all."""
+
+    def __contains__(self, item: object) -> bool:
+        return True
+
+
+EVERYTHING = _Everything()
+
 _Plan = tuple[str, "str | None", Callable[[dict], Any], tuple[tuple[str, Transform], ...],
               bool, bool, "dict[str, Any] | None"]
 
@@ -96,15 +107,18 @@ class StreamMapping:
     """
 
     __slots__ = ("name", "source_stream", "target_stream", "match_on", "fields", "uses_paths", "refs",
-                 "schema", "_where", "_skip_if", "_plan", "_fields", "path_roots")
+                 "schema", "_where", "_skip_if", "_plan", "_fields", "path_roots", "keep_all")
 
     def __init__(self, source_stream: str, target_stream: str, match_on: tuple[str, ...],
                  fields: dict[str, CompiledField], schema: StreamSchema | None,
                  uses_paths: set[str], refs: dict[str, str],
                  where: tuple[tuple[Callable[[dict], bool], str], ...],
                  skip_if: tuple[tuple[Callable[[dict], bool], str], ...],
-                 plan: tuple[_Plan, ...], name: str | None = None):
+                 plan: tuple[_Plan, ...], name: str | None = None, keep_all: bool = False):
         self.name = name or source_stream
+        # keep_all: the record goes out whole — every key the source returned, empty
+        # ones and nested lists included — with the mapped fields laid over it (a backup).
+        self.keep_all = keep_all
         self.source_stream = source_stream
         self.target_stream = target_stream
         self.match_on = match_on
@@ -143,7 +157,7 @@ class StreamMapping:
         for test, text in self._skip_if:
             if test(record):
                 return MapResult(None, skipped=f"skip_if: {text}")
-        data: dict[str, Any] = {}
+        data: dict[str, Any] = dict(record) if self.keep_all else {}
         errors = self._fields(record, data)
         if errors:
             return MapResult(None, errors=errors)
@@ -381,8 +395,16 @@ class _Compiler:
             known = list(self.schemas) if isinstance(self.schemas, AbcMapping) else []
             raise self.fail(spec if "to" in spec else streams_node, "to" if "to" in spec else name,
                             f"{self.target} has no stream {to!r}" + _suggest(to, known))
+        keep_all = spec.get("keep_all", False)
+        if not isinstance(keep_all, bool):
+            raise self.fail(spec, "keep_all", "keep_all must be true or false")
+        if keep_all and self.target not in FILE_TARGETS:
+            raise self.fail(spec, "keep_all", f"keep_all writes every field the source returns, which only a "
+                            f"file takes (target csv or jsonl), not {self.target}")
         fields_node = spec.get("fields")
-        if not isinstance(fields_node, dict) or not fields_node:
+        if keep_all and fields_node is None:
+            fields_node = LDict({}, line=where_line(spec, "keep_all"), filename=self.filename)
+        elif not isinstance(fields_node, dict) or not fields_node:
             raise self.fail(spec if "fields" in spec else streams_node,
                             "fields" if "fields" in spec else name,
                             f"stream {name!r} needs fields: target field -> source path or spec")
@@ -404,8 +426,10 @@ class _Compiler:
         where_conds = self.conditions(spec, "where", uses)
         skip_conds = self.conditions(spec, "skip_if", uses)
         sm = StreamMapping(source, to, match_on, fields, schema, uses, refs,
-                           where_conds, skip_conds, tuple(plan), name=name)
+                           where_conds, skip_conds, tuple(plan), name=name, keep_all=keep_all)
         sm.path_roots = tuple(self.paths)
+        if keep_all:
+            sm.uses_paths = EVERYTHING
         return sm
 
     def match_on(self, spec: LDict, fields: dict[str, CompiledField]) -> tuple[str, ...]:
@@ -689,6 +713,10 @@ class _Compiler:
                            if v is not None and not isinstance(v, (dict, list)))
             test = matches
         return test, text, path.roots
+
+
+def where_line(node: Any, key: Any) -> int:
+    return node.line_of(key) if isinstance(node, LDict) else 0
 
 
 def _generate(plan: tuple[_Plan, ...]) -> Callable[[dict, dict], "list[Violation] | None"]:

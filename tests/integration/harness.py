@@ -26,6 +26,7 @@ from migrator.sandbox.server import Sandbox, SandboxThread, make
 ROOT = Path(__file__).resolve().parents[2]
 MAPPINGS = ROOT / "mappings"
 CSV_SOURCES = set(EXPORTS)
+FILE_TARGETS = ("csv", "jsonl")   # written to out-<stream>.<csv|jsonl> beside the job, no simulator
 TARGET_STREAM = {"brokerkit": "leads"}
 CREDENTIALS = {
     "realvolve": {"client_id": "REALVOLVE_CLIENT_ID", "client_secret": "REALVOLVE_CLIENT_SECRET",
@@ -64,7 +65,8 @@ class Pair:
         sims = {}
         if source not in CSV_SOURCES:
             sims[source] = make(source, contacts=n, seed=seed, dirt=dirt, **{"limit": None, **(source_sim or {})})
-        sims[target] = make(target, contacts=0, seed=seed + 1, faults=faults, **{"limit": None, **(target_sim or {})})
+        if target not in FILE_TARGETS:
+            sims[target] = make(target, contacts=0, seed=seed + 1, faults=faults, **{"limit": None, **(target_sim or {})})
         # The people the target holds before the run: a list, or every k-th one for a share.
         self.preseeded = (preseed if isinstance(preseed, list) else
                           self.people[::max(1, round(1 / preseed))] if preseed else [])
@@ -97,10 +99,12 @@ class Pair:
             src = f"{{system: csv, path: export.csv, id_column: '{id_column(self.source)}'}}"
         else:
             src = system_block(self.source, credentials=self.source_credentials)
+        dst = (f"{{system: {self.target}, path: 'out-{{stream}}.{self.target}'}}" if self.target in FILE_TARGETS
+               else system_block(self.target, self.target_settings))
         (self.tmp / "job.yaml").write_text(
             f"name: {self.source}-to-{self.target}\n"
             f"source: {src}\n"
-            f"target: {system_block(self.target, self.target_settings)}\n"
+            f"target: {dst}\n"
             f"mapping: {self.mapping}\n"
             f"checkpoint: ckpt.sqlite\nreports: reports\n"
             f"concurrency: {self.concurrency}\non_uncertain: {self.on_uncertain}\n"
@@ -119,7 +123,9 @@ class Pair:
     async def run(self, mode: str = "run", **kwargs: Any) -> Outcome:
         return await Engine(self.job(), mode=mode, progress=False, **kwargs).run()
 
-    def target_records(self) -> list[dict[str, Any]]:
+    def target_records(self, stream: str = "contacts") -> list[dict[str, Any]]:
+        if self.target in FILE_TARGETS:
+            return read_file_target(self.tmp / f"out-{stream}.{self.target}")
         return self.target_sim.inspect_records(TARGET_STREAM.get(self.target, "contacts"))
 
 
@@ -159,6 +165,18 @@ class ThreadPair(Pair):
 
     def target_count(self) -> int:
         return self.call(lambda: len(self.target_records()))
+
+
+def read_file_target(path: Path) -> list[dict[str, Any]]:
+    """The records a CSV or JSONL target holds (a CSV's cells as text)."""
+    import csv
+    import json
+    if not path.exists():
+        return []
+    if path.suffix == ".csv":
+        with open(path, newline="", encoding="utf-8") as fh:
+            return list(csv.DictReader(fh))
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
 def seed_target(sim: Any, persons: list[Any]) -> None:

@@ -481,3 +481,30 @@ def test_repeated_texts_map_the_same_every_time_failures_included():
         assert bad.data is None and [(e.field, e.rule) for e in bad.errors] == [("phone", "transform:phone_e164")]
     for _ in range(2):
         assert mapping.apply({"w": "12"}).data == {"source": "Import"}, "on_error: drop drops the field"
+
+
+def test_keep_all_sends_the_whole_record_with_the_mapped_fields_laid_over_it():
+    from migrator.connectors.files import OpenSchema
+    text = textwrap.dedent("""\
+        source: realvolve
+        target: jsonl
+        streams:
+          contacts:
+            keep_all: true
+            fields:
+              email: {path: "emails[0].address", transform: [lower]}
+        """)
+    m = load_mapping(text, schemas=lambda s: OpenSchema(s))
+    record = {"id": 7, "first": "", "emails": [{"address": "ANN@X.IO"}], "tags": [], "note": None}
+    out = m.streams["contacts"].apply(record)
+    assert out.data == {**record, "email": "ann@x.io"}   # empty values and nested lists kept
+    assert "anything" in m.streams["contacts"].uses_paths   # the source fetches every part
+    plain = load_mapping(text.replace("    keep_all: true\n", ""), schemas=lambda s: OpenSchema(s))
+    assert plain.streams["contacts"].apply(record).data == {"email": "ann@x.io"}
+
+
+def test_keep_all_must_be_true_or_false():
+    from migrator.connectors.files import OpenSchema
+    text = "source: a\ntarget: csv\nstreams:\n  contacts:\n    keep_all: yes please\n"
+    with pytest.raises(MappingError, match=r"<mapping>:5: keep_all must be true or false"):
+        load_mapping(text, schemas=lambda s: OpenSchema(s))

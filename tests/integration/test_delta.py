@@ -1,0 +1,185 @@
+"""Delta after cutover (issue 20, part 4): ``run --since TIME`` updates, through the
+checkpoint's id map, exactly the records changed in the source since TIME, creates the
+new ones, and the report counts them apart."""
+from __future__ import annotations
+
+import json
+import sqlite3
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+from migrator.connectors.base import Context
+from migrator.engine import Engine
+from migrator.registry import connector_class
+
+from tests.integration.harness import CREDENTIALS, Pair, read_file_target
+
+N = 40
+
+
+async def change_in_realvolve(pair: Pair, ids: list[str], new_contact: dict) -> str:
+    """Change contacts in the source simulator through Realvolve's own API (update_contact
+    stamps updated_at), and add one: what a team does while it cuts over."""
+    env = pair.env
+    settings = {"system": "realvolve", "base_url": env["REALVOLVE_BASE_URL"],
+                **{k: env[v] for k, v in CREDENTIALS["realvolve"].items()}}
+    api = connector_class("realvolve")(settings, Context(role="target", allow_insecure_http=True))
+    await api.open()
+    try:
+        for sid in ids:
+            await api.write("contacts", {"first_name": f"Changed{sid}"}, source_id=sid, target_id=sid)
+        return (await api.write("contacts", new_contact, source_id="new")).target_id
+    finally:
+        await api.close()
+
+
+def rows(pair: Pair, sql: str) -> list[tuple]:
+    with sqlite3.connect(pair.tmp / "ckpt.sqlite") as db:
+        return db.execute(sql).fetchall()
+
+
+async def test_a_delta_run_updates_exactly_the_records_changed_in_the_source(tmp_path: Path) -> None:
+    async with Pair(tmp_path, "realvolve", "rei", n=N, on_merge="update") as pair:
+        first = await pair.run()
+        assert first.total("done") > N // 2   # the seeded data is dirty: a few fail
+        before = {c["id"]: c for c in pair.target_records()}
+        done = dict(rows(pair, "SELECT source_id, target_id FROM records WHERE status='done'"))
+        since = (datetime.now(timezone.utc) - timedelta(seconds=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+        changed = sorted(done)[3:6]
+        new_id = await change_in_realvolve(pair, changed, {
+            "first_name": "Newcomer", "last_name": "Delta", "work_email": "newcomer.delta@example.com"})
+
+        delta = await Engine(pair.job(), mode="run", progress=False, since=since).run()
+        (s,) = delta.streams
+        assert s.counts["read"] == len(changed) + 1          # recent_contacts: only what changed
+        assert s.counts["updated"] == len(changed) and s.counts["created"] == 1, s.counts
+        assert s.counts["failed"] == 0
+        after = {c["id"]: c for c in pair.target_records()}
+        assert len(after) == len(before) + 1                   # nothing doubled
+        for sid in changed:
+            assert after[done[sid]]["firstName"] == f"Changed{sid}"
+        untouched = [tid for sid, tid in done.items() if sid not in changed]
+        assert all(after[t]["dateUpdated"] == before[t]["dateUpdated"] for t in untouched)
+        new_tid = rows(pair, f"SELECT target_id, action FROM records WHERE source_id='{new_id}'")
+        assert new_tid and new_tid[0][1] == "created" and after[new_tid[0][0]]["firstName"] == "Newcomer"
+
+        # The same delta again (a resume, or run twice): it updated those already — nothing sent.
+        again = await Engine(pair.job(), mode="run", progress=False, since=since).run()
+        assert again.total("updated") == 0 and again.total("created") == 0
+        assert len(pair.target_records()) == len(after)
+
+
+def file_job(tmp: Path, rows_: list[dict], *, updated_column: str | None = "updated") -> Path:
+    src = tmp / "in.jsonl"
+    src.write_text("".join(json.dumps(r) + "\n" for r in rows_))
+    extra = f", updated_column: {updated_column}" if updated_column else ""
+    (tmp / "job.yaml").write_text(
+        "name: t\n"
+        f"source: {{system: jsonl, path: in.jsonl, id_column: id{extra}}}\n"
+        "target: {system: jsonl, path: out.jsonl}\n"
+        "mapping:\n  source: jsonl\n  target: jsonl\n  streams:\n    contacts:\n"
+        "      fields: {name: name, email: email}\n"
+        "checkpoint: ckpt.sqlite\nreports: reports\n")
+    return tmp / "job.yaml"
+
+
+def people(n: int, when: str) -> list[dict]:
+    return [{"id": f"P{i:03}", "name": f"Person {i}", "email": f"p{i}@example.com", "updated": when}
+            for i in range(n)]
+
+
+async def test_a_file_delta_skips_and_counts_rows_older_than_since(tmp_path: Path) -> None:
+    from migrator.job import load_job
+    data = people(30, "2026-11-01 09:00")
+    job = file_job(tmp_path, data)
+    first = await Engine(load_job(job), mode="run", progress=False).run()
+    assert first.total("created") == 30
+    for i in (4, 17, 29):
+        data[i].update(name=f"Renamed {i}", updated="2026-12-02T10:30:00+01:00")
+    data.append({"id": "P900", "name": "New one", "email": "new@example.com", "updated": "2026-12-03"})
+    file_job(tmp_path, data)
+    delta = await Engine(load_job(job), mode="run", progress=False, since="2026-12-01").run()
+    (s,) = delta.streams
+    assert s.counts["older_than_since"] == 27
+    assert s.counts["updated"] == 3 and s.counts["created"] == 1 and s.counts["failed"] == 0, s.counts
+    out = read_file_target(tmp_path / "out.jsonl")
+    assert len(out) == 34                                 # each changed row's new version appended once
+    assert [r["name"] for r in out[30:33]] == ["Renamed 4", "Renamed 17", "Renamed 29"]
+    again = await Engine(load_job(job), mode="run", progress=False, since="2026-12-01").run()
+    assert again.total("updated") == 0 and len(read_file_target(tmp_path / "out.jsonl")) == 34
+
+
+def test_a_source_that_cannot_filter_says_so_in_one_line(tmp_path: Path, capsys) -> None:
+    from migrator.cli import main
+    job = file_job(tmp_path, people(3, "2026-11-01"), updated_column=None)
+    assert main(["run", str(job), "--since", "2026-12-01", "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "cannot list only the records changed" in err[0] and "updated_column" in err[0]
+    assert not (tmp_path / "out.jsonl").exists()
+
+
+async def test_a_delta_updates_only_streams_the_source_filters(tmp_path: Path) -> None:
+    """Realvolve's properties list takes no time: a delta reads it whole, creates what is
+    new and leaves the properties migrated before as they are (none appended again)."""
+    async with Pair(tmp_path, "realvolve", "jsonl", n=N) as pair:
+        await pair.run()
+        before = {s: len(pair.target_records(s)) for s in ("contacts", "notes", "properties")}
+        since = (datetime.now(timezone.utc) - timedelta(seconds=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+        sid = pair.target_records("contacts")[0]["_source_id"]
+        await change_in_realvolve(pair, [sid], {"first_name": "Late", "work_email": "late@example.com"})
+        delta = await Engine(pair.job(), mode="run", progress=False, since=since).run()
+    counts = {s.stream: s.counts for s in delta.streams}
+    assert counts["contacts"]["updated"] == 1 and counts["contacts"]["created"] == 1
+    assert counts["properties"]["read"] == before["properties"] and counts["properties"]["done"] == 0
+    assert counts["properties"]["already_settled"] == before["properties"]
+    assert len(pair.target_records("properties")) == before["properties"]
+    assert len(pair.target_records("contacts")) == before["contacts"] + 2   # the new version, the new one
+    assert {r["first_name"] for r in pair.target_records("contacts")[-2:]} == {f"Changed{sid}", "Late"}
+
+
+TARGET_FIELDS = {
+    "realvolve": "{first_name: name, work_email: email, notes: {path: notes}}",
+    "spark": "{DisplayName: name, GivenName: name, PrimaryEmail: email, Note: {path: 'notes[0]'}}",
+}
+
+
+@pytest.mark.parametrize("target", ["realvolve", "spark"])
+async def test_a_delta_update_does_not_add_the_notes_again(tmp_path: Path, target: str) -> None:
+    """Realvolve's add_note and a Spark PUT's Note add a note: an update by id sends only
+    the notes the contact does not hold yet."""
+    from migrator.job import load_job
+    from migrator.sandbox.server import Sandbox, make
+    from tests.integration.harness import system_block
+
+    data = [{"id": f"P{i}", "name": f"Person {i}", "email": f"p{i}@example.com",
+             "notes": [f"called {i}", f"met {i}"], "updated": "2026-11-01"} for i in range(4)]
+
+    def write_source() -> None:
+        (tmp_path / "in.jsonl").write_text("".join(json.dumps(r) + "\n" for r in data))
+    write_source()
+    sandbox = Sandbox({target: make(target, contacts=0, seed=3, limit=None)})
+    await sandbox.start()
+    try:
+        (tmp_path / "job.yaml").write_text(
+            "name: t\nsource: {system: jsonl, path: in.jsonl, updated_column: updated}\n"
+            f"target: {system_block(target)}\n"
+            f"mapping:\n  source: jsonl\n  target: {target}\n  streams:\n    contacts:\n"
+            f"      fields: {TARGET_FIELDS[target]}\n"
+            "checkpoint: ckpt.sqlite\nreports: reports\n")
+        job = lambda: load_job(tmp_path / "job.yaml", env=sandbox.env())  # noqa: E731
+        first = await Engine(job(), mode="run", progress=False).run()
+        assert first.total("created") == 4, first.streams[0].counts
+        notes_before = len(sandbox[target].inspect_records("notes"))
+        data[2].update(name="Renamed Two", updated="2026-12-02")
+        write_source()
+        delta = await Engine(job(), mode="run", progress=False, since="2026-12-01").run()
+        assert delta.total("updated") == 1 and delta.total("failed") == 0, delta.streams[0].counts
+        contacts = sandbox[target].inspect_records("contacts")
+        assert len(contacts) == 4
+        names = {c.get("first_name") or c.get("GivenName") for c in contacts}
+        assert "Renamed Two" in names
+        assert len(sandbox[target].inspect_records("notes")) == notes_before   # none added again
+    finally:
+        await sandbox.stop()
