@@ -55,17 +55,18 @@ def cmd_run(args: argparse.Namespace, mode: str, job: Any = None) -> int:
     if plan_only:
         mode = "validate"  # `run --plan`: the validate pass, then the plan; nothing written
     latency = getattr(args, "latency", None)
+    sample = getattr(args, "sample", None) if mode == "run" else None
     plan = None
     sink = FailureSink(report_paths(job, mode)[1]) if mode == "validate" else None
     engine = Engine(job, mode=mode, progress=_progress(args), since=getattr(args, "since", None),
                     accept_mapping_change=getattr(args, "accept_mapping_change", False),
                     sink=sink,
-                    server=getattr(args, "server", False))
+                    server=getattr(args, "server", False), sample=sample)
 
     async def go():
         if mode == "validate":
             return await planning.validate_with_plan(engine, latency)
-        if mode == "run":
+        if mode == "run" and not sample:
             await planning.before_run(job, engine.source, engine.target,
                                       lambda line: print(line, file=sys.stderr), latency)
         return await engine.run(), None
@@ -91,6 +92,9 @@ def cmd_run(args: argparse.Namespace, mode: str, job: Any = None) -> int:
                   f"Resume with:  migrator {mode} {args.job}", file=sys.stderr)
         return EXIT_INTERRUPTED
     failed = outcome.total("failed")
+    if sample:
+        from .trial import after_trial
+        after_trial(job, outcome, lambda line: print(line, file=sys.stderr))
     if plan_only:
         return EXIT_OK
     if mode == "validate":
@@ -272,8 +276,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     r = job_cmd("run", "migrate; run it again after an interruption to resume",
                 "migrator run my-job/job.yaml", "migrator run my-job/job.yaml --plan",
-                "migrator run my-job/job.yaml --since 2026-11-30")
+                "migrator run my-job/job.yaml --since 2026-11-30", "migrator run my-job/job.yaml --sample 50")
     r.add_argument("--since", metavar="TIME", help=SINCE_HELP)
+    r.add_argument("--sample", type=int, metavar="N",
+                   help="a trial: write N records spread over the whole source (every k-th), then stop to "
+                        "review them; the next run writes the rest and never a trial record again; "
+                        "`migrator undo JOB --sample-only` takes the trial back")
     r.add_argument("--plan", action="store_true",
                    help="print the plan (records, requests by kind, ETA, daily-quota fit) and exit, "
                         "writing nothing; it reads and validates the whole source first, as validate does")

@@ -114,7 +114,7 @@ class Engine:
                  out: Callable[[str], None] | None = None,
                  sink: Callable[..., None] | None = None,
                  stop_after: int | None = None, server: bool = False,
-                 planners: dict[str, Any] | None = None):
+                 planners: dict[str, Any] | None = None, sample: int | None = None):
         self.job = job
         self.mode = mode  # run | validate | retry
         dry = job.target.cls.dry_run_setting
@@ -141,6 +141,9 @@ class Engine:
         # (stream, source_id, field, rule, message, value=, name=, email=) per failure, as it happens
         self.sink = sink
         self.stop_after = stop_after  # behave as if Ctrl-C came after this many writes (demo, tests)
+        if sample is not None and (mode != "run" or sample < 1):
+            raise UserError("--sample needs a positive number of records, and only `run` takes it")
+        self.sample = sample  # run --sample N: a trial of N records spread over each stream
         self._written = 0
         self._admitted = 0   # writes sent or done, not failed: stop_after stops at exactly its count
         self._settled: Any = None   # an anyio.Event, made in run(): set when a write settles
@@ -161,7 +164,8 @@ class Engine:
             if self.mode in ("run", "retry"):
                 self.ckpt = await Checkpoint.open(
                     self.job.checkpoint, job_id=self.job.job_id, mapping_digest=self.job.mapping.digest,
-                    accept_mapping_change=self.accept_mapping_change, mode=self.mode)
+                    accept_mapping_change=self.accept_mapping_change,
+                    mode="sample" if self.sample else self.mode)
                 outcome.run = self.ckpt.run
             await self.source.open()
             for c in (self.source, self.target):  # a quota wait is told on the progress line; Ctrl-C ends it
@@ -259,7 +263,13 @@ class Engine:
             if finished:
                 result.counts["stream_already_finished"] = 1
                 return
-        pages = _Pages(self.ckpt if self.mode == "run" else None, sm.name)
+        picker = None
+        if self.sample:
+            # A trial reads from the start and moves no watermark: the next run reads
+            # every page again and passes over the records the trial settled.
+            cursor = None
+            picker = await self._sampler(sm, info.total)
+        pages = _Pages(self.ckpt if self.mode == "run" and picker is None else None, sm.name)
         bar = self._bar(sm.name, info.total, result)
         writing = self.mode != "validate" or self.server
         batched = writing and self._batched and self.mode != "validate"
@@ -285,11 +295,12 @@ class Engine:
             receive.close()
             try:
                 completed_reading = await self._read(sm, schema, cursor, send, pages, result, bar, unsettled,
-                                                     reader)
+                                                     reader, picker)
             finally:
                 send.close()
         if self.ckpt is not None:
-            if completed_reading and self.mode == "run" and not self._stopping and not pages.open:
+            if (completed_reading and self.mode == "run" and not self._stopping and not pages.open
+                    and picker is None):
                 self.ckpt.advance(sm.name, None, finished=True)
             await self.ckpt.commit()
 
@@ -307,6 +318,21 @@ class Engine:
             source_stream = self.job.mapping.streams[stream].source_stream
             self._tg.start_soon(self._count_total, count, source_stream, bar)
         return bar
+
+    async def _sampler(self, sm, total: int | None) -> "Sampler":
+        """Every k-th record of the stream, k its count over N: spread over the whole
+        source, the same records each time it is read in the same order, and nothing held
+        in memory but a counter."""
+        if total is None:
+            count = getattr(self.source, "count_records", None)
+            total = await count(sm.source_stream) if count is not None else None
+        if total is None:
+            total = self._planned_total(sm.name)
+        if total is None:
+            raise UserError(f"{self.source.system} does not say how many {sm.source_stream} records it holds, "
+                            f"so --sample cannot spread a trial over them; run `migrator validate` first "
+                            "(its plan counts them)")
+        return Sampler(self.sample or 0, total)
 
     def _planned_total(self, stream: str) -> int | None:
         if self._plan is False:
@@ -327,7 +353,7 @@ class Engine:
 
     async def _read(self, sm, schema, cursor: Any, send: MemoryObjectSendStream[Any],
                     pages: _Pages, result: StreamResult, bar, unsettled: set[str] | None = None,
-                    reader: Any = None) -> bool:
+                    reader: Any = None, picker: "Sampler | None" = None) -> bool:
         """Fetch pages in a task of their own, READ_AHEAD pages ahead of the writers, so
         reading and writing overlap; sort each page, then hand its work to the writers."""
         seq = 0
@@ -360,6 +386,8 @@ class Engine:
                         tg.cancel_scope.cancel()
                         break
                     crashpoints.reached("read")
+                    if picker is not None:
+                        page = picker.pick(page)
                     seq += 1
                     if result.fill is not None and not result.fill.checked:
                         self._count_fill(result.fill, page)
@@ -378,6 +406,9 @@ class Engine:
                     else:
                         for item in items:
                             await send.send(item)
+                    if picker is not None and picker.full:
+                        tg.cancel_scope.cancel()   # the trial has its N: the rest waits for the next run
+                        break
         return not self._stopping
 
     def _count_fill(self, fill: FillCounter, page: Page) -> None:
@@ -476,6 +507,9 @@ class Engine:
                         missing = (fname, ref)
                         break
                     data[fname] = tid
+            if missing and self.sample:
+                result.counts["sample_waits_for_link"] += 1   # its link is not in the trial: the next run writes both
+                continue
             if missing:
                 fname, ref = missing
                 self._fail(result, rec.source_id,
@@ -744,6 +778,30 @@ class Engine:
             self._stopping = True
             self._settled.set()   # writers waiting for room: there is none left
             self.out(f"stopping after {self._written} writes, as asked")
+
+
+class Sampler:
+    """``run --sample N``: picks every k-th record read (k = total // N, the first at
+    position 0) until N are picked. Positions count every record the source gives, in
+    its order, so the same source gives the same trial."""
+
+    def __init__(self, n: int, total: int):
+        self.n, self.step = n, max(1, total // max(1, n))
+        self.position = 0
+        self.picked = 0
+
+    @property
+    def full(self) -> bool:
+        return self.picked >= self.n
+
+    def pick(self, page: Page) -> Page:
+        kept = []
+        for rec in page.records:
+            if self.picked < self.n and self.position % self.step == 0:
+                kept.append(rec)
+                self.picked += 1
+            self.position += 1
+        return Page(kept, page.cursor, page.total)
 
 
 def _leaves(group: BaseExceptionGroup) -> list[BaseException]:
