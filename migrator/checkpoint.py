@@ -65,6 +65,15 @@ CREATE TABLE IF NOT EXISTS placements (
 CREATE TABLE IF NOT EXISTS failure_context (
     stream TEXT NOT NULL, source_id TEXT NOT NULL, value TEXT, name TEXT, email TEXT,
     PRIMARY KEY (stream, source_id)) WITHOUT ROWID;
+-- `migrator undo`: for each record this job wrote onto the target (API targets), what it
+-- sent and, where the target held the record before, its previous values; and how far
+-- the undo of each record has come (inflight, undone, listed, kept, failed).
+CREATE TABLE IF NOT EXISTS undo_log (
+    stream TEXT NOT NULL, source_id TEXT NOT NULL, target_id TEXT NOT NULL, previous TEXT, wrote TEXT,
+    PRIMARY KEY (stream, source_id)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS undo_state (
+    stream TEXT NOT NULL, source_id TEXT NOT NULL, state TEXT NOT NULL, note TEXT, run INTEGER,
+    PRIMARY KEY (stream, source_id)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS sent_records (
     stream TEXT NOT NULL, key TEXT NOT NULL, body TEXT NOT NULL,
     PRIMARY KEY (stream, key)) WITHOUT ROWID;
@@ -209,6 +218,29 @@ class Checkpoint:
         self._queue("INSERT INTO placements VALUES (?, ?, ?) ON CONFLICT (stream, source_id) "
                     "DO UPDATE SET placed=excluded.placed",
                     (stream, source_id, orjson.dumps(placements, default=str).decode()))
+
+    def undo_log(self, stream: str, source_id: str, target_id: str, previous: dict[str, Any] | None,
+                 wrote: dict[str, Any] | None) -> None:
+        """What undo needs of a write (queued: it commits with the record's ``done``): the
+        record as the target held it before (None: this job created it) and what was sent."""
+        dump = lambda v: None if v is None else orjson.dumps(v, default=str).decode()  # noqa: E731
+        self._queue("INSERT INTO undo_log VALUES (?, ?, ?, ?, ?) ON CONFLICT (stream, source_id) "
+                    "DO UPDATE SET target_id=excluded.target_id, previous=excluded.previous, wrote=excluded.wrote",
+                    (stream, source_id, target_id, dump(previous), dump(wrote)))
+
+    def undo_state(self, stream: str, source_id: str, state: str, note: str | None = None) -> None:
+        """How far the undo of one record has come; ``undone`` also frees the record for a
+        later run (its status becomes ``undone``, and its stream is read again)."""
+        self._queue("INSERT INTO undo_state VALUES (?, ?, ?, ?, ?) ON CONFLICT (stream, source_id) "
+                    "DO UPDATE SET state=excluded.state, note=excluded.note, run=excluded.run",
+                    (stream, source_id, state, note, self.run))
+        if state == "undone":
+            self._queue("UPDATE records SET status='undone', run=?, updated=? WHERE stream=? AND source_id=?",
+                        (self.run, time.time(), stream, source_id))
+
+    def forget_target_keys(self) -> None:
+        """After an undo: the target's natural keys known so far may name deleted records."""
+        self._queue("DELETE FROM target_keys", ())
 
     def set_mark(self, key: str, value: Any) -> None:
         """How far a local target's output is settled; queued right after its write, so it

@@ -112,6 +112,20 @@ def cmd_run(args: argparse.Namespace, mode: str, job: Any = None) -> int:
     return EXIT_OK
 
 
+def cmd_undo(args: argparse.Namespace, mode: str, job: Any) -> int:
+    """Take back what the job wrote (its own checkpoint says what), as the job's only writer."""
+    import anyio
+
+    from .undo import Undo, summary
+
+    say = lambda line: print(line, file=sys.stderr)  # noqa: E731
+    outcome = anyio.run(Undo(job, sample_only=args.sample_only, force=args.force, out=say).run)
+    for line in summary(outcome):
+        say(line)
+    c = outcome.counts
+    return EXIT_FAILED if c.get("listed") or c.get("failed") or c.get("kept") else EXIT_OK
+
+
 def nothing_to_retry(job: Any) -> str | None:
     """What ``retry`` says, before reading anything, when no record is left to write
     again (none failed, none left pending by an interruption); None when some are."""
@@ -309,6 +323,14 @@ def build_parser() -> argparse.ArgumentParser:
                              "default: fill what it lacks, add tags and notes, keep a second value where the "
                              "target can hold one), update it (the vendor's overwrite), skip it, or fail; "
                              "overrides the job's on_merge")
+    u = job_cmd("undo", "take back what the job wrote: delete the records it created and put back the values "
+                "of those it changed (planned, checkpointed, resumable); a file target is cut back",
+                "migrator undo my-job/job.yaml", "migrator undo my-job/job.yaml --sample-only")
+    u.add_argument("--sample-only", action="store_true",
+                   help="take back only the trial (`run --sample N`), not the records later runs wrote")
+    u.add_argument("--force", action="store_true",
+                   help="also undo records someone changed in the target after the migration "
+                        "(by default they are listed and left as they are)")
     st = command("status", "what is done, pending and failed, from the checkpoint (works beside a run)",
                  "migrator status my-job/job.yaml")
     st.add_argument("job", help="the job file (YAML)")
@@ -355,6 +377,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     handlers: dict[str, Any] = {
         "run": lambda a: cmd_run(a, "run") if a.plan else one_writer(a, "run", cmd_run),
         "validate": lambda a: cmd_run(a, "validate"), "retry": lambda a: one_writer(a, "retry", cmd_run),
+        "undo": lambda a: one_writer(a, "undo", cmd_undo),
         "status": cmd_status, "connectors": cmd_connectors,
         "fields": cmd_fields, "sandbox": cmd_sandbox, "demo": cmd_demo, "init": cmd_init,
     }

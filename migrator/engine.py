@@ -151,6 +151,8 @@ class Engine:
         self._tg: Any = None   # the run's task group: progress totals are counted in it
         self._cheap_lookup = bool(getattr(self.target, "cheap_lookup", False))
         self._batched = bool(getattr(self.target, "batch_writes", False))
+        # What `migrator undo` needs of each write is kept only where undo can use it.
+        self._undo_log = not self._batched and self.target.cannot_undo() is None
         self._stopping = False
         self._bars: list[Any] = []
 
@@ -171,6 +173,8 @@ class Engine:
             for c in (self.source, self.target):  # a quota wait is told on the progress line; Ctrl-C ends it
                 c.watch_waits(self.out, lambda: self._stopping)
             self.source.use_mapping(list(self.job.mapping.streams.values()))
+            if self.mode in ("run", "validate") and (why := self.target.cannot_undo()) is not None:
+                self.out(f"note: this run cannot be undone: {why}")
             if writing:
                 await self.target.open()
                 self.target.checkpoint = self.ckpt  # dedup's key index lives there
@@ -721,6 +725,9 @@ class Engine:
             crashpoints.reached("written")
             if res.placements:   # what a combined merge put where: committed with its done
                 ckpt.placed(stream, sid, res.placements)
+            if self._undo_log and res.action in ("created", "updated"):
+                ckpt.undo_log(stream, sid, str(res.target_id), res.previous,
+                              item.data if res.wrote is None else res.wrote)
             await self._done(result, stream, sid, res.target_id, res.action, res.matched_key, uncertain)
             return
         self._fail(result, sid, "the write's outcome stayed unknown after several attempts",
