@@ -75,12 +75,13 @@ def plan_groups(rows: list[tuple], target_stream: Callable[[str], str]) -> list[
         states = {r[7] for r in rs}
         state = "inflight" if "inflight" in states else ("undone" if states == {"undone"} else
                                                           next((s for s in states if s), None))
-        last_wrote = next((_load(r[6]) for r in reversed(rs) if r[6] is not None), None)
+        wrote: dict[str, Any] = {}
+        for r in rs:   # what the target should hold of the job's writes, the latest value of each field
+            wrote.update(_load(r[6]) or {})
         created = [r for r in rs if r[3] == "created"]
-        g = Group(stream, target_stream(stream), tid, ids, "keep", state=state, wrote=last_wrote)
+        g = Group(stream, target_stream(stream), tid, ids, "keep", state=state, wrote=wrote)
         if created:
             g.kind = "delete"
-            g.wrote = _load(created[0][6]) if len(rs) == 1 else None   # several writes: no single "wrote"
         elif rs[0][3] == "updated" and rs[0][5] is not None:
             g.kind, g.previous = "restore", _load(rs[0][5])
         elif rs[0][4] == "lookup after interruption" or rs[0][4] == "lookup after lost response":
@@ -152,6 +153,7 @@ class Undo:
         try:
             await target.open()
             target.checkpoint = self.ckpt
+            await target.undo_open()
             if getattr(target, "batch_writes", False):
                 await self._cut_files()
             else:
@@ -222,14 +224,18 @@ class Undo:
         assert ckpt is not None
         if self.sample_only:
             await self._sample_run()
-        where = f" AND r.run IN ({SAMPLE_RUNS})" if self.sample_only else ""
         rows = await ckpt.query(
-            "SELECT r.stream, r.source_id, r.target_id, r.action, r.matched_key, l.previous, l.wrote, u.state "
-            "FROM records r LEFT JOIN undo_log l ON l.stream=r.stream AND l.source_id=r.source_id "
+            "SELECT r.stream, r.source_id, r.target_id, r.action, r.matched_key, l.previous, l.wrote, u.state, "
+            f"r.run IN ({SAMPLE_RUNS}) FROM records r "
+            "LEFT JOIN undo_log l ON l.stream=r.stream AND l.source_id=r.source_id "
             "LEFT JOIN undo_state u ON u.stream=r.stream AND u.source_id=r.source_id "
-            f"WHERE r.status='done' AND r.target_id IS NOT NULL{where} ORDER BY r.updated, r.source_id")
+            "WHERE r.status='done' AND r.target_id IS NOT NULL ORDER BY r.updated, r.source_id")
         streams = self.job.mapping.streams
         groups = plan_groups(rows, lambda s: streams[s].target_stream if s in streams else s)
+        if self.sample_only:
+            # A target record the trial wrote goes back whole, with what later runs merged onto it.
+            trial = {(r[0], str(r[2])) for r in rows if r[8]}
+            groups = [g for g in groups if (g.stream, g.target_id) in trial]
         todo = [g for g in groups if g.kind != "keep"]
         for g in groups:
             if g.kind == "keep":

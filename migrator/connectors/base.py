@@ -202,6 +202,10 @@ class Connector:
         """Why a run into this target cannot be undone (one line), or None when it can."""
         return f"{self.title or self.system}'s API documents no way to delete a record"
 
+    async def undo_open(self) -> None:
+        """Before undo: one request that proves the credentials and ``base_url``, so that a
+        404 afterwards means a record that is gone."""
+
     async def undo_read(self, stream: str, target_id: str) -> dict[str, Any] | None:
         """The record as the target holds it now, in the mapped record's names; None when
         it is gone."""

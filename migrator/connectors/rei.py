@@ -670,6 +670,9 @@ class Rei(Connector):
     def cannot_undo(self) -> str | None:
         return None
 
+    async def undo_open(self) -> None:
+        await self._custom_fields()   # its names are needed to read custom fields back anyway
+
     async def undo_read(self, stream: str, target_id: str) -> dict[str, Any] | None:
         self._check_stream(stream)
         try:
@@ -681,8 +684,7 @@ class Rei(Connector):
         contact = (resp.json() or {}).get("contact")
         if not isinstance(contact, dict):
             return None
-        if self._fields is None:
-            await self._custom_fields()
+        await self._custom_fields()
         return self._as_record(contact)
 
     async def undo_delete(self, stream: str, target_id: str) -> None:

@@ -690,6 +690,10 @@ class Spark(Connector):
         fields = cls.schemas()["contacts"].fields
         return {k: v for k, v in row.items() if k in fields}
 
+    async def undo_open(self) -> None:
+        assert self.http is not None
+        await self.http.request("GET", CONTACTS, params={"_limit": "1"}, kind="read")
+
     async def undo_read(self, stream: str, target_id: str) -> dict[str, Any] | None:
         self._check_stream(stream)
         assert self.http is not None
