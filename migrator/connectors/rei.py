@@ -771,9 +771,9 @@ class Rei(Connector):
         """What writing ``stream`` costs: a create per record, and with ``match_on`` the
         location's contacts read once (or a lookup per record, when that is cheaper).
 
-        The plan reads the contacts itself only when matches change the count (``on_merge``
-        skip or fail: a matched record sends nothing) and the read is small; under
-        ``update`` a match costs the same create."""
+        The plan reads the contacts itself when the read is small: matches change the count
+        (skip, fail: a matched record sends nothing; update: a read first, for ``migrator
+        undo``; combine: a read and a PUT)."""
         self._check_stream(stream)
         if not getattr(sm, "match_on", ()):
             return WritePlanner("REI Software merges a create with a known e-mail, else phone, into that "
@@ -785,7 +785,7 @@ class Rei(Connector):
             first, existing = await self._probe()
             state = PlanState(self._choose(existing, None), fields, probes=1)
             pages = max(1, math.ceil(existing / MAX_PAGE))
-            if self.on_merge != "update" and existing and pages <= PLAN_READ_LIMIT:
+            if existing and pages <= PLAN_READ_LIMIT:
                 state.existing = MemoryKeys()
                 await self._read_index(first, fields, state.existing)
             self._plans[stream] = state
@@ -802,6 +802,7 @@ class _ReiPlanner(WritePlanner):
         self.keyed = 0
         self.matched = 0
         self.combined = 0
+        self.read_first = 0   # on_merge: update reads the contact first, for `migrator undo`
 
     def add(self, record: dict[str, Any]) -> None:
         state = self.state
@@ -819,6 +820,7 @@ class _ReiPlanner(WritePlanner):
         self.matched += 1
         if self.rei.on_merge == "update":
             self.counts["create"] += 1
+            self.read_first += 1
             state.remember(keys, hit[2])
         elif self.rei.on_merge == "combine":   # a read (unless looked up), then a PUT
             self.counts["update"] += 1
@@ -837,8 +839,9 @@ class _ReiPlanner(WritePlanner):
             out["index"] = choice.pages if choice.indexed else 1
         if not choice.indexed:
             out["lookup"] = self.keyed
+            out["read"] = self.read_first
         else:
-            out["read"] = self.combined
+            out["read"] = self.combined + self.read_first
         return {k: n for k, n in out.items() if n}
 
     @property  # type: ignore[override]

@@ -800,8 +800,9 @@ class _SparkPlanner(WritePlanner):
             state.remember(keys)
             return
         self.matched += 1
-        # combine: a read, then a PUT of what the record adds (counted: most add something).
-        merged = Counter({"update": 1, **({"read": 1} if on_merge == "combine" else {})}) \
+        # combine: a read, then a PUT of what the record adds (counted: most add something);
+        # update: a read (what `migrator undo` puts back), then the PUT.
+        merged = Counter({"update": 1, "read": 1}) \
             if on_merge in ("update", "combine") else Counter()
         self.counts.update(merged)
         self.optimistic.update(merged + Counter({"create": 1, "lookup": 1}) if hit[0] == EMAIL
