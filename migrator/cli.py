@@ -163,7 +163,8 @@ def cmd_status(args: argparse.Namespace) -> int:
             c = cursors.get(stream)
             state = "finished" if c and c[1] else (f"{c[2]} pages settled, resumes after cursor {c[0]}" if c else "not started")
             print(f"  {stream}: done {st.get('done', 0)}, failed {st.get('failed', 0)}, skipped {st.get('skipped', 0)}, "
-                  f"pending {st.get('pending', 0)}, in flight at interruption {st.get('inflight', 0)} — {state}")
+                  f"pending {st.get('pending', 0)}, in flight at interruption {st.get('inflight', 0)}"
+                  + (f", undone {st['undone']}" if st.get("undone") else "") + f" — {state}")
         unc = conn.execute("SELECT count(*) FROM records WHERE uncertain=1").fetchone()[0]
         if unc:
             print(f"  uncertain: {unc} records (see the report)")
