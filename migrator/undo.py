@@ -144,7 +144,11 @@ class Undo:
         why = target.cannot_undo()
         if why is not None:
             raise UserError(f"{job.path}: this job cannot be undone: {why}; nothing was changed")
-        digest = _meta(job.checkpoint).get("mapping_digest", job.mapping.digest)
+        meta = _meta(job.checkpoint)
+        if self.sample_only and not meta.get("sample_runs"):
+            raise UserError(f"{job.path}: no trial (`run --sample N`) has run for this job; "
+                            "undo without --sample-only takes back the whole job")
+        digest = meta.get("mapping_digest", job.mapping.digest)
         self.target = target
         self.ckpt = await Checkpoint.open(job.checkpoint, job_id=job.job_id, mapping_digest=digest,
                                           mode="undo-sample" if self.sample_only else "undo", create=False)
@@ -159,6 +163,9 @@ class Undo:
             else:
                 await self._undo_records()
             stopped = "finished"
+        except UserError:
+            stopped = "refused"
+            raise
         finally:
             with anyio.CancelScope(shield=True):
                 await target.close()
@@ -367,7 +374,9 @@ class Undo:
 def _meta(path: Any) -> dict[str, str]:
     try:
         with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as conn:
-            return dict(conn.execute("SELECT key, value FROM meta").fetchall())
+            meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
+            meta["sample_runs"] = str(conn.execute(f"SELECT count(*) FROM ({SAMPLE_RUNS})").fetchone()[0] or "")
+            return meta
     except sqlite3.Error:
         raise ConfigError(f"no checkpoint at {path}: nothing has run for this job, so there is nothing to undo") \
             from None
