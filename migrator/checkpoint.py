@@ -80,6 +80,8 @@ CREATE TABLE IF NOT EXISTS sent_records (
 """
 
 SETTLED = ("done", "failed", "skipped")
+UNDO_LOG = ("INSERT INTO undo_log VALUES (?, ?, ?, ?, ?) ON CONFLICT (stream, source_id) DO UPDATE SET "
+            "target_id=excluded.target_id, previous=excluded.previous, wrote=excluded.wrote")
 
 
 @dataclass(slots=True)
@@ -95,6 +97,7 @@ class Checkpoint:
         self._conn = conn
         self.run = run
         self._ops: list[tuple[str, tuple]] = []
+        self._undo_rows: list[tuple] = []   # undo_log rows: one executemany per transaction
         self._queued = 0
         self._durable = 0
         self._committing = False
@@ -224,9 +227,10 @@ class Checkpoint:
         """What undo needs of a write (queued: it commits with the record's ``done``): the
         record as the target held it before (None: this job created it) and what was sent."""
         dump = lambda v: None if v is None else orjson.dumps(v, default=str).decode()  # noqa: E731
-        self._queue("INSERT INTO undo_log VALUES (?, ?, ?, ?, ?) ON CONFLICT (stream, source_id) "
-                    "DO UPDATE SET target_id=excluded.target_id, previous=excluded.previous, wrote=excluded.wrote",
-                    (stream, source_id, target_id, dump(previous), dump(wrote)))
+        # Kept apart from the other queued writes: interleaved with each record's ``done`` they
+        # would cut every executemany run to one statement. Nothing reads undo_log during a run.
+        self._undo_rows.append((stream, source_id, target_id, dump(previous), dump(wrote)))
+        self._queued += 1
 
     def undo_state(self, stream: str, source_id: str, state: str, note: str | None = None) -> None:
         """How far the undo of one record has come; ``undone`` also frees the record for a
@@ -280,26 +284,30 @@ class Checkpoint:
                 continue
             self._committing = True
             ops, self._ops = self._ops, []
+            undo_rows, self._undo_rows = self._undo_rows, []
             upto = self._queued
             try:
                 async with self._lock:
-                    await anyio.to_thread.run_sync(self._apply, ops)
+                    await anyio.to_thread.run_sync(self._apply, ops, *([undo_rows] if undo_rows else []))
                 self._durable = upto
             except BaseException:
                 self._ops[:0] = ops
+                self._undo_rows[:0] = undo_rows
                 raise
             finally:
                 self._committing = False
                 event, self._committed = self._committed, anyio.Event()
                 event.set()
 
-    def _apply(self, ops: list[tuple[str, tuple]]) -> None:
+    def _apply(self, ops: list[tuple[str, tuple]], undo_rows: list[tuple] | None = None) -> None:
         conn = self._conn
         conn.execute("BEGIN IMMEDIATE")
         try:
             # Runs of one statement (a page's pending marks, its done marks) go as one executemany.
             for sql, group in groupby(ops, key=itemgetter(0)):
                 conn.executemany(sql, [args for _, args in group])
+            if undo_rows:
+                conn.executemany(UNDO_LOG, undo_rows)
             crashpoints.reached("commit")
             conn.execute("COMMIT")
         except BaseException:
