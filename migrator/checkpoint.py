@@ -65,6 +65,15 @@ CREATE TABLE IF NOT EXISTS placements (
 CREATE TABLE IF NOT EXISTS failure_context (
     stream TEXT NOT NULL, source_id TEXT NOT NULL, value TEXT, name TEXT, email TEXT,
     PRIMARY KEY (stream, source_id)) WITHOUT ROWID;
+-- `migrator undo`: for each record this job wrote onto the target (API targets), what it
+-- sent and, where the target held the record before, its previous values; and how far
+-- the undo of each record has come (inflight, undone, listed, kept, failed).
+CREATE TABLE IF NOT EXISTS undo_log (
+    stream TEXT NOT NULL, source_id TEXT NOT NULL, target_id TEXT NOT NULL, previous TEXT, wrote TEXT,
+    PRIMARY KEY (stream, source_id)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS undo_state (
+    stream TEXT NOT NULL, source_id TEXT NOT NULL, state TEXT NOT NULL, note TEXT, run INTEGER,
+    PRIMARY KEY (stream, source_id)) WITHOUT ROWID;
 -- What was sent for each record written (the mapped record, nulls left out): what
 -- `migrator verify` compares the target's copy with. Committed with the record's done.
 CREATE TABLE IF NOT EXISTS sent (
@@ -78,6 +87,8 @@ CREATE TABLE IF NOT EXISTS sent_records (
 SETTLED = ("done", "failed", "skipped")
 SENT_SQL = ("INSERT INTO sent VALUES (?, ?, ?) ON CONFLICT (stream, source_id) "
             "DO UPDATE SET body=excluded.body")
+UNDO_LOG = ("INSERT INTO undo_log VALUES (?, ?, ?, ?, ?) ON CONFLICT (stream, source_id) DO UPDATE SET "
+            "target_id=excluded.target_id, previous=excluded.previous, wrote=excluded.wrote")
 
 
 @dataclass(slots=True)
@@ -93,6 +104,7 @@ class Checkpoint:
         self._conn = conn
         self.run = run
         self._ops: list[tuple[str, tuple]] = []
+        self._undo_rows: list[tuple] = []   # undo_log rows: one executemany per transaction
         self._queued = 0
         self._durable = 0
         self._committing = False
@@ -224,6 +236,30 @@ class Checkpoint:
         self._queue(SENT_SQL, (stream, source_id, orjson.dumps(
             {k: v for k, v in record.items() if v is not None}, default=str)))
 
+    def undo_log(self, stream: str, source_id: str, target_id: str, previous: dict[str, Any] | None,
+                 wrote: dict[str, Any] | None) -> None:
+        """What undo needs of a write (queued: it commits with the record's ``done``): the
+        record as the target held it before (None: this job created it) and what was sent."""
+        dump = lambda v: None if v is None else orjson.dumps(v, default=str).decode()  # noqa: E731
+        # Kept apart from the other queued writes: interleaved with each record's ``done`` they
+        # would cut every executemany run to one statement. Nothing reads undo_log during a run.
+        self._undo_rows.append((stream, source_id, target_id, dump(previous), dump(wrote)))
+        self._queued += 1
+
+    def undo_state(self, stream: str, source_id: str, state: str, note: str | None = None) -> None:
+        """How far the undo of one record has come; ``undone`` also frees the record for a
+        later run (its status becomes ``undone``, and its stream is read again)."""
+        self._queue("INSERT INTO undo_state VALUES (?, ?, ?, ?, ?) ON CONFLICT (stream, source_id) "
+                    "DO UPDATE SET state=excluded.state, note=excluded.note, run=excluded.run",
+                    (stream, source_id, state, note, self.run))
+        if state == "undone":
+            self._queue("UPDATE records SET status='undone', run=?, updated=? WHERE stream=? AND source_id=?",
+                        (self.run, time.time(), stream, source_id))
+
+    def forget_target_keys(self) -> None:
+        """After an undo: the target's natural keys known so far may name deleted records."""
+        self._queue("DELETE FROM target_keys", ())
+
     def set_mark(self, key: str, value: Any) -> None:
         """How far a local target's output is settled; queued right after its write, so it
         commits with the ``done`` of the records that write holds (see ``Connector.mark``)."""
@@ -262,26 +298,30 @@ class Checkpoint:
                 continue
             self._committing = True
             ops, self._ops = self._ops, []
+            undo_rows, self._undo_rows = self._undo_rows, []
             upto = self._queued
             try:
                 async with self._lock:
-                    await anyio.to_thread.run_sync(self._apply, ops)
+                    await anyio.to_thread.run_sync(self._apply, ops, *([undo_rows] if undo_rows else []))
                 self._durable = upto
             except BaseException:
                 self._ops[:0] = ops
+                self._undo_rows[:0] = undo_rows
                 raise
             finally:
                 self._committing = False
                 event, self._committed = self._committed, anyio.Event()
                 event.set()
 
-    def _apply(self, ops: list[tuple[str, tuple]]) -> None:
+    def _apply(self, ops: list[tuple[str, tuple]], undo_rows: list[tuple] | None = None) -> None:
         conn = self._conn
         conn.execute("BEGIN IMMEDIATE")
         try:
             # Runs of one statement (a page's pending marks, its done marks) go as one executemany.
             for sql, group in groupby(ops, key=itemgetter(0)):
                 conn.executemany(sql, [args for _, args in group])
+            if undo_rows:
+                conn.executemany(UNDO_LOG, undo_rows)
             crashpoints.reached("commit")
             conn.execute("COMMIT")
         except BaseException:

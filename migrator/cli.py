@@ -56,17 +56,19 @@ def cmd_run(args: argparse.Namespace, mode: str, job: Any = None) -> int:
     if plan_only:
         mode = "validate"  # `run --plan`: the validate pass, then the plan; nothing written
     latency = getattr(args, "latency", None)
+    sample = getattr(args, "sample", None) if mode == "run" else None
     plan = None
     sink = FailureSink(report_paths(job, mode)[1]) if mode == "validate" else None
     engine = Engine(job, mode=mode, progress=_progress(args), since=getattr(args, "since", None),
                     accept_mapping_change=getattr(args, "accept_mapping_change", False),
                     sink=sink,
-                    server=getattr(args, "server", False), show=getattr(args, "show", 0) or 0)
+                    server=getattr(args, "server", False), show=getattr(args, "show", 0) or 0,
+                    sample=sample)
 
     async def go():
         if mode == "validate":
             return await planning.validate_with_plan(engine, latency)
-        if mode == "run":
+        if mode == "run" and not sample:
             await planning.before_run(job, engine.source, engine.target,
                                       lambda line: print(line, file=sys.stderr), latency)
         return await engine.run(), None
@@ -95,6 +97,9 @@ def cmd_run(args: argparse.Namespace, mode: str, job: Any = None) -> int:
                   f"Resume with:  migrator {mode} {args.job}", file=sys.stderr)
         return EXIT_INTERRUPTED
     failed = outcome.total("failed")
+    if sample:
+        from .trial import after_trial
+        after_trial(job, outcome, lambda line: print(line, file=sys.stderr))
     if plan_only:
         return EXIT_OK
     if mode == "validate":
@@ -123,6 +128,20 @@ def cmd_verify(args: argparse.Namespace) -> int:
     report_path, csv_path = write_outputs(job, outcome)
     print(summary(outcome, report_path, csv_path), file=sys.stderr)
     return EXIT_OK if outcome.clean else EXIT_FAILED
+
+
+def cmd_undo(args: argparse.Namespace, mode: str, job: Any) -> int:
+    """Take back what the job wrote (its own checkpoint says what), as the job's only writer."""
+    import anyio
+
+    from .undo import Undo, summary
+
+    say = lambda line: print(line, file=sys.stderr)  # noqa: E731
+    outcome = anyio.run(Undo(job, sample_only=args.sample_only, force=args.force, out=say).run)
+    for line in summary(outcome):
+        say(line)
+    c = outcome.counts
+    return EXIT_FAILED if c.get("listed") or c.get("failed") or c.get("kept") else EXIT_OK
 
 
 def nothing_to_retry(job: Any) -> str | None:
@@ -162,7 +181,8 @@ def cmd_status(args: argparse.Namespace) -> int:
             c = cursors.get(stream)
             state = "finished" if c and c[1] else (f"{c[2]} pages settled, resumes after cursor {c[0]}" if c else "not started")
             print(f"  {stream}: done {st.get('done', 0)}, failed {st.get('failed', 0)}, skipped {st.get('skipped', 0)}, "
-                  f"pending {st.get('pending', 0)}, in flight at interruption {st.get('inflight', 0)} — {state}")
+                  f"pending {st.get('pending', 0)}, in flight at interruption {st.get('inflight', 0)}"
+                  + (f", undone {st['undone']}" if st.get("undone") else "") + f" — {state}")
         unc = conn.execute("SELECT count(*) FROM records WHERE uncertain=1").fetchone()[0]
         if unc:
             print(f"  uncertain: {unc} records (see the report)")
@@ -317,8 +337,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     r = job_cmd("run", "migrate; run it again after an interruption to resume",
                 "migrator run my-job/job.yaml", "migrator run my-job/job.yaml --plan",
-                "migrator run my-job/job.yaml --since 2026-11-30")
+                "migrator run my-job/job.yaml --since 2026-11-30", "migrator run my-job/job.yaml --sample 50")
     r.add_argument("--since", metavar="TIME", help=SINCE_HELP)
+    r.add_argument("--sample", type=int, metavar="N",
+                   help="a trial: write N records spread over the whole source (every k-th), then stop to "
+                        "review them; the next run writes the rest and never a trial record again; "
+                        "`migrator undo JOB --sample-only` takes the trial back")
     r.add_argument("--plan", action="store_true",
                    help="print the plan (records, requests by kind, ETA, daily-quota fit) and exit, "
                         "writing nothing; it reads and validates the whole source first, as validate does")
@@ -356,6 +380,14 @@ def build_parser() -> argparse.ArgumentParser:
                  "migrator verify my-job/job.yaml", "migrator verify my-job/job.yaml --no-progress")
     vf.add_argument("--latency", type=float, default=None, metavar="SECONDS",
                     help="what one request takes, for the bill's ETA (default: the target's typical latency)")
+    u = job_cmd("undo", "take back what the job wrote: delete the records it created and put back the values "
+                "of those it changed (planned, checkpointed, resumable); a file target is cut back",
+                "migrator undo my-job/job.yaml", "migrator undo my-job/job.yaml --sample-only")
+    u.add_argument("--sample-only", action="store_true",
+                   help="take back only the trial (`run --sample N`), not the records later runs wrote")
+    u.add_argument("--force", action="store_true",
+                   help="also undo records someone changed in the target after the migration "
+                        "(by default they are listed and left as they are)")
     st = command("status", "what is done, pending and failed, from the checkpoint (works beside a run)",
                  "migrator status my-job/job.yaml")
     st.add_argument("job", help="the job file (YAML)")
@@ -408,6 +440,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     handlers: dict[str, Any] = {
         "run": lambda a: cmd_run(a, "run") if a.plan else one_writer(a, "run", cmd_run),
         "validate": lambda a: cmd_run(a, "validate"), "retry": lambda a: one_writer(a, "retry", cmd_run),
+        "undo": lambda a: one_writer(a, "undo", cmd_undo),
         "status": cmd_status, "verify": cmd_verify, "connectors": cmd_connectors, "ids": cmd_ids,
         "fields": cmd_fields, "sandbox": cmd_sandbox, "demo": cmd_demo, "init": cmd_init,
     }

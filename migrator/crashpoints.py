@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import signal
 
-POINTS = ("read", "pending", "inflight", "written", "commit", "refresh")
+POINTS = ("read", "pending", "inflight", "written", "commit", "refresh", "undo")
 
 
 def _parse(spec: str | None) -> tuple[str, int] | None:

@@ -118,7 +118,7 @@ class Engine:
                  out: Callable[[str], None] | None = None,
                  sink: Callable[..., None] | None = None,
                  stop_after: int | None = None, server: bool = False,
-                 planners: dict[str, Any] | None = None, show: int = 0):
+                 planners: dict[str, Any] | None = None, show: int = 0, sample: int | None = None):
         self.job = job
         self.mode = mode  # run | validate | retry
         dry = job.target.cls.dry_run_setting
@@ -151,6 +151,9 @@ class Engine:
         # (stream, source_id, field, rule, message, value=, name=, email=) per failure, as it happens
         self.sink = sink
         self.stop_after = stop_after  # behave as if Ctrl-C came after this many writes (demo, tests)
+        if sample is not None and (mode != "run" or sample < 1):
+            raise UserError("--sample needs a positive number of records, and only `run` takes it")
+        self.sample = sample  # run --sample N: a trial of N records spread over each stream
         self._written = 0
         self._admitted = 0   # writes sent or done, not failed: stop_after stops at exactly its count
         self._settled: Any = None   # an anyio.Event, made in run(): set when a write settles
@@ -158,6 +161,8 @@ class Engine:
         self._tg: Any = None   # the run's task group: progress totals are counted in it
         self._cheap_lookup = bool(getattr(self.target, "cheap_lookup", False))
         self._batched = bool(getattr(self.target, "batch_writes", False))
+        # What `migrator undo` needs of each write is kept only where undo can use it.
+        self._undo_log = not self._batched and self.target.cannot_undo() is None
         self._stopping = False
         self._bars: list[Any] = []
         # stream -> (the target's settler, source id -> send time) for the writes the last
@@ -176,7 +181,8 @@ class Engine:
             if self.mode in ("run", "retry"):
                 self.ckpt = await Checkpoint.open(
                     self.job.checkpoint, job_id=self.job.job_id, mapping_digest=self.job.mapping.digest,
-                    accept_mapping_change=self.accept_mapping_change, mode=self.mode)
+                    accept_mapping_change=self.accept_mapping_change,
+                    mode="sample" if self.sample else self.mode)
                 outcome.run = self.ckpt.run
                 if self.since:
                     self._delta_from = await self._delta_start()
@@ -184,6 +190,8 @@ class Engine:
             for c in (self.source, self.target):  # a quota wait is told on the progress line; Ctrl-C ends it
                 c.watch_waits(self.out, lambda: self._stopping)
             self.source.use_mapping(list(self.job.mapping.streams.values()))
+            if self.mode in ("run", "validate") and (why := self.target.cannot_undo()) is not None:
+                self.out(f"note: this run cannot be undone: {why}")
             if writing:
                 await self.target.open()
                 self.target.checkpoint = self.ckpt  # dedup's key index lives there
@@ -318,7 +326,13 @@ class Engine:
             if finished:
                 result.counts["stream_already_finished"] = 1
                 return
-        pages = _Pages(self.ckpt if self.mode == "run" else None, self._cursor_key(sm))
+        picker = None
+        if self.sample:
+            # A trial reads from the start and moves no watermark: the next run reads
+            # every page again and passes over the records the trial settled.
+            cursor = None
+            picker = await self._sampler(sm, info.total)
+        pages = _Pages(self.ckpt if self.mode == "run" and picker is None else None, self._cursor_key(sm))
         bar = self._bar(sm.name, info.total, result)
         writing = self.mode != "validate" or self.server
         batched = writing and self._batched and self.mode != "validate"
@@ -344,11 +358,12 @@ class Engine:
             receive.close()
             try:
                 completed_reading = await self._read(sm, schema, cursor, send, pages, result, bar, unsettled,
-                                                     reader)
+                                                     reader, picker)
             finally:
                 send.close()
         if self.ckpt is not None:
-            if completed_reading and self.mode == "run" and not self._stopping and not pages.open:
+            if (completed_reading and self.mode == "run" and not self._stopping and not pages.open
+                    and picker is None):
                 self.ckpt.advance(self._cursor_key(sm), None, finished=True)
             await self.ckpt.commit()
 
@@ -366,6 +381,21 @@ class Engine:
             source_stream = self.job.mapping.streams[stream].source_stream
             self._tg.start_soon(self._count_total, count, source_stream, bar)
         return bar
+
+    async def _sampler(self, sm, total: int | None) -> "Sampler":
+        """Every k-th record of the stream, k its count over N: spread over the whole
+        source, the same records each time it is read in the same order, and nothing held
+        in memory but a counter."""
+        if total is None:
+            count = getattr(self.source, "count_records", None)
+            total = await count(sm.source_stream) if count is not None else None
+        if total is None:
+            total = self._planned_total(sm.name)
+        if total is None:
+            raise UserError(f"{self.source.system} does not say how many {sm.source_stream} records it holds, "
+                            f"so --sample cannot spread a trial over them; run `migrator validate` first "
+                            "(its plan counts them)")
+        return Sampler(self.sample or 0, total)
 
     def _planned_total(self, stream: str) -> int | None:
         if self._plan is False:
@@ -386,7 +416,7 @@ class Engine:
 
     async def _read(self, sm, schema, cursor: Any, send: MemoryObjectSendStream[Any],
                     pages: _Pages, result: StreamResult, bar, unsettled: set[str] | None = None,
-                    reader: Any = None) -> bool:
+                    reader: Any = None, picker: "Sampler | None" = None) -> bool:
         """Fetch pages in a task of their own, READ_AHEAD pages ahead of the writers, so
         reading and writing overlap; sort each page, then hand its work to the writers."""
         seq = 0
@@ -419,6 +449,8 @@ class Engine:
                         tg.cancel_scope.cancel()
                         break
                     crashpoints.reached("read")
+                    if picker is not None:
+                        page = picker.pick(page)
                     seq += 1
                     counting = result.fill is not None and not result.fill.checked
                     if counting:
@@ -439,6 +471,9 @@ class Engine:
                     else:
                         for item in items:
                             await send.send(item)
+                    if picker is not None and picker.full:
+                        tg.cancel_scope.cancel()   # the trial has its N: the rest waits for the next run
+                        break
         return not self._stopping
 
     def _count_fill(self, fill: FillCounter, page: Page) -> None:
@@ -568,6 +603,9 @@ class Engine:
                         missing = (fname, ref)
                         break
                     data[fname] = tid
+            if missing and self.sample:
+                result.counts["sample_waits_for_link"] += 1   # its link is not in the trial: the next run writes both
+                continue
             if missing:
                 fname, ref = missing
                 self._fail(result, rec.source_id,
@@ -810,6 +848,9 @@ class Engine:
             crashpoints.reached("written")
             if res.placements:   # what a combined merge put where: committed with its done
                 ckpt.placed(stream, sid, res.placements)
+            if self._undo_log and res.action in ("created", "updated"):
+                ckpt.undo_log(stream, sid, str(res.target_id), res.previous,
+                              item.data if res.wrote is None else res.wrote)
             await self._done(result, stream, sid, res.target_id, res.action, res.matched_key, uncertain,
                              item.data)
             return
@@ -897,6 +938,30 @@ def _preview(sid: str, raw: dict[str, Any], mapped: Any, schema: Any) -> dict[st
     sent = {k: (f"→ {v.stream} {v.source_id}" if isinstance(v, Ref) else v)
             for k, v in mapped.data.items()} if mapped.data is not None else None
     return {"source_id": sid, "source": raw, "sent": sent, "note": note}
+
+
+class Sampler:
+    """``run --sample N``: picks every k-th record read (k = total // N, the first at
+    position 0) until N are picked. Positions count every record the source gives, in
+    its order, so the same source gives the same trial."""
+
+    def __init__(self, n: int, total: int):
+        self.n, self.step = n, max(1, total // max(1, n))
+        self.position = 0
+        self.picked = 0
+
+    @property
+    def full(self) -> bool:
+        return self.picked >= self.n
+
+    def pick(self, page: Page) -> Page:
+        kept = []
+        for rec in page.records:
+            if self.picked < self.n and self.position % self.step == 0:
+                kept.append(rec)
+                self.picked += 1
+            self.position += 1
+        return Page(kept, page.cursor, page.total)
 
 
 def _leaves(group: BaseExceptionGroup) -> list[BaseException]:

@@ -50,6 +50,11 @@ class WriteResult:
     matched_key: str | None = None
     requests: dict[str, int] = field(default_factory=dict)
     placements: list[dict[str, Any]] = field(default_factory=list)
+    # For `migrator undo`: the record as the target held it before this write (a merge, an
+    # update; in the mapped record's names), and what the write sent when that is not the
+    # mapped record itself (a combine sends only what it adds).
+    previous: dict[str, Any] | None = None
+    wrote: dict[str, Any] | None = None
 
 
 @dataclass(slots=True)

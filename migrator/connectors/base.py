@@ -246,6 +246,34 @@ class Connector:
     def can_lookup(self, stream: str) -> bool:
         return False
 
+    # ---- undo (issue 20): only through endpoints the vendor documents ----------------------
+    def cannot_undo(self) -> str | None:
+        """Why a run into this target cannot be undone (one line), or None when it can."""
+        return f"{self.title or self.system}'s API documents no way to delete a record"
+
+    async def undo_open(self) -> None:
+        """Before undo: one request that proves the credentials and ``base_url``, so that a
+        404 afterwards means a record that is gone."""
+
+    async def undo_read(self, stream: str, target_id: str) -> dict[str, Any] | None:
+        """The record as the target holds it now, in the mapped record's names; None when
+        it is gone."""
+        raise JobError(f"{self.system} cannot be undone")
+
+    async def undo_delete(self, stream: str, target_id: str) -> None:
+        """Delete a record this job created (one already gone is no error)."""
+        raise JobError(f"{self.system} cannot be undone")
+
+    async def undo_restore(self, stream: str, target_id: str, previous: dict[str, Any],
+                           now: dict[str, Any], wrote: dict[str, Any]) -> list[str]:
+        """Write ``previous`` values back where ``now`` differs; the fields the API cannot
+        put back (one it cannot clear, a note it cannot remove), each with why."""
+        raise JobError(f"{self.system} cannot be undone")
+
+    def undo_requests(self, created: int, restored: int) -> dict[str, int]:
+        """Requests undoing ``created`` deletes and ``restored`` write-backs costs (the plan)."""
+        return {"read": created + restored, "delete": created, "update": restored}
+
     async def lookup(self, stream: str, record: Mapping[str, Any], source_id: str) -> str | None:
         return None
 

@@ -301,12 +301,35 @@ class _FileConnector(Connector):
             if settled is not None:
                 await anyio.to_thread.run_sync(_cut_to, path, int(settled), str(ckpt.path))
             else:  # the first write for this checkpoint: what the file holds now is not ours to cut
-                ckpt.set_mark(_mark_key(path), path.stat().st_size if path.exists() else 0)
-                await ckpt.commit()
+                settled = path.stat().st_size if path.exists() else 0
+                ckpt.set_mark(_mark_key(path), settled)
+                ckpt.set_mark("before:" + _mark_key(path), settled)   # what `migrator undo` cuts back to
+            ckpt.set_mark(f"start:{ckpt.run}:" + _mark_key(path), int(settled))   # and a trial's undo
+            await ckpt.commit()
         out = self._outputs.get(stream)
         if out is None:
             out = self._outputs[stream] = self._appender(stream)
         return out
+
+    # ---- undo: the output cut back to its size before the job (or before a trial) --------
+    def cannot_undo(self) -> str | None:
+        return None
+
+    def undo_mark(self, stream: str) -> str:
+        """The checkpoint mark of ``stream``'s output (``before:``/``start:<run>:`` prefix
+        it for its size before the job, before a run)."""
+        return _mark_key(self.path_for(stream))
+
+    async def undo_cut(self, stream: str, size: int) -> int:
+        """Cut ``stream``'s output to ``size`` bytes; the bytes cut."""
+        path = self.path_for(stream)
+
+        def cut() -> int:
+            held = path.stat().st_size if path.exists() else 0
+            if held > size:
+                os.truncate(path, size)
+            return max(0, held - size)
+        return await anyio.to_thread.run_sync(cut)
 
     def _mark(self, out: "_Appender") -> None:
         if self.checkpoint is not None:

@@ -711,21 +711,86 @@ class Rei(Connector):
     async def _merge(self, matched: str, body: dict[str, Any], record: Mapping[str, Any],
                      fields: tuple[str, ...]) -> WriteResult:
         """``on_merge: update``: the location's own create-or-update, one request with the
-        tags merged — unless it turns out to allow duplicates; then PUT and tags."""
+        tags merged — unless it turns out to allow duplicates; then PUT and tags. The
+        contact is read first: its values are what ``migrator undo`` puts back."""
+        previous = await self._previous(matched)
         if not self._server_merges:
-            return await self._put(matched, body, action="updated")
+            result = await self._put(matched, body, action="updated")
+            result.previous, result.requests = previous, {"read": 1, **result.requests}
+            return result
         contact, resp = await self._post(dict(body))
         answered = str(contact["id"])
         if answered == matched:
-            return WriteResult(matched, "updated", requests={"create": 1})
+            return WriteResult(matched, "updated", requests={"read": 1, "create": 1}, previous=previous)
         if answered in self._answered or await self._existed(contact, resp, ""):
-            # Merged into another contact: the location's match order differs from ours.
-            return WriteResult(answered, "updated", requests={"create": 1})
+            # Merged into another contact: the location's match order differs from ours
+            # (its previous values were not read: undo lists it).
+            return WriteResult(answered, "updated", requests={"read": 1, "create": 1})
         # A new contact: this location allows duplicates. Undo it, then update the match.
         self._server_merges = False
         await self.http.request("DELETE", CONTACTS + quote(answered, safe=""), kind="delete")
         put = await self._put(matched, body, action="updated")
-        return WriteResult(matched, "updated", requests={"create": 1, "delete": 1, **put.requests})
+        return WriteResult(matched, "updated", requests={"read": 1, "create": 1, "delete": 1, **put.requests},
+                           previous=previous)
+
+    async def _previous(self, contact_id: str) -> dict[str, Any] | None:
+        """The contact as the location holds it, in the mapped record's names."""
+        return await self.undo_read("contacts", contact_id)
+
+    # ---- undo: DELETE /v1/contacts/:id, and a PUT of the previous values ----------------
+    def cannot_undo(self) -> str | None:
+        return None
+
+    async def undo_open(self) -> None:
+        await self._custom_fields()   # its names are needed to read custom fields back anyway
+
+    async def undo_read(self, stream: str, target_id: str) -> dict[str, Any] | None:
+        self._check_stream(stream)
+        try:
+            resp = await self.http.request("GET", CONTACTS + quote(str(target_id), safe=""), kind="read")
+        except RecordError as e:
+            if e.status == 404:
+                return None
+            raise
+        contact = (resp.json() or {}).get("contact")
+        if not isinstance(contact, dict):
+            return None
+        await self._custom_fields()
+        return self._as_record(contact)
+
+    async def undo_delete(self, stream: str, target_id: str) -> None:
+        self._check_stream(stream)
+        try:
+            await self.http.request("DELETE", CONTACTS + quote(str(target_id), safe=""), kind="delete")
+        except RecordError as e:
+            if e.status != 404:
+                raise
+
+    async def undo_restore(self, stream: str, target_id: str, previous: dict[str, Any],
+                           now: dict[str, Any], wrote: dict[str, Any]) -> list[str]:
+        """One PUT of every previous value that differs — its tags replace the contact's,
+        as the doc's PUT does. A field the contact did not have cannot be emptied: the
+        location refuses ``null``."""
+        self._check_stream(stream)
+        back: dict[str, Any] = {}
+        lost: list[str] = []
+        for key in sorted(set(previous) | set(now)):
+            was, is_ = previous.get(key), now.get(key)
+            if was == is_ or (key == "tags" and not was and not is_):
+                continue
+            if was in (None, "") and key != "tags":
+                lost.append(f"{key} (REI Software cannot empty a field; it now holds {str(is_)[:40]!r})")
+                continue
+            back[key] = was if key != "tags" else list(was or [])
+        if back:
+            body = await self._body(back)
+            if not body.get("email") and not body.get("phone"):   # the doc: e-mail or phone is required
+                for key in DEDUP_FIELDS:
+                    if previous.get(key):
+                        body[key] = previous[key]
+                        break
+            await self.http.request("PUT", CONTACTS + quote(str(target_id), safe=""), json=body, kind="update")
+        return lost
 
     async def _combine(self, matched: str, record: Mapping[str, Any], source_id: str,
                        contact: dict[str, Any] | None) -> WriteResult:
@@ -737,7 +802,8 @@ class Rei(Connector):
             resp = await self.http.request("GET", CONTACTS + quote(matched, safe=""), kind="read")
             contact = (resp.json() or {}).get("contact") or {}
             requests["read"] = 1
-        out = combine(self._as_record(contact), record, self.merge_slots, source_id=source_id)
+        previous = self._as_record(contact)
+        out = combine(previous, record, self.merge_slots, source_id=source_id)
         if out.changes:
             body = await self._body(out.changes)
             for key in DEDUP_FIELDS:   # the doc: "Email or Phone are required to update contact"
@@ -746,7 +812,8 @@ class Rei(Connector):
             await self.http.request("PUT", CONTACTS + quote(matched, safe=""), json=body, kind="update")
             requests["update"] = 1
         return WriteResult(matched, "updated", requests=requests,
-                           placements=[p.as_dict() for p in out.placements])
+                           placements=[p.as_dict() for p in out.placements], previous=previous,
+                           wrote=dict(out.changes))
 
     def _as_record(self, contact: Mapping[str, Any]) -> dict[str, Any]:
         """A contact in the names a mapped record uses: schema fields, ``custom.<name>``."""
@@ -775,9 +842,9 @@ class Rei(Connector):
         """What writing ``stream`` costs: a create per record, and with ``match_on`` the
         location's contacts read once (or a lookup per record, when that is cheaper).
 
-        The plan reads the contacts itself only when matches change the count (``on_merge``
-        skip or fail: a matched record sends nothing) and the read is small; under
-        ``update`` a match costs the same create."""
+        The plan reads the contacts itself when the read is small: matches change the count
+        (skip, fail: a matched record sends nothing; update: a read first, for ``migrator
+        undo``; combine: a read and a PUT)."""
         self._check_stream(stream)
         if not getattr(sm, "match_on", ()):
             return WritePlanner("REI Software merges a create with a known e-mail, else phone, into that "
@@ -789,7 +856,7 @@ class Rei(Connector):
             first, existing = await self._probe()
             state = PlanState(self._choose(existing, None), fields, probes=1)
             pages = max(1, math.ceil(existing / MAX_PAGE))
-            if self.on_merge != "update" and existing and pages <= PLAN_READ_LIMIT:
+            if existing and pages <= PLAN_READ_LIMIT:
                 state.existing = MemoryKeys()
                 await self._read_index(first, fields, state.existing)
             self._plans[stream] = state
@@ -806,6 +873,7 @@ class _ReiPlanner(WritePlanner):
         self.keyed = 0
         self.matched = 0
         self.combined = 0
+        self.read_first = 0   # on_merge: update reads the contact first, for `migrator undo`
 
     def add(self, record: dict[str, Any]) -> None:
         state = self.state
@@ -823,6 +891,7 @@ class _ReiPlanner(WritePlanner):
         self.matched += 1
         if self.rei.on_merge == "update":
             self.counts["create"] += 1
+            self.read_first += 1
             state.remember(keys, hit[2])
         elif self.rei.on_merge == "combine":   # a read (unless looked up), then a PUT
             self.counts["update"] += 1
@@ -841,8 +910,9 @@ class _ReiPlanner(WritePlanner):
             out["index"] = choice.pages if choice.indexed else 1
         if not choice.indexed:
             out["lookup"] = self.keyed
+            out["read"] = self.read_first
         else:
-            out["read"] = self.combined
+            out["read"] = self.combined + self.read_first
         return {k: n for k, n in out.items() if n}
 
     @property  # type: ignore[override]

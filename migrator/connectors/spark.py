@@ -722,7 +722,9 @@ class Spark(Connector):
         if self.on_merge == "combine":
             result = await self._combine(matched, record, source_id)
         else:
+            previous = await self.undo_read("contacts", matched)   # what `migrator undo` puts back
             result = await self._put(matched, body)
+            result.previous, result.requests = previous, {"read": 1, **result.requests}
         result.matched_key = shown_key(name, record)
         return result
 
@@ -740,7 +742,66 @@ class Spark(Connector):
         if out.changes:
             requests.update((await self._put(matched, {"D": _payload(out.changes)})).requests)
         return WriteResult(str(matched), "updated", requests=requests,
-                           placements=[p.as_dict() for p in out.placements])
+                           placements=[p.as_dict() for p in out.placements],
+                           previous=self._writable(held), wrote=dict(out.changes))
+
+    # ---- undo: DELETE /v1/contacts/<Id>, and a PUT of the previous values ---------------
+    def cannot_undo(self) -> str | None:
+        return None
+
+    @classmethod
+    def _writable(cls, row: Mapping[str, Any]) -> dict[str, Any]:
+        fields = cls.schemas()["contacts"].fields
+        return {k: v for k, v in row.items() if k in fields}
+
+    async def undo_open(self) -> None:
+        assert self.http is not None
+        await self.http.request("GET", CONTACTS, params={"_limit": "1"}, kind="read")
+
+    async def undo_read(self, stream: str, target_id: str) -> dict[str, Any] | None:
+        self._check_stream(stream)
+        assert self.http is not None
+        try:
+            resp = await self.http.request("GET", f"{CONTACTS}/{target_id}", kind="read")
+        except RecordError as e:
+            if e.status == 404 or getattr(e, "code", None) == 404:
+                return None
+            raise
+        rows = _envelope(resp).get("Results") or []
+        if not rows or not isinstance(rows[0], dict):
+            return None
+        held = dict(rows[0])
+        for sub, value in (held.pop("Settings", None) or {}).items():
+            held[f"Settings.{sub}"] = value
+        return self._writable(held)
+
+    async def undo_delete(self, stream: str, target_id: str) -> None:
+        self._check_stream(stream)
+        assert self.http is not None
+        try:
+            await self.http.request("DELETE", f"{CONTACTS}/{target_id}", kind="delete")
+        except RecordError as e:
+            if not (e.status == 404 or getattr(e, "code", None) == 404):
+                raise
+
+    async def undo_restore(self, stream: str, target_id: str, previous: dict[str, Any],
+                           now: dict[str, Any], wrote: dict[str, Any]) -> list[str]:
+        """One PUT of the previous values that differ. A note a merge added stays: the doc
+        gives no way to remove one; nor can a PUT empty a field."""
+        self._check_stream(stream)
+        back: dict[str, Any] = {}
+        lost = ["Note (the merge added a note; Flexmls documents no way to remove one)"] if wrote.get("Note") else []
+        for key in sorted(set(previous) | set(now)):
+            was, is_ = previous.get(key), now.get(key)
+            if was == is_:
+                continue
+            if key == "Note" or was is None or was == "":
+                lost.append(f"{key} (Flexmls cannot remove it; it now holds {str(is_)[:40]!r})")
+                continue
+            back[key] = was
+        if back:
+            await self._put(str(target_id), {"D": _payload(back)})
+        return lost
 
     async def _update(self, target_id: str, body: dict[str, Any]) -> WriteResult:
         """A record written onto its own contact again (a delta): a PUT's Note adds a note,
@@ -820,8 +881,9 @@ class _SparkPlanner(WritePlanner):
             state.remember(keys)
             return
         self.matched += 1
-        # combine: a read, then a PUT of what the record adds (counted: most add something).
-        merged = Counter({"update": 1, **({"read": 1} if on_merge == "combine" else {})}) \
+        # combine: a read, then a PUT of what the record adds (counted: most add something);
+        # update: a read (what `migrator undo` puts back), then the PUT.
+        merged = Counter({"update": 1, "read": 1}) \
             if on_merge in ("update", "combine") else Counter()
         self.counts.update(merged)
         self.optimistic.update(merged + Counter({"create": 1, "lookup": 1}) if hit[0] == EMAIL

@@ -616,7 +616,7 @@ def planner_records(seeded: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 @pytest.mark.parametrize(("on_merge", "planned"), [
     ("combine", {"index": 2, "create": 2, "read": 4, "update": 4}),
-    ("update", {"index": 2, "create": 6}),
+    ("update", {"index": 2, "create": 6, "read": 4}),   # read first: what undo puts back
     ("skip", {"index": 2, "create": 2}),
     ("fail", {"index": 2, "create": 2}),
 ])
@@ -645,8 +645,8 @@ async def test_write_planner_counts_what_writing_sends_under_each_on_merge(on_me
         held = len(sim.contacts)
     assert counts == planned
     assert sent == {**planned, "meta": 1}, "the plan is what the run sends (meta: plan_setup's)"
-    # Under update the plan needs no read beyond the probe: a match costs the same create.
-    assert plan_reads == ({"index": 1} if on_merge == "update" else {"index": 2})
+    # Under update too the plan reads the index: a match costs a read first (what undo puts back).
+    assert plan_reads == {"index": 2}
     assert "reads REI Software's contacts once" in planner.dedup and "150 contacts" in planner.dedup
     assert held == 152
     matched = [results[i] for i in (0, 1, 3, 5)]
@@ -669,7 +669,7 @@ async def test_a_match_is_updated_by_the_locations_own_create_or_update() -> Non
         res = await c.write("contacts", {"email": ann["email"], "firstName": "Annie", "tags": ["vip"]},
                             source_id="x")
         stored = sim.contacts[ann["id"]]
-    assert (res.target_id, res.action, res.requests) == (ann["id"], "updated", {"create": 1})
+    assert (res.target_id, res.action, res.requests) == (ann["id"], "updated", {"read": 1, "create": 1})
     assert res.matched_key == f"email={ann['email']}"
     assert stored["firstName"] == "Annie" and "vip" in stored["tags"] and sim.merged_writes == 1
 
