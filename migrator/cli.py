@@ -97,9 +97,10 @@ def cmd_run(args: argparse.Namespace, mode: str, job: Any = None) -> int:
                   f"Resume with:  migrator {mode} {args.job}", file=sys.stderr)
         return EXIT_INTERRUPTED
     failed = outcome.total("failed")
+    trial_clean = True
     if sample:
         from .trial import after_trial
-        after_trial(job, outcome, lambda line: print(line, file=sys.stderr))
+        trial_clean = after_trial(job, outcome, lambda line: print(line, file=sys.stderr), _progress(args))
     if plan_only:
         return EXIT_OK
     if mode == "validate":
@@ -114,7 +115,7 @@ def cmd_run(args: argparse.Namespace, mode: str, job: Any = None) -> int:
         print(f"{failed} records failed this run; fix them (see {csv_path}) and run:  migrator retry {args.job}",
               file=sys.stderr)
         return EXIT_FAILED
-    return EXIT_OK
+    return EXIT_OK if trial_clean else EXIT_FAILED
 
 
 def cmd_verify(args: argparse.Namespace) -> int:

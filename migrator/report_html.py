@@ -106,8 +106,8 @@ def render(report: Mapping[str, Any], failures_csv: Path | None = None) -> str:
         '<meta name="viewport" content="width=device-width,initial-scale=1">',
         '<meta name="referrer" content="no-referrer">',
         f"<title>{e(title)}</title><style>{CSS}</style></head><body>",
-        _header(report, title),
-        _counts(report),
+        *((_verify(report), _requests(_verify_requests(report))) if report.get("mode") == "verify" else
+          (_header(report, title), _counts(report))),
         _preview(report),
         _failures(report, details),
         _fill(report),
@@ -458,6 +458,62 @@ def _preview(r: Mapping[str, Any]) -> str:
     if not blocks:
         return ""
     return '<section id="preview"><h2>Records as read and as they will be sent</h2>' + "".join(blocks) + "</section>"
+
+
+VERIFY_COLUMNS = [("records", "done"), ("equal", "equal"), ("drifted", "drift"), ("missing", "missing"),
+                  ("held_twice", "held twice"), ("unchecked", "unchecked")]
+
+
+def _verify(r: Mapping[str, Any]) -> str:
+    """``verify``'s page: what the target holds against what was sent, per stream; then
+    each drifted field, missing record and key held twice (the first MAX_ROWS of each)."""
+    streams = r.get("streams") or []
+    verdict = ("Everything read back is equal to what was sent." if r.get("clean") else
+               "Not proven: " + ", ".join(r.get("unproven") or []) + " could not be read back."
+               if not any(s.get("drifted") or s.get("missing") or s.get("held_twice") for s in streams)
+               else "The target does not hold everything as it was sent: see below.")
+    total = {k: sum(s.get(k) or 0 for s in streams) for k, _ in VERIFY_COLUMNS}
+    out = [f'<header><h1>{e("verify " + str(r.get("job", "")) + ": " + str(r.get("target", "")))}</h1>',
+           f'<p class="meta">started {e(r.get("started"))} · ended {e(r.get("ended"))} · '
+           f'<span data-n="seconds">{e(r.get("seconds"))}</span> s (planned {e(r.get("eta_seconds"))} s)</p>',
+           '<p class="warn">Interrupted: running verify again reads everything again.</p>' if r.get("interrupted") else "",
+           f'<p class="{"muted" if r.get("clean") else "warn"}" data-verdict="{"clean" if r.get("clean") else "not"}">'
+           f"{e(verdict)}</p>",
+           '<div class="cards">' + "".join(f'<div class="card"><b data-total="{k}">{num(total[k])}</b>{e(label)}</div>'
+                                           for k, label in VERIFY_COLUMNS) + "</div></header>"]
+    rows = [f'<tr data-stream="{e(s["stream"])}"><td>{e(s["stream"])}</td>'
+            + "".join(f'<td class="n" data-n="{k}">{num(s.get(k) or 0)}</td>' for k, _ in VERIFY_COLUMNS)
+            + f'<td>{e(s.get("read_back"))}: {e(s.get("why"))}</td></tr>' for s in streams]
+    out.append("" if not rows else '<section id="verify"><h2>Read back per stream</h2>'
+               + _table([("stream", False)] + [(label, True) for _, label in VERIFY_COLUMNS] + [("how", False)], rows)
+               + "</section>")
+    drift = [(s["stream"], d) for s in streams for d in s.get("drift") or ()]
+    if drift:
+        rows = [f'<tr><td>{e(st)}</td><td><code>{e(d.get("source_id"))}</code></td><td>{e(d.get("field"))}</td>'
+                f'<td>{e(d.get("sent"))}</td><td>{e(d.get("held"))}</td></tr>' for st, d in drift[:MAX_ROWS]]
+        out.append(f'<section id="drift"><h2>Fields that drifted: {num(len(drift))}</h2>'
+                   + _table([("stream", False), ("source id", False), ("field", False), ("sent", False),
+                             ("held", False)], rows) + "</section>")
+    missing = [(s["stream"], m) for s in streams for m in s.get("missing_records") or ()]
+    if missing:
+        rows = [f'<tr><td>{e(st)}</td><td><code>{e(m.get("source_id"))}</code></td>'
+                f'<td><code>{e(m.get("target_id"))}</code></td></tr>' for st, m in missing[:MAX_ROWS]]
+        out.append(f'<section id="missing"><h2>Done but not in the target: {num(len(missing))}</h2>'
+                   + _table([("stream", False), ("source id", False), ("target id", False)], rows) + "</section>")
+    twice = [(s["stream"], t) for s in streams for t in s.get("held_twice_keys") or ()]
+    if twice:
+        rows = [f'<tr><td>{e(st)}</td><td>{e(t.get("key"))}</td><td>{e(", ".join(t.get("source_ids") or ()))}</td>'
+                f'<td>{e(", ".join(t.get("target_ids") or ()))}</td></tr>' for st, t in twice[:MAX_ROWS]]
+        out.append(f'<section id="twice"><h2>Held twice: {num(len(twice))}</h2>'
+                   + _table([("stream", False), ("key", False), ("source ids", False), ("target ids", False)], rows)
+                   + "</section>")
+    return "".join(out)
+
+
+def _verify_requests(r: Mapping[str, Any]) -> dict[str, Any]:
+    """verify's flat bill and actuals, in the shape ``request_rows`` reads (target only)."""
+    return {"target": r.get("target", ""), "plan": {"requests": {"target": dict(r.get("planned_requests") or {})}},
+            "requests": {"target": {"requests": dict(r.get("requests") or {})}}}
 
 
 def _kv(lines: list[tuple[str, str]]) -> str:

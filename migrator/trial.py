@@ -2,11 +2,8 @@
 ``verify``, and the two ways on (the rest, or take the trial back)."""
 from __future__ import annotations
 
-import inspect
 import sqlite3
 from typing import Any, Callable
-
-import anyio
 
 
 def sampled_ids(checkpoint: Any, run: int) -> dict[str, list[str]]:
@@ -20,29 +17,24 @@ def sampled_ids(checkpoint: Any, run: int) -> dict[str, list[str]]:
     return out
 
 
-def after_trial(job: Any, outcome: Any, out: Callable[[str], None]) -> None:
-    """The trial's closing lines: what it wrote, its verify, how to review and go on."""
+def after_trial(job: Any, outcome: Any, out: Callable[[str], None], progress: bool | None = None) -> bool:
+    """The trial's closing lines: what it wrote, the ``verify`` of exactly those records
+    (read back from the target, report and drift CSV beside the run's), how to review and
+    go on. True unless verify found drift, a missing record or one held twice."""
+    from .verify import verify_job
+    from .verify.output import summary, write_outputs
+
     ids = sampled_ids(job.checkpoint, outcome.run) if outcome.run is not None else {}
     n = sum(len(v) for v in ids.values())
     shown = "; ".join(f"{stream}: {', '.join(v[:5])}{' …' if len(v) > 5 else ''}" for stream, v in ids.items())
     out(f"trial: {n} records written to {job.target.system}, spread over the source ({shown or 'none'}).")
-    verify = _verify()
-    if verify is not None and ids:
-        # LEAD: the one call site of verify for a trial (issue 20, part 2); check its signature.
-        result = verify(job, source_ids=ids)
-        if inspect.isawaitable(result):
-            anyio.run(lambda: result)
-    else:
-        # LEAD: wire migrator.verify.verify_job(job, source_ids=ids) here once it exists.
-        out(f"check them field by field:  migrator verify {job.path}")
+    clean = True
+    if ids:
+        checked = verify_job(job, source_ids=ids, progress=progress, out=out)
+        report_path, csv_path = write_outputs(job, checked)
+        out(summary(checked, report_path, csv_path))
+        clean = all(v.clean for v in checked.streams)   # what cannot be read back is said, not failed
     out(f"review them in {job.target.system} (the report lists each with its target id), then either\n"
         f"  go on with the rest:    migrator run {job.path}\n"
         f"  or take the trial back: migrator undo {job.path} --sample-only")
-
-
-def _verify() -> Callable[..., Any] | None:
-    try:
-        from .verify import verify_job  # type: ignore[attr-defined]
-    except ImportError:
-        return None
-    return verify_job
+    return clean

@@ -9,6 +9,7 @@ from typing import Any
 from ..plan import bill, duration
 from ..private import private_open
 from ..report import write_report
+from ..report_html import html_path, write_html
 from .runner import VerifyOutcome
 
 DRIFT_HEADER = ["stream", "source_id", "target_id", "problem", "field", "value_sent", "value_held"]
@@ -20,10 +21,12 @@ def verify_paths(job: Any) -> tuple[Path, Path]:
 
 
 def write_outputs(job: Any, outcome: VerifyOutcome) -> tuple[Path, Path]:
-    """The report and the drift file: one row per drifted field, missing record and
+    """The report (JSON, and the HTML page beside it) and the drift file: one row per drifted field, missing record and
     record held twice (one row per target id holding the key)."""
     report_path, csv_path = verify_paths(job)
-    write_report(report_path, outcome.as_dict())
+    report = outcome.as_dict()
+    write_report(report_path, report)
+    write_html(html_path(report_path), report)
     with private_open(csv_path) as fh:
         fh.truncate(0)
         w = csv.writer(fh)
@@ -71,6 +74,7 @@ def summary(outcome: VerifyOutcome, report_path: Path | None, csv_path: Path | N
         lines.append(f"  requests: {bill(outcome.requests)} (planned {bill(outcome.planned)})")
     if report_path is not None:
         lines.append(f"  report: {report_path}")
+        lines.append(f"  page:   {html_path(report_path)}")
     wrong = any(not v.clean for v in outcome.streams)
     if csv_path is not None and wrong:
         lines.append(f"  drift, missing and held twice, one per row: {csv_path}")

@@ -23,7 +23,7 @@ import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Mapping
 
 import anyio
 import orjson
@@ -268,19 +268,24 @@ class _Stream:
                                  "source_ids": sorted(set(self.job_keys.get(key, ())))})
 
 
-async def verify(job: Any, source_ids: Iterable[str] | None = None, *, progress: bool | None = None,
+async def verify(job: Any, source_ids: Iterable[str] | Mapping[str, Iterable[str]] | None = None, *, progress: bool | None = None,
                  out: Callable[[str], None] | None = None, latency: float | None = None,
                  target: Any = None) -> VerifyOutcome:
-    """Verify the job's done records (or only ``source_ids``, e.g. a run's sample) against
+    """Verify the job's done records (or only ``source_ids``, flat or by stream, e.g. a
+    run's sample) against
     what the target holds. Prints the bill through ``out`` before the first read-back."""
     say = out or (lambda line: print(line, file=sys.stderr))
     enabled = sys.stderr.isatty() if progress is None else progress
-    wanted = list(source_ids) if source_ids is not None else None
+    wanted: Any = (source_ids if isinstance(source_ids, Mapping) else
+                   list(source_ids) if source_ids is not None else None)
+
+    def ids_of(stream: str) -> list[str] | None:
+        return list(wanted.get(stream, ())) if isinstance(wanted, Mapping) else wanted
 
     def load() -> list[tuple[Any, list[Done]]]:
         conn = read_only(job.checkpoint)
         try:
-            return [(sm, done_records(conn, sm.name, wanted)) for sm in job.mapping.streams.values()]
+            return [(sm, done_records(conn, sm.name, ids_of(sm.name))) for sm in job.mapping.streams.values()]
         finally:
             conn.close()
 
@@ -341,6 +346,6 @@ async def verify(job: Any, source_ids: Iterable[str] | None = None, *, progress:
     return outcome
 
 
-def verify_job(job: Any, source_ids: Iterable[str] | None = None, **kwargs: Any) -> VerifyOutcome:
+def verify_job(job: Any, source_ids: Iterable[str] | Mapping[str, Iterable[str]] | None = None, **kwargs: Any) -> VerifyOutcome:
     """``verify`` from synchronous code (the CLI, a workflow's ``run --sample N``)."""
     return anyio.run(lambda: verify(job, source_ids, **kwargs))

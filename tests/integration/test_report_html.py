@@ -184,3 +184,34 @@ def test_the_run_report_opens_in_a_browser_shows_its_numbers_and_loads_nothing(t
     if os.environ.get("MIGRATOR_KEEP_SCREENSHOT"):
         shutil.copy(shot, os.environ["MIGRATOR_KEEP_SCREENSHOT"])
         shutil.copy(phone, Path(os.environ["MIGRATOR_KEEP_SCREENSHOT"]).with_suffix(".phone.png"))
+
+
+def test_the_verify_page_shows_what_the_target_did_not_keep(tmp_path):
+    """``verify`` writes its page beside its JSON report: the browser shows the counts per
+    stream and each drifted field, as the JSON has them, and loads nothing."""
+    out = tmp_path / "browser"
+    out.mkdir()
+    with ThreadPair(tmp_path, "csv", "rei", n=N, concurrency=4, faults=Faults(keep_less_rate=0.3, seed=5)) as pair:
+        ran = subprocess.run(pair.cli("run"), capture_output=True, text=True, timeout=180,
+                             env=pair.subprocess_env(), cwd=tmp_path)
+        assert ran.returncode in (0, 1), ran.stderr
+        checked = subprocess.run(pair.cli("verify"), capture_output=True, text=True, timeout=180,
+                                 env=pair.subprocess_env(), cwd=tmp_path)
+        assert checked.returncode == 1, checked.stderr
+    report = orjson.loads((tmp_path / "reports" / "csv-to-rei-verify-report.json").read_bytes())
+    page = tmp_path / "reports" / "csv-to-rei-verify-report.html"
+    assert stat.S_IMODE(page.stat().st_mode) == 0o600
+    netlog = out / "net.json"
+    dumped = browse(page, out, "--dump-dom", f"--log-net-log={netlog}")
+    assert dumped.returncode == 0, dumped.stderr[-2000:]
+    assert page_requests(netlog) == set()
+    dom = Dom()
+    dom.feed(dumped.stdout)
+    (stream,) = report["streams"]
+    assert stream["drifted"] + stream["missing"] > 0
+    for key in ("records", "equal", "drifted", "missing", "held_twice", "unchecked"):
+        assert dom.number(stream="contacts", n=key) == stream[key], key
+    assert dom.values(verdict="not")
+    text = " ".join(dom.text)
+    for d in stream["drift"]:
+        assert d["source_id"] in text and d["field"] in text

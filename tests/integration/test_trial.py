@@ -5,8 +5,10 @@ from collections import Counter
 
 import orjson
 
+from migrator.sandbox.base import Faults
 from tests.conftest import contacts_rows, file_job, run_cli
 from tests.integration.harness import ThreadPair
+from migrator.sandbox.data import CLEAN
 
 
 def test_sample_then_full_run_writes_every_record_once_into_rei(tmp_path, monkeypatch, capsys):
@@ -23,6 +25,8 @@ def test_sample_then_full_run_writes_every_record_once_into_rei(tmp_path, monkey
         positions = sorted(order.index(sid) for sid, _, _ in trial)
         assert positions[0] < n // k and positions[-1] >= n - 2 * (n // k), positions
         assert "migrator run" in err and "migrator undo" in err and "--sample-only" in err
+        done = sum(1 for _, s, _ in trial if s == "done")
+        assert f"contacts: {done:,} done, equal {done:,}, drift 0, missing 0" in err, err  # the trial's verify
         assert db.execute("SELECT mode FROM runs ORDER BY run DESC").fetchone() == ("sample",)
         assert db.execute("SELECT count(*) FROM cursors WHERE finished=1").fetchone()[0] == 0
 
@@ -60,3 +64,17 @@ def test_sample_of_a_csv_into_jsonl_then_the_rest_gives_each_line_once(tmp_path)
 def _sid(line: bytes, rows: list[dict]) -> str:
     rec = orjson.loads(line)
     return next(r["id"] for r in rows if r["Email"] == rec.get("email"))
+
+
+def test_a_trial_verifies_its_records_and_says_what_the_target_did_not_keep(tmp_path, monkeypatch, capsys):
+    """The trial reads back exactly the records it wrote; a target that kept less than it
+    acknowledged makes the trial exit 1, each spoiled record named, before the full run."""
+    with ThreadPair(tmp_path, "realvolve", "rei", n=60, concurrency=4, dirt=CLEAN,
+                    faults=Faults(keep_less_rate=1.0, seed=3)) as pair:
+        code, err = pair.main(monkeypatch, capsys, "run", "--sample", "6")
+        assert code == 1, err
+        assert "contacts: 6 done, equal 0" in err, err
+        drift = (tmp_path / "reports" / "realvolve-to-rei-verify-drift.csv").read_text()
+        spoiled = {row.split(",")[1] for row in drift.splitlines()[1:]}
+        db = sqlite3.connect(tmp_path / "ckpt.sqlite")
+        assert spoiled == {sid for (sid,) in db.execute("SELECT source_id FROM records WHERE status='done'")}
