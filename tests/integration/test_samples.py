@@ -7,6 +7,7 @@ import pytest
 from migrator.engine import Engine
 from migrator.job import load_job
 from migrator.resources import shipped_pairs
+from migrator.sandbox.server import Sandbox, make
 
 SAMPLES = Path(__file__).resolve().parents[2] / "samples"
 FAKE_ENV = {v: "sample" for v in ("REALVOLVE_CLIENT_ID", "REALVOLVE_CLIENT_SECRET", "REALVOLVE_UTILITY_API_KEY",
@@ -16,7 +17,7 @@ FAKE_ENV = {v: "sample" for v in ("REALVOLVE_CLIENT_ID", "REALVOLVE_CLIENT_SECRE
 def test_a_sample_job_per_shipped_pair():
     jobs = {p.stem for p in (SAMPLES / "jobs").glob("*.yaml")}
     assert jobs == {f"{s}-to-{t}" for s, t in shipped_pairs()}
-    assert len(jobs) == 29
+    assert len(jobs) == 37   # 29 pairs and 8 backups (an API source → jsonl or csv)
 
 
 @pytest.mark.parametrize("source,target", shipped_pairs())
@@ -28,9 +29,19 @@ def test_sample_job_loads(source, target):
 
 @pytest.mark.parametrize("name", ["realeflow-csv-to-rei", "brokerkit-csv-to-spark", "csv-to-brokerkit"])
 def test_csv_sample_jobs_validate_their_sample_exports(name, tmp_path):
-    job = load_job(SAMPLES / "jobs" / f"{name}.yaml", env=FAKE_ENV)
-    job.reports = tmp_path
-    outcome = anyio.run(Engine(job, mode="validate", progress=False).run)
+    """``validate`` proves the target first (its probe): the target is the simulator on
+    loopback, as `migrator sandbox` would give it, never the vendor's host."""
+    target = name.rsplit("-to-", 1)[1]
+
+    async def validate():
+        sim = make(target, limit=None)
+        async with Sandbox({target: sim}):
+            env = {**FAKE_ENV, **sim.credentials(), f"{target.upper()}_BASE_URL": sim.base_url}
+            job = load_job(SAMPLES / "jobs" / f"{name}.yaml", env=env)
+            job.reports = tmp_path
+            return await Engine(job, mode="validate", progress=False).run()
+
+    outcome = anyio.run(validate)
     assert outcome.streams[0].counts["read"] == 12
     assert outcome.streams[0].counts["valid"] >= 8
 

@@ -20,8 +20,10 @@ REFRESH = ("refresh_token: '${SPARK_REFRESH_TOKEN}', client_id: '${SPARK_CLIENT_
 
 
 def test_an_expired_token_stops_resumably_and_the_refresh_grant_finishes_exactly_once(tmp_path):
-    with ThreadPair(tmp_path, "csv", "spark", n=N, dirt=CLEAN, concurrency=4,
-                    faults=Faults(latency=0.01), target_sim={"access_token_ttl": 0.4}) as pair:
+    # The token's life starts with the simulator, before the CLI's start-up: 3 s leaves a
+    # loaded machine time to write some, and 300 creates at 50 ms, two at a time, outlive it.
+    with ThreadPair(tmp_path, "csv", "spark", n=N, dirt=CLEAN, concurrency=2,
+                    faults=Faults(latency=0.05), target_sim={"access_token_ttl": 3.0}) as pair:
         env = pair.subprocess_env()
         first = subprocess.run(pair.cli("run"), env=env, capture_output=True, text=True, timeout=180)
         assert first.returncode == EXIT_INTERRUPTED, first.stderr
