@@ -90,6 +90,25 @@ def test_retry_reads_only_the_failed_records(tmp_path, monkeypatch, capsys, sour
         assert sorted(failed_ids(pair)) == sorted(failed)  # the same dirty records fail again
 
 
+def test_fix_the_mapping_then_retry_with_accept_mapping_change(tmp):
+    """The README's flow: a record fails, the user fixes the mapping, then retries. Before,
+    retry refused the changed mapping and named an option it did not take."""
+    rows = contacts_rows(20)
+    rows[3]["Phone"] = "555-CALL-NOW"
+    job = file_job(tmp, rows, mapping=PHONE_MAPPING)
+    assert run_cli("run", str(job)).returncode == 1
+    (tmp / "mapping.yaml").write_text(PHONE_MAPPING.replace("      phone: {path: Phone, transform: [phone_e164]}\n",
+                                                            "      phone: Phone\n"))
+    refused = run_cli("retry", str(job))
+    assert refused.returncode == 2 and "--accept-mapping-change" in refused.stderr, refused.stderr
+    assert len([line for line in refused.stderr.splitlines() if line.strip()]) == 1
+    res = run_cli("retry", str(job), "--accept-mapping-change")
+    assert res.returncode == 0, res.stderr
+    assert "read 1," in res.stderr and "written 1" in res.stderr
+    lines = [orjson.loads(line) for line in (tmp / "out.jsonl").read_bytes().splitlines()]
+    assert len(lines) == 20 and sum(1 for r in lines if r.get("phone") == "555-CALL-NOW") == 1
+
+
 def test_retry_of_a_file_source_reads_the_fixed_rows(tmp):
     rows = contacts_rows(20)
     rows[3]["Phone"] = "555-CALL-NOW"
