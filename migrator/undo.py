@@ -302,6 +302,17 @@ class Undo:
                     self.outcome.kept.append(self._row(g, "the target kept failing; run undo again"))
                 await self.ckpt.commit()  # type: ignore[union-attr]
 
+    async def _go(self, g: Group, now: dict[str, Any], resumed: bool) -> bool:
+        """Whether to take ``g`` back: not when someone changed the record in the target
+        since the job wrote it (listed instead), unless forced or already decided before a
+        crash; if so, ``g`` is marked in flight, durably, before its request."""
+        diff = [] if resumed or self.force else changed(now, g.wrote)
+        if diff:
+            self._listed(g, diff)
+            return False
+        await self._inflight(g)
+        return True
+
     async def _one(self, g: Group) -> None:
         target, ckpt = self.target, self.ckpt
         assert ckpt is not None
@@ -312,11 +323,8 @@ class Undo:
                 self._mark(g, "undone", "already gone")
                 self.outcome.add("undone", len(g.source_ids))
                 return
-            diff = [] if resumed or self.force else changed(now, g.wrote)
-            if diff:
-                self._listed(g, diff)
+            if not await self._go(g, now, resumed):
                 return
-            await self._inflight(g)
             await target.undo_delete(g.target_stream, g.target_id)
             self._mark(g, "undone", "deleted")
             self.outcome.add("deleted", len(g.source_ids))
@@ -328,11 +336,8 @@ class Undo:
             self.outcome.add("listed", len(g.source_ids))
             self.outcome.listed.append(self._row(g, "deleted from the target since the migration"))
             return
-        diff = [] if resumed or self.force else changed(now, g.wrote)
-        if diff:
-            self._listed(g, diff)
+        if not await self._go(g, now, resumed):
             return
-        await self._inflight(g)
         lost = await target.undo_restore(g.target_stream, g.target_id, g.previous, now, g.wrote or {})
         self._mark(g, "undone", "; ".join(lost) or "put back")
         self.outcome.add("restored", len(g.source_ids))

@@ -12,6 +12,7 @@ limits are off and the job's are high, so tests measure behaviour, not waiting.
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -158,6 +159,15 @@ class ThreadPair(Pair):
 
     def subprocess_env(self) -> dict[str, str]:
         return {**os.environ, **self.env}
+
+    def run_process(self, crash: str | None = None, *args: str) -> subprocess.CompletedProcess:
+        """``migrator run`` in a process of its own, killed at ``crash`` (a crashpoint
+        ``name:n``, see ``migrator/crashpoints.py``) when given."""
+        env = self.subprocess_env()
+        env.pop("MIGRATOR_CRASH_AT", None)
+        if crash:
+            env["MIGRATOR_CRASH_AT"] = crash
+        return subprocess.run(self.cli("run", *args), env=env, capture_output=True, text=True, timeout=180)
 
     def call(self, fn, *args: Any) -> Any:
         """Run ``fn`` on the sandbox's loop (reads simulator state without racing it)."""

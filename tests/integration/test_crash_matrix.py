@@ -19,7 +19,6 @@ CI runs 7 points per target. The full matrix, 23 points per target:
 """
 import os
 import sqlite3
-import subprocess
 
 import orjson
 import pytest
@@ -38,14 +37,6 @@ TARGETS = {"rei": "exactly once", "brokerkit": "keyed exactly once", "realeflow"
            "realvolve": "settled"}
 
 
-def _run(pair, crash: str | None = None) -> subprocess.CompletedProcess:
-    env = pair.subprocess_env()
-    env.pop("MIGRATOR_CRASH_AT", None)
-    if crash:
-        env["MIGRATOR_CRASH_AT"] = crash
-    return subprocess.run(pair.cli("run"), env=env, capture_output=True, text=True, timeout=180)
-
-
 @pytest.mark.parametrize("point,n", POINTS, ids=[f"{p}-{n}" for p, n in POINTS])
 @pytest.mark.parametrize("target", list(TARGETS))
 def test_crash_at_point_then_resume(tmp_path, target, point, n):
@@ -54,9 +45,9 @@ def test_crash_at_point_then_resume(tmp_path, target, point, n):
     if target == "realvolve":   # REI pages hold 100: three pages; the token that expires is the target's
         source, size, sims = "rei", 250, {"source_sim": {"faults": Faults(latency=0.03)}, "faults": faults}
     with ThreadPair(tmp_path, source, target, n=size, concurrency=8, **sims) as pair:
-        crashed = _run(pair, f"{point}:{n}")
+        crashed = pair.run_process(f"{point}:{n}")
         assert crashed.returncode == -9, f"never reached {point} #{n}: {crashed.stderr[-500:]}"
-        final = _run(pair)
+        final = pair.run_process()
         assert final.returncode in (0, 1), final.stderr
         assert "Traceback" not in final.stderr + crashed.stderr
         conn = sqlite3.connect(tmp_path / "ckpt.sqlite")

@@ -7,7 +7,6 @@ when nobody else writes; here another user of the Realeflow account creates 30
 contacts between the kill and the resume, so the newest 25 no longer reach back.
 """
 import sqlite3
-import subprocess
 
 import orjson
 
@@ -17,18 +16,10 @@ from tests.integration.harness import Pair, ThreadPair
 N = 150
 
 
-def _run(pair, crash: str | None = None) -> subprocess.CompletedProcess:
-    env = pair.subprocess_env()
-    env.pop("MIGRATOR_CRASH_AT", None)
-    if crash:
-        env["MIGRATOR_CRASH_AT"] = crash
-    return subprocess.run(pair.cli("run"), env=env, capture_output=True, text=True, timeout=180)
-
-
 def test_realeflow_in_flight_writes_are_listed_when_others_filled_the_newest_25(tmp_path):
     source = {"faults": Faults(latency=0.03), "page_size": 50}
     with ThreadPair(tmp_path, "realvolve", "realeflow", n=N, concurrency=8, source_sim=source) as pair:
-        assert _run(pair, "written:60").returncode == -9
+        assert pair.run_process("written:60").returncode == -9
         conn = sqlite3.connect(tmp_path / "ckpt.sqlite")
         in_flight = {s for (s,) in conn.execute("SELECT source_id FROM records WHERE stream='contacts' AND status='inflight'")}
         assert in_flight
@@ -41,7 +32,7 @@ def test_realeflow_in_flight_writes_are_listed_when_others_filled_the_newest_25(
                                   "address": None, "city": None, "state": None, "zipCode": None,
                                   "tags": [], "customFields": None}, [], None)
         pair.call(another_user)
-        final = _run(pair)
+        final = pair.run_process()
         assert final.returncode in (0, 1) and "Traceback" not in final.stderr, final.stderr
         statuses = dict(conn.execute("SELECT status, count(*) FROM records WHERE stream='contacts' GROUP BY status"))
         assert set(statuses) <= {"done", "failed", "skipped"} and sum(statuses.values()) == N
