@@ -65,8 +65,9 @@ CREATE TABLE IF NOT EXISTS placements (
 CREATE TABLE IF NOT EXISTS failure_context (
     stream TEXT NOT NULL, source_id TEXT NOT NULL, value TEXT, name TEXT, email TEXT,
     PRIMARY KEY (stream, source_id)) WITHOUT ROWID;
--- `migrator undo`: for each record this job wrote onto the target (API targets), what it
--- sent and, where the target held the record before, its previous values; and how far
+-- `migrator undo`: for each record this job wrote onto the target (API targets), where the
+-- target held the record before, its previous values, and what the connector wrote when
+-- it differs from what was sent (a merge's changes; else `sent` holds it); and how far
 -- the undo of each record has come (inflight, undone, listed, kept, failed).
 CREATE TABLE IF NOT EXISTS undo_log (
     stream TEXT NOT NULL, source_id TEXT NOT NULL, target_id TEXT NOT NULL, previous TEXT, wrote TEXT,
@@ -239,7 +240,8 @@ class Checkpoint:
     def undo_log(self, stream: str, source_id: str, target_id: str, previous: dict[str, Any] | None,
                  wrote: dict[str, Any] | None) -> None:
         """What undo needs of a write (queued: it commits with the record's ``done``): the
-        record as the target held it before (None: this job created it) and what was sent."""
+        record as the target held it before (None: this job created it) and what the
+        connector wrote, when not the record as sent (None: ``sent`` holds that already)."""
         dump = lambda v: None if v is None else orjson.dumps(v, default=str).decode()  # noqa: E731
         # Kept apart from the other queued writes: interleaved with each record's ``done`` they
         # would cut every executemany run to one statement. Nothing reads undo_log during a run.

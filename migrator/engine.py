@@ -849,8 +849,9 @@ class Engine:
             if res.placements:   # what a combined merge put where: committed with its done
                 ckpt.placed(stream, sid, res.placements)
             if self._undo_log and res.action in ("created", "updated"):
-                ckpt.undo_log(stream, sid, str(res.target_id), res.previous,
-                              item.data if res.wrote is None else res.wrote)
+                # What was sent is kept once, in ``sent`` (below); the log keeps only a body
+                # the connector wrote instead of it (a merge's changes).
+                ckpt.undo_log(stream, sid, str(res.target_id), res.previous, res.wrote)
             await self._done(result, stream, sid, res.target_id, res.action, res.matched_key, uncertain,
                              item.data)
             return

@@ -122,7 +122,7 @@ def _norm(v: Any) -> str:
     return " ".join(str(v).split()).casefold() if v is not None else ""
 
 
-def _load(text: str | None) -> Any:
+def _load(text: str | bytes | None) -> Any:
     return None if text is None else orjson.loads(text)
 
 
@@ -232,9 +232,11 @@ class Undo:
         if self.sample_only:
             await self._sample_run()
         rows = await ckpt.query(
-            "SELECT r.stream, r.source_id, r.target_id, r.action, r.matched_key, l.previous, l.wrote, u.state, "
+            "SELECT r.stream, r.source_id, r.target_id, r.action, r.matched_key, l.previous, "
+            "CASE WHEN l.stream IS NULL THEN NULL ELSE coalesce(l.wrote, s.body) END, u.state, "
             f"r.run IN ({SAMPLE_RUNS}) FROM records r "
             "LEFT JOIN undo_log l ON l.stream=r.stream AND l.source_id=r.source_id "
+            "LEFT JOIN sent s ON s.stream=r.stream AND s.source_id=r.source_id "
             "LEFT JOIN undo_state u ON u.stream=r.stream AND u.source_id=r.source_id "
             "WHERE r.status='done' AND r.target_id IS NOT NULL ORDER BY r.updated, r.source_id")
         streams = self.job.mapping.streams
