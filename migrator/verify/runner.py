@@ -35,6 +35,7 @@ from ..progress import open_bar
 from .compare import Drift, drifts, held_twice, shown
 
 CHUNK = 500   # checkpoint rows read at a time
+COMPARE_SECONDS = 55e-6   # parse + compare one record read back (measured: bench/verify_cost.py)
 
 
 @dataclass
@@ -164,11 +165,15 @@ def target_side(job: Any, target: Any, latency: float | None) -> Side:
 
 
 def eta(side: Side, verdicts: list[StreamVerdict], sequential: dict[str, bool]) -> float:
-    """Reads one after another (a cursor) wait each for its answer; the others overlap."""
+    """Reads one after another (a cursor) wait each for its answer; the others overlap.
+    Parsing and comparing each record adds ``COMPARE_SECONDS``: when the window lets a
+    read finish in a second (20,000 Spark contacts: 803 pages, 1.0 s of requests), that
+    local work took as long again (2.1 s in all, 2026-12-06)."""
     total = 0.0
     for v in verdicts:
         n = sum(v.planned.values())
         total += side.one_by_one(n) if sequential.get(v.stream) else side.seconds(v.planned, setup=False)
+        total += v.records * COMPARE_SECONDS if v.how != "none" else 0.0
     return total
 
 
