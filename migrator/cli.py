@@ -291,7 +291,7 @@ SINCE_HELP = ("only records changed since then, for a delta run after cutover: a
               "earlier run migrated are updated by their target id, new ones created; the report counts "
               "them apart. A CSV or JSONL source filters by the job's updated_column (older rows are "
               "skipped and counted). Sources that can filter by time: realvolve (recent_contacts), "
-              "spark (ModificationTimestamp)")
+              "spark (ModificationTimestamp), rei (newest-updated first, up to the first older contact)")
 
 
 def _count(text: str) -> int:

@@ -217,6 +217,87 @@ async def test_resuming_at_a_cursor_the_server_repeats_is_also_caught() -> None:
         await c.close()
 
 
+def updated(cid: str, stamp: str | None) -> dict[str, Any]:
+    contact = {**DOC_CONTACT, "id": cid, "customField": []}
+    if stamp is not None:
+        contact["dateUpdated"] = stamp
+    return contact
+
+
+def delta_connector(since: str, **settings: Any) -> Rei:
+    return connector(ctx=Context(role="source", since=since), **settings)
+
+
+async def test_a_delta_reads_newest_updated_first_and_stops_at_the_first_older_contact() -> None:
+    """``--since``: sortBy=date_updated, order=desc; the page holding the first contact
+    updated before TIME is the last one asked for, cut there (one at TIME is kept, one
+    without a readable dateUpdated too: it might have changed)."""
+    c = delta_connector("2026-12-01T10:00:00Z", page_size=2)
+    await c.open()
+    try:
+        with aioresponses() as m:
+            m.get(f"{BASE}/v1/custom-fields/", payload=CUSTOM_FIELDS)
+            m.get(LIST_URL, payload=page_body([updated("a", "2026-12-03T08:00:00.000Z"), updated("b", None)],
+                                              1764748800000, "b", total=40))
+            m.get(LIST_URL, payload=page_body([updated("c", "2026-12-01T10:00:00.000Z"),
+                                               updated("d", "2026-12-01T09:59:59.999Z")],
+                                              1764583199999, "d", total=40))
+            m.get(LIST_URL, payload=page_body([updated("e", "2026-11-01T00:00:00.000Z")], None, None))
+            info = await c.info("contacts")
+            pages = [p async for p in c.pages("contacts", None)]
+        assert info.total is None, "meta.total counts every contact, not the changed ones"
+        assert [[r.source_id for r in p.records] for p in pages] == [["a", "b"], ["c"]]
+        assert pages[0].cursor == {"startAfter": 1764748800000, "startAfterId": "b"}
+        assert pages[1].cursor is None and pages[1].total is None
+        lists = sent(m, "GET", "/v1/contacts/")
+        assert len(lists) == 2, "no page is asked for after the one holding the first older contact"
+        assert lists[0][1].kwargs["params"] == {"limit": 2, "sortBy": "date_updated", "order": "desc"}
+        assert lists[1][1].kwargs["params"] == {"limit": 2, "sortBy": "date_updated", "order": "desc",
+                                                "startAfter": "1764748800000", "startAfterId": "b"}
+    finally:
+        await c.close()
+
+
+def test_a_since_that_is_no_time_is_one_clear_error() -> None:
+    from migrator.errors import ConfigError
+    with pytest.raises(ConfigError, match="rei: --since 'last tuesdayish' is not a date or date-time"):
+        delta_connector("last tuesdayish")
+
+
+async def test_a_delta_resumed_at_its_cursor_neither_skips_nor_repeats() -> None:
+    """On the simulator: contacts changed through its PUT (which stamps dateUpdated) are
+    what a delta lists, newest first; resumed at a page's cursor it goes on right after."""
+    sim = make("rei", contacts=30, seed=5)
+    async with Sandbox({"rei": sim}):
+        key = sim.credentials()["REI_API_KEY"]
+        api = connector(sim.base_url, key)
+        await api.open()
+        try:
+            stored = sim.inspect_records("contacts")
+            since = datetime.now(timezone.utc).isoformat()
+            changed = [s for s in stored if s.get("email")][:5]
+            for s in changed:
+                await api.write("contacts", {"firstName": "Changed", "email": s["email"]},
+                                source_id=s["id"], target_id=s["id"])
+        finally:
+            await api.close()
+        now = {s["id"]: s["dateUpdated"] for s in sim.inspect_records("contacts")}
+        expected = sorted((s["id"] for s in changed), key=lambda i: (now[i], i), reverse=True)  # ties: by id
+        c = connector(sim.base_url, key, ctx=Context(role="source", since=since), page_size=2)
+        await c.open()
+        try:
+            await c.info("contacts")
+            pages = [p async for p in c.pages("contacts", None)]
+            rest = [p async for p in c.pages("contacts", pages[0].cursor)]
+        finally:
+            await c.close()
+    ids = [r.source_id for p in pages for r in p.records]
+    assert ids == expected, "newest-updated first, only those changed"
+    assert [len(p.records) for p in pages] == [2, 2, 1] and pages[-1].cursor is None
+    assert [r.source_id for p in rest for r in p.records] == ids[2:]
+    assert sim.stats.requests["GET /v1/contacts/"] == 3 + 2   # 3 pages, then the 2 after the cursor
+
+
 # ---- unit: rate-limit headers and errors -----------------------------------------------
 
 def response(status: int, headers: dict[str, str], body: Any = None) -> Response:

@@ -59,6 +59,7 @@ class Pair:
                  on_uncertain: str = "retry", mapping: Path | None = None,
                  source_sim: dict[str, Any] | None = None, target_sim: dict[str, Any] | None = None,
                  target_settings: dict[str, Any] | None = None,
+                 source_settings: dict[str, Any] | None = None,
                  source_credentials: dict[str, str] | None = None, preseed: Any = None,
                  on_merge: str | None = None):
         self.tmp, self.source, self.target = tmp, source, target
@@ -79,6 +80,7 @@ class Pair:
         self.concurrency = concurrency
         self.on_uncertain = on_uncertain
         self.target_settings = target_settings
+        self.source_settings = source_settings
         self.source_credentials = source_credentials
 
     @property
@@ -99,7 +101,7 @@ class Pair:
             write_export(self.source, self.tmp / "export.csv", self.people)
             src = f"{{system: csv, path: export.csv, id_column: '{id_column(self.source)}'}}"
         else:
-            src = system_block(self.source, credentials=self.source_credentials)
+            src = system_block(self.source, self.source_settings, credentials=self.source_credentials)
         dst = (f"{{system: {self.target}, path: 'out-{{stream}}.{self.target}'}}" if self.target in FILE_TARGETS
                else system_block(self.target, self.target_settings))
         (self.tmp / "job.yaml").write_text(

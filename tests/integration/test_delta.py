@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from collections import Counter
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -69,6 +70,85 @@ async def test_a_delta_run_updates_exactly_the_records_changed_in_the_source(tmp
         again = await Engine(pair.job(), mode="run", progress=False, since=since).run()
         assert again.total("updated") == 0 and again.total("created") == 0
         assert len(pair.target_records()) == len(after)
+
+
+def with_own_email(pair: Pair) -> list[dict]:
+    """Source contacts whose e-mail no other holds (the seed shares a few): a PUT with it."""
+    contacts = pair.source_sim.inspect_records("contacts")
+    seen = Counter(str(c.get("email") or "").lower() for c in contacts)
+    return [c for c in contacts if c.get("email") and seen[c["email"].lower()] == 1]
+
+
+async def change_in_rei(pair: Pair, contacts: list[dict], new_contact: dict) -> str:
+    """Change contacts in the REI source simulator through its own API (a PUT stamps
+    dateUpdated; the doc's PUT must carry the e-mail or phone), and add one."""
+    settings = {"system": "rei", "base_url": pair.env["REI_BASE_URL"], "api_key": pair.env["REI_API_KEY"]}
+    api = connector_class("rei")(settings, Context(role="target", allow_insecure_http=True))
+    await api.open()
+    try:
+        for c in contacts:
+            await api.write("contacts", {"firstName": f"Changed{c['id']}", "email": c["email"]},
+                            source_id=c["id"], target_id=c["id"])
+        return (await api.write("contacts", new_contact, source_id="new")).target_id
+    finally:
+        await api.close()
+
+
+async def test_an_rei_delta_reads_newest_updated_first_and_stops_at_the_first_older_contact(
+        tmp_path: Path) -> None:
+    """REI's doc has no filter by time, only a sort by date_updated: the delta reads
+    newest-updated first and asks for no page after the one holding the first contact
+    updated before --since."""
+    page = 5
+    async with Pair(tmp_path, "rei", "jsonl", n=N, source_settings={"page_size": page}) as pair:
+        first = await pair.run()
+        assert first.total("done") == N and first.total("failed") == 0
+        before = pair.target_records()
+        since = datetime.now(timezone.utc).isoformat()
+        changed = with_own_email(pair)[5:11]
+        new_id = await change_in_rei(pair, changed, {"firstName": "Newcomer", "email": "newcomer.rei@example.com"})
+        pages_before = pair.source_sim.stats.requests["GET /v1/contacts/"]
+
+        delta = await Engine(pair.job(), mode="run", progress=False, since=since).run()
+        (s,) = delta.streams
+        fresh = len(changed) + 1
+        assert s.counts["read"] == fresh                      # only what changed since
+        assert s.counts["updated"] == len(changed) and s.counts["created"] == 1, s.counts
+        assert s.counts["failed"] == 0
+        # 7 changed at 5 a page: the second page holds the first older contact; no third
+        assert delta.source_requests["requests"]["page"] == fresh // page + 1
+        assert pair.source_sim.stats.requests["GET /v1/contacts/"] - pages_before == fresh // page + 2  # + probe
+        after = pair.target_records()
+        assert after[:len(before)] == before                  # the first run's lines untouched
+        appended = after[len(before):]
+        assert sorted(r["_source_id"] for r in appended) == sorted([c["id"] for c in changed] + [new_id])
+        assert all(r["firstName"] == f"Changed{r['_source_id']}" for r in appended if r["_source_id"] != new_id)
+        kinds = dict(rows(pair, "SELECT source_id, action FROM records"))
+        assert kinds[new_id] == "created" and all(kinds[c["id"]] == "updated" for c in changed)
+
+        # The same delta again (a resume, or run twice): nothing read twice, nothing sent.
+        again = await Engine(pair.job(), mode="run", progress=False, since=since).run()
+        assert again.total("updated") == 0 and again.total("created") == 0
+        assert len(pair.target_records()) == len(after)
+
+
+async def test_an_interrupted_rei_delta_resumes_at_its_cursor_and_writes_each_change_once(tmp_path: Path) -> None:
+    """The delta's cursor (startAfter, startAfterId of the date_updated order) is kept in
+    the checkpoint under the delta's own key: resumed, it neither skips nor repeats."""
+    async with Pair(tmp_path, "rei", "jsonl", n=N, source_settings={"page_size": 2}) as pair:
+        await pair.run()
+        before = len(pair.target_records())
+        since = datetime.now(timezone.utc).isoformat()
+        changed = with_own_email(pair)[:7]
+        await change_in_rei(pair, changed, {"firstName": "Late", "email": "late.rei@example.com"})
+
+        cut = await Engine(pair.job(), mode="run", progress=False, since=since, stop_after=3).run()
+        assert cut.interrupted and 0 < cut.total("updated") < len(changed)
+        rest = await Engine(pair.job(), mode="run", progress=False, since=since).run()
+        assert cut.total("updated") + rest.total("updated") == len(changed)
+        assert cut.total("created") + rest.total("created") == 1
+        appended = [r["_source_id"] for r in pair.target_records()[before:]]
+        assert len(appended) == len(set(appended)) == len(changed) + 1   # each change once, none skipped
 
 
 def file_job(tmp: Path, rows_: list[dict], *, updated_column: str | None = "updated") -> Path:
