@@ -16,7 +16,7 @@ import codecs
 import csv
 import io
 import os
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 from typing import Any, AsyncIterator, Iterator, Mapping
 
@@ -27,6 +27,7 @@ from ..errors import ConfigError, JobError
 from ..protocols import Page, Record, StreamInfo, WriteResult
 from ..schema import Field, StreamSchema
 from . import textfile
+from ..timeparse import utc_time
 from .base import Connector, ReadBack, Setting, WritePlanner, number_setting
 
 PAGE = 500
@@ -158,7 +159,7 @@ class _FileConnector(Connector):
         if not self.ctx.since or not column:
             return None
         try:
-            return _utc(self.ctx.since)
+            return utc_time(self.ctx.since)
         except (ValueError, OverflowError):
             raise ConfigError(f"--since {self.ctx.since!r} is not a date or date-time "
                               "(e.g. 2026-11-30 or '2026-11-30 14:00')") from None
@@ -173,7 +174,7 @@ class _FileConnector(Connector):
             stamp = (record.data or {}).get(column)
             if record.data is not None and stamp not in (None, ""):
                 try:
-                    if _utc(str(stamp)) < since:
+                    if utc_time(str(stamp)) < since:
                         continue
                 except (ValueError, OverflowError):
                     pass
@@ -382,16 +383,6 @@ class _OpenSchemas(dict):
 
     def __contains__(self, key) -> bool:
         return True
-
-
-def _utc(text: str) -> datetime:
-    """A date or date-time as an aware UTC datetime; one without a zone is UTC."""
-    from dateutil import parser
-    try:
-        when = parser.isoparse(text.strip())
-    except ValueError:
-        when = parser.parse(text)
-    return (when if when.tzinfo else when.replace(tzinfo=timezone.utc)).astimezone(timezone.utc)
 
 
 def _mark_key(path: Path) -> str:

@@ -31,6 +31,7 @@ import orjson
 
 from ..errors import (AuthError, ConfigError, JobError, QuotaExhausted, RecordError, Retryable,
                       UncertainWrite)
+from ..timeparse import utc_time
 from ..http import Auth, HttpClient, Request, Response, error_text
 from ..limits import RateLimit
 from ..paging import in_order
@@ -104,22 +105,10 @@ NOTE_FIELDS: tuple[Field, ...] = (
 _PARAM_FIELD = re.compile(r"contact\[\w+\](?:\[(\w+)\])+")
 
 
-def parse_time(raw: str) -> datetime:
-    """A date or date-time as an aware UTC datetime (naive means UTC)."""
-    from dateutil import parser
-    try:
-        dt = parser.isoparse(raw.strip())
-    except ValueError:
-        dt = parser.parse(raw)
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=timezone.utc)
-    return dt.astimezone(timezone.utc)
-
-
 def since_stamp(raw: str) -> str:
     """``--since`` as the UTC stamp ``updated_time`` takes; no ``+`` to mangle in a URL."""
     try:
-        dt = parse_time(raw)
+        dt = utc_time(raw)
     except (ValueError, OverflowError):
         raise ConfigError(f"realvolve: --since {raw!r} is not a date or date-time") from None
     return dt.strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -142,7 +131,7 @@ def _body(resp: Response) -> dict[str, Any]:
 def _at_or_after(stamp: Any, since: datetime) -> bool:
     """Whether a record's timestamp is not before ``since``; unreadable ones are kept."""
     try:
-        return parse_time(str(stamp)) >= since
+        return utc_time(str(stamp)) >= since
     except (ValueError, OverflowError):
         return True
 
@@ -343,7 +332,7 @@ class Realvolve(Connector):
         if stream not in ("contacts", "notes"):
             raise JobError(f"realvolve has no stream {stream!r}; it has {', '.join(self.source_streams)}")
         after = int((cursor or {}).get("page", 0))
-        notes_since = parse_time(since_stamp(self.ctx.since)) if stream == "notes" and self.ctx.since else None
+        notes_since = utc_time(since_stamp(self.ctx.since)) if stream == "notes" and self.ctx.since else None
         total = self._totals.get(stream)
         async with aclosing(self._contact_pages(self._listing(stream), after)) as loaded:
             async for number, part, rows, details, ends, last in loaded:

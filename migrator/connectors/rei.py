@@ -53,6 +53,7 @@ import orjson
 
 from ..errors import (AuthError, ConfigError, JobError, MappingError, QuotaExhausted, RateLimited,
                       RecordError, UserError)
+from ..timeparse import utc_time
 from ..http import Response, StaticHeaderAuth, error_text, retry_after_seconds
 from ..limits import RateLimit
 from ..protocols import Page, Record, StreamInfo, WriteResult
@@ -61,7 +62,6 @@ from .base import Connector, Context, Quota, ReadBack, Setting, WritePlanner, ch
 from .combine import Slots, combine
 from .dedup import (ON_MERGE, Choice, Dedup, KeyLocks, KeyStore, MemoryKeys, PlanState, choose, fresh_index, keys_of,
                     merge_without_writing, normalize, shown_key)
-from .realvolve import parse_time
 
 API_KEY_ENV = "REI_API_KEY"
 MAX_PAGE = 100
@@ -176,7 +176,7 @@ class Rei(Connector):
         if not self.ctx.since:
             return None
         try:
-            return parse_time(self.ctx.since).timestamp()
+            return utc_time(self.ctx.since).timestamp()
         except (ValueError, OverflowError):
             raise ConfigError(f"rei: --since {self.ctx.since!r} is not a date or date-time") from None
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 import hashlib
 from collections import Counter
 from contextlib import aclosing
-from datetime import datetime, timezone
 from typing import Any, AsyncIterator, Iterable, Mapping
 from urllib.parse import urlsplit
 
@@ -31,6 +30,7 @@ from yarl import URL
 
 from ..errors import (AuthError, ConfigError, CredentialExpired, JobError, RateLimited, RecordError,
                       Retryable, TokenExpired, UncertainWrite)
+from ..timeparse import utc_time
 from ..http import Auth, HttpClient, Request, Response, StaticHeaderAuth, retry_after_seconds
 from ..paging import in_order
 from ..limits import RateLimit
@@ -100,16 +100,9 @@ def quote_filter_value(value: str) -> str:
 def filter_timestamp(raw: str) -> str:
     """``--since`` as the UTC ISO 8601 stamp ``_filter`` takes unquoted."""
     try:
-        dt = datetime.fromisoformat(raw.strip())
-    except ValueError:
-        from dateutil import parser
-        try:
-            dt = parser.parse(raw)
-        except (ValueError, OverflowError):
-            raise ConfigError(f"spark: --since {raw!r} is not a date or date-time") from None
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=timezone.utc)
-    dt = dt.astimezone(timezone.utc)
+        dt = utc_time(raw)
+    except (ValueError, OverflowError):
+        raise ConfigError(f"spark: --since {raw!r} is not a date or date-time") from None
     stamp = dt.strftime("%Y-%m-%dT%H:%M:%S")
     if dt.microsecond:
         stamp += f".{dt.microsecond // 1000:03d}"
