@@ -68,9 +68,12 @@ def cmd_run(args: argparse.Namespace, mode: str, job: Any = None) -> int:
     async def go():
         if mode == "validate":
             return await planning.validate_with_plan(engine, latency)
-        if mode == "run" and not sample:
+        if mode == "run" and not sample and not engine.since:
             await planning.before_run(job, engine.source, engine.target,
                                       lambda line: print(line, file=sys.stderr), latency)
+        elif engine.since:   # validate's stored plan counts the whole migration, not what changed
+            print(f"plan: none for a delta — it reads only what changed since {engine.since}; "
+                  f"the report counts what it updated and created", file=sys.stderr)
         return await engine.run(), None
 
     try:
@@ -78,7 +81,7 @@ def cmd_run(args: argparse.Namespace, mode: str, job: Any = None) -> int:
     finally:
         if sink is not None:
             sink.close()
-    report, text = finish(job, outcome, mode, plan)
+    report, text = finish(job, outcome, mode, plan, delta=bool(engine.since))
     if getattr(args, "show", 0):
         from .report import preview_text
         print(preview_text(report), file=sys.stderr)

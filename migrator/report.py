@@ -316,10 +316,11 @@ def preview_text(report: dict[str, Any], cols: int = WIDTH) -> str:
     return "\n".join(lines)
 
 
-def finish(job, outcome, mode: str, plan=None) -> tuple[dict[str, Any], str]:
+def finish(job, outcome, mode: str, plan=None, delta: bool = False) -> tuple[dict[str, Any], str]:
     """After a run: write the JSON report (and, for run/retry, the failures CSV from the
     checkpoint); return the report and its terminal summary. ``validate`` reports the
-    plan it made; ``run`` sets the stored plan's requests beside its actual ones."""
+    plan it made; ``run`` sets the stored plan's requests beside its actual ones — not a
+    delta's, which reads only what changed while the stored plan counts everything."""
     latest, csv_path = report_paths(job, mode)
     json_path = run_report_path(job, mode, outcome)
     facts = None
@@ -329,7 +330,7 @@ def finish(job, outcome, mode: str, plan=None) -> tuple[dict[str, Any], str]:
     section = None
     if mode == "validate" and plan is not None:
         section = plan.to_dict()
-    elif mode == "run":
+    elif mode == "run" and not delta:
         section = planning.planned_vs_actual(planning.load_plan(job), outcome)
     report = build_report(job, outcome, facts, section)
     write_report(json_path, report)

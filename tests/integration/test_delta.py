@@ -263,3 +263,22 @@ async def test_a_delta_update_does_not_add_the_notes_again(tmp_path: Path, targe
         assert len(sandbox[target].inspect_records("notes")) == notes_before   # none added again
     finally:
         await sandbox.stop()
+
+
+def test_a_delta_shows_no_stale_plan_and_its_report_sets_none_beside_it(tmp_path: Path, capsys) -> None:
+    """validate's stored plan counts the whole migration: a delta must not print it as its
+    own, nor set it beside what it sent in the report."""
+    from migrator.cli import main
+    data = people(12, "2026-11-01 09:00")
+    job = file_job(tmp_path, data)
+    assert main(["validate", str(job), "--no-progress"]) == 0
+    assert main(["run", str(job), "--no-progress"]) == 0
+    assert "plan (validate at" in capsys.readouterr().err
+    data[3].update(name="Renamed 3", updated="2026-12-02")
+    file_job(tmp_path, data)
+    assert main(["run", str(job), "--since", "2026-12-01", "--no-progress"]) == 0
+    err = capsys.readouterr().err
+    assert "plan (validate at" not in err and "plan: none for a delta" in err, err
+    report = json.loads((tmp_path / "reports" / "t-run-report.json").read_text())
+    assert report["streams"][0]["counts"]["updated"] == 1
+    assert not report.get("plan"), report.get("plan")
