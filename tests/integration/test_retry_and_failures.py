@@ -14,21 +14,10 @@ import pytest
 from migrator.cli import main
 from migrator.identity import who
 from migrator.sandbox.data import CLEAN
-from tests.conftest import contacts_rows, file_job, run_cli, write_csv
+from tests.conftest import PHONE_MAPPING, contacts_rows, file_job, run_cli, write_csv
 from tests.integration.harness import ThreadPair
 
 N = int(os.environ.get("MIGRATOR_RETRY_CONTACTS", "60"))
-PHONE_MAPPING = """\
-source: csv
-target: jsonl
-streams:
-  contacts:
-    fields:
-      first_name: First Name
-      last_name: Last Name
-      email: Email
-      phone: {path: Phone, transform: [phone_e164]}
-"""
 ISO = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?([+-]\d\d:\d\d|Z)$")
 
 
