@@ -345,16 +345,7 @@ class Checkpoint:
         return await self._read(q)
 
     async def statuses(self, stream: str, source_ids: list[str]) -> dict[str, Status]:
-        def q() -> dict[str, Status]:
-            out: dict[str, Status] = {}
-            for chunk in _chunks(source_ids, 500):
-                marks = ",".join("?" * len(chunk))
-                for sid, status, tid, run in self._conn.execute(
-                        f"SELECT source_id, status, target_id, run FROM records WHERE stream=? "
-                        f"AND source_id IN ({marks})", (stream, *chunk)):
-                    out[sid] = Status(status, tid, run)
-            return out
-        return await self._read(q)
+        return await self._read(_statuses, self._conn, stream, source_ids)
 
     async def target_ids(self, stream: str, source_ids: list[str]) -> dict[str, str]:
         def q() -> dict[str, str]:
@@ -559,17 +550,75 @@ class _Bloom:
         return all(bits[spot >> 3] & (1 << (spot & 7)) for spot in self._spots(key))
 
 
-def read_only(path: str | Path) -> sqlite3.Connection:
-    """Open a checkpoint for ``status`` without touching it."""
+def read_only(path: str | Path, *, threads: bool = False) -> sqlite3.Connection:
+    """Open a checkpoint for ``status`` without touching it. ``threads``: the connection
+    is used from worker threads, one at a time (``Snapshot``)."""
     p = Path(path)
     if not p.exists():
         raise ConfigError(f"no checkpoint at {p}: nothing has run for this job yet")
     try:
-        conn = sqlite3.connect(f"file:{p}?mode=ro", uri=True)
+        conn = sqlite3.connect(f"file:{p}?mode=ro", uri=True, check_same_thread=not threads)
         conn.execute("SELECT 1 FROM meta LIMIT 1")
     except sqlite3.DatabaseError:
         raise ConfigError(f"checkpoint {p} is not a checkpoint file") from None
     return conn
+
+
+def _statuses(conn: sqlite3.Connection, stream: str, source_ids: list[str]) -> dict[str, Status]:
+    out: dict[str, Status] = {}
+    for chunk in _chunks(source_ids, 500):
+        marks = ",".join("?" * len(chunk))
+        for sid, status, tid, run in conn.execute(
+                f"SELECT source_id, status, target_id, run FROM records WHERE stream=? "
+                f"AND source_id IN ({marks})", (stream, *chunk)):
+            out[sid] = Status(status, tid, run)
+    return out
+
+
+class Snapshot:
+    """A checkpoint read without being touched, beside a run if one is going: what
+    ``validate --since`` plans a delta from — which records an earlier run migrated (a
+    delta updates them) and where a delta already under way began."""
+
+    def __init__(self, conn: sqlite3.Connection):
+        self._conn = conn
+        self._lock = anyio.Lock()
+
+    @classmethod
+    async def open(cls, path: str | Path, job_id: str) -> "Snapshot | None":
+        """None when nothing has run for this job yet (every record would be created)."""
+        def go() -> "Snapshot | None":
+            if not Path(path).exists():
+                return None
+            conn = read_only(path, threads=True)
+            row = conn.execute("SELECT value FROM meta WHERE key='job_id'").fetchone()
+            if row is not None and row[0] != job_id:
+                conn.close()
+                raise CheckpointMismatch(
+                    f"checkpoint {path} was written by a different job (other source or target); "
+                    "a delta of this job cannot be planned from it")
+            return cls(conn)
+        return await anyio.to_thread.run_sync(go)
+
+    async def _read(self, fn, *args: Any) -> Any:
+        async with self._lock:
+            return await anyio.to_thread.run_sync(fn, self._conn, *args)
+
+    async def statuses(self, stream: str, source_ids: list[str]) -> dict[str, Status]:
+        return await self._read(_statuses, stream, source_ids)
+
+    async def delta_from(self, since: str) -> int:
+        """The run a delta from ``since`` began in, if one is under way (``Engine._delta_start``
+        keeps it); else the run it would be: every record done so far is an update."""
+        def q(conn: sqlite3.Connection) -> int:
+            row = conn.execute("SELECT value FROM marks WHERE key=?", (f"delta:{since}",)).fetchone()
+            if row is not None:
+                return int(orjson.loads(row[0]))
+            return int(conn.execute("SELECT COALESCE(MAX(run), 0) FROM runs").fetchone()[0]) + 1
+        return await self._read(q)
+
+    def close(self) -> None:
+        self._conn.close()
 
 
 def _chunks(items: list[str], n: int) -> Iterable[list[str]]:

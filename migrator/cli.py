@@ -68,12 +68,9 @@ def cmd_run(args: argparse.Namespace, mode: str, job: Any = None) -> int:
     async def go():
         if mode == "validate":
             return await planning.validate_with_plan(engine, latency)
-        if mode == "run" and not sample and not engine.since:
+        if mode == "run" and not sample:
             await planning.before_run(job, engine.source, engine.target,
-                                      lambda line: print(line, file=sys.stderr), latency)
-        elif engine.since:   # validate's stored plan counts the whole migration, not what changed
-            print(f"plan: none for a delta — it reads only what changed since {engine.since}; "
-                  f"the report counts what it updated and created", file=sys.stderr)
+                                      lambda line: print(line, file=sys.stderr), latency, engine.since)
         return await engine.run(), None
 
     try:
@@ -81,7 +78,7 @@ def cmd_run(args: argparse.Namespace, mode: str, job: Any = None) -> int:
     finally:
         if sink is not None:
             sink.close()
-    report, text = finish(job, outcome, mode, plan, delta=bool(engine.since))
+    report, text = finish(job, outcome, mode, plan, since=engine.since)
     if getattr(args, "show", 0):
         from .report import preview_text
         print(preview_text(report), file=sys.stderr)
@@ -180,13 +177,19 @@ def cmd_status(args: argparse.Namespace) -> int:
         for stream, status, n in rows:
             streams.setdefault(stream, {})[status] = n
         cursors = {s: (c, f, p) for s, c, f, p in conn.execute("SELECT stream, cursor, finished, pages FROM cursors")}
-        for stream in sorted(set(streams) | set(cursors)):
+        def state(c: tuple | None) -> str:
+            return "finished" if c and c[1] else (f"{c[2]} pages settled, resumes after cursor {c[0]}"
+                                                  if c else "not started")
+        # A delta keeps its own watermark (``<stream> since <TIME>``); its records are the stream's.
+        deltas = sorted(k for k in cursors if " since " in k)
+        for stream in sorted(set(streams) | set(cursors) - set(deltas)):
             st = streams.get(stream, {})
-            c = cursors.get(stream)
-            state = "finished" if c and c[1] else (f"{c[2]} pages settled, resumes after cursor {c[0]}" if c else "not started")
             print(f"  {stream}: done {st.get('done', 0)}, failed {st.get('failed', 0)}, skipped {st.get('skipped', 0)}, "
                   f"pending {st.get('pending', 0)}, in flight at interruption {st.get('inflight', 0)}"
-                  + (f", undone {st['undone']}" if st.get("undone") else "") + f" — {state}")
+                  + (f", undone {st['undone']}" if st.get("undone") else "") + f" — {state(cursors.get(stream))}")
+        for key in deltas:
+            stream, _, since = key.partition(" since ")
+            print(f"  {stream}, the delta since {since}: {state(cursors[key])}")
         unc = conn.execute("SELECT count(*) FROM records WHERE uncertain=1").fetchone()[0]
         if unc:
             print(f"  uncertain: {unc} records (see the report)")
@@ -368,6 +371,10 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--accept-mapping-change", action="store_true",
                         help="go on although the mapping changed since the checkpoint was written "
                              "(records already done keep what the old mapping wrote)")
+    v.add_argument("--since", metavar="TIME",
+                   help="plan the delta `run --since TIME` will make: read only what changed since then "
+                        "and count, from the checkpoint, which records it updates and which it creates; "
+                        "the plan is kept apart from the whole migration's")
     for sp in (r, v):
         sp.add_argument("--latency", type=float, default=None, metavar="SECONDS",
                         help="what one request takes, for the plan's ETA (default: each system's typical latency)")

@@ -30,7 +30,7 @@ import orjson
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from . import crashpoints
-from .checkpoint import Checkpoint
+from .checkpoint import Checkpoint, Snapshot
 from .errors import QuotaExhausted, RecordError, Retryable, SourceError, UncertainWrite, UserError
 from .mapping import Ref
 from .mapping.fill import FillCounter, dead_lines
@@ -134,8 +134,10 @@ class Engine:
         self.source = source if source is not None else job.connector("source", since=since)
         # run --since: a delta after cutover. A record done before this delta began is
         # written again as an update of its target id (``_delta_from``: the delta's first run).
-        self.since = since if mode == "run" else None
+        # validate --since plans that delta from the checkpoint as it stands (``_snapshot``).
+        self.since = since if mode in ("run", "validate") else None
         self._delta_from: int | None = None
+        self._snapshot: Any = None
         self._unfiltered: set[str] = set()   # streams a delta reads whole: it only creates
         if target is not None:
             self.target = target
@@ -186,6 +188,10 @@ class Engine:
                 outcome.run = self.ckpt.run
                 if self.since:
                     self._delta_from = await self._delta_start()
+            elif self.since:
+                self._snapshot = await Snapshot.open(self.job.checkpoint, self.job.job_id)
+                if self._snapshot is not None:
+                    self._delta_from = await self._snapshot.delta_from(self.since)
             await self.source.open()
             for c in (self.source, self.target):  # a quota wait is told on the progress line; Ctrl-C ends it
                 c.watch_waits(self.out, lambda: self._stopping)
@@ -228,6 +234,8 @@ class Engine:
                 if self.ckpt is not None:
                     await self.ckpt.close("interrupted" if self._stopping else "finished",
                                           {"source": outcome.source_requests, "target": outcome.target_requests})
+                if self._snapshot is not None:
+                    self._snapshot.close()
                 await self.source.close()
                 if opened_target:
                     await self.target.close()
@@ -497,7 +505,8 @@ class Engine:
         # Looked at before the statuses are read: an id leaves ``unsettled`` only once its
         # page is committed, and then the read below finds it.
         handed = {r.source_id for r in page.records if r.source_id in unsettled} if unsettled else ()
-        known = await ckpt.statuses(stream, [r.source_id for r in page.records]) if ckpt else {}
+        statuses = ckpt or self._snapshot
+        known = await statuses.statuses(stream, [r.source_id for r in page.records]) if statuses else {}
         if ckpt is not None and self.mode == "run" and unsettled is None:
             fresh = list(dict.fromkeys(r.source_id for r in page.records if r.source_id not in known))
             if fresh:
@@ -562,9 +571,12 @@ class Engine:
         if counting:
             result.fill.feed_written([c[1] for c in candidates])  # type: ignore[union-attr]
         if self.mode == "validate" and self.planners:
-            feed(self.planners, stream, [(rec.source_id, data) for rec, data, _, _ in candidates])
+            feed(self.planners, stream, [(rec.source_id, data, tid is not None)
+                                         for rec, data, _, tid in candidates])
         if self.mode == "validate" and not self.server:
             counts["valid"] += len(candidates)
+            if self._snapshot is not None:   # validate --since: what the delta will update
+                counts["to_update"] += sum(1 for c in candidates if c[3] is not None)
             return []
         if sm.refs and candidates:
             candidates = await self._resolve_refs(sm, candidates, result)
@@ -575,7 +587,7 @@ class Engine:
         """The target id a record is written onto as an update: one an earlier run settled
         ``done`` before this delta began — or one whose update was cut off or failed (it
         has a target id but is not done; an update is sent again, never a create)."""
-        if st is None or not st.target_id or self.ckpt is None:
+        if st is None or not st.target_id or (self.ckpt is None and self._snapshot is None):
             return None
         if st.status == "done":
             return st.target_id if (self._delta_from is not None and st.run < self._delta_from

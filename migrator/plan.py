@@ -48,6 +48,7 @@ import orjson
 
 from .limits import RateLimit, window_margin
 from .private import private_open
+from .timeparse import utc_time
 from .mapping import Ref
 
 KIND_ORDER = ("auth", "probe", "meta", "page", "detail", "index", "lookup", "create", "fill", "update", "note",
@@ -171,6 +172,10 @@ class StreamPlan:
     dedup: str = ""
     pages: int = 1                  # the source pages the records arrive in
     seconds: float = 0.0
+    # a delta (validate --since): of the valid records, those it writes onto the record an
+    # earlier run migrated; and those an earlier run migrated that it leaves as they are
+    updates: int | None = None
+    left: int = 0
 
 
 @dataclass
@@ -186,6 +191,7 @@ class Plan:
     eta_seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
     version: int = VERSION
+    since: str | None = None        # a delta's plan: what changed since then (UTC, ISO 8601)
 
     # -- totals ------------------------------------------------------------------
     def requests(self, role: str) -> dict[str, int]:
@@ -251,10 +257,15 @@ class Plan:
         src, tgt = self.source, self.target
         basis = ("exact record counts from validate" if self.basis == "validate" else
                  "an estimate: one create per record, no children — run `migrator validate` for exact counts")
-        lines = _wrap(f"plan for {self.job}: {src.system} → {tgt.system} ({basis})", "")
+        what = f"the delta since {self.since}" if self.since else self.job
+        lines = _wrap(f"plan for {what}: {src.system} → {tgt.system} ({basis})", "")
         for s in self.streams:
             counts = (f"{s.read:,} read, {s.valid:,} valid" if s.valid is not None else
                       f"{s.read:,} records" if s.read is not None else "record count unknown")
+            if s.updates is not None and s.valid is not None:
+                counts += f" ({s.updates:,} to update, {s.valid - s.updates:,} to create)"
+                if s.left:
+                    counts += f", {s.left:,} migrated before and left as they are"
             lines += _wrap(f"{s.stream} → {s.target_stream}: {counts}; about {duration(s.seconds)}", "  ")
             lines += _wrap(f"{src.system} (source): {bill(s.source)}", "    ")
             lines += _wrap(f"{tgt.system} (target): {bill(s.target)}", "    ")
@@ -308,16 +319,18 @@ class Planners(dict):
         self.seen: Counter[str] = Counter()   # records handed over, per stream (a self-check)
 
 
-def feed(planners: Mapping[str, Any] | None, stream: str, records: Iterable[tuple[str, dict[str, Any]]]) -> None:
+def feed(planners: Mapping[str, Any] | None, stream: str,
+         records: Iterable[tuple[str, dict[str, Any], bool]]) -> None:
     """The engine's hook in ``validate``: each valid mapped record of ``stream`` as
-    ``(source_id, record)``, in source order."""
+    ``(source_id, record, update)``, in source order; ``update``: a delta writes it onto
+    the record an earlier run migrated (``validate --since``)."""
     planner = planners.get(stream) if planners else None
     if planner is None:
         return
     ids: dict[str, set[str]] = getattr(planners, "valid_ids", {})
     seen: Counter[str] | None = getattr(planners, "seen", None)
     own = ids.get(stream)
-    for sid, record in records:
+    for sid, record, update in records:
         if seen is not None:
             seen[stream] += 1
         if ids and any(isinstance(v, Ref) and v.stream in ids and v.source_id not in ids[v.stream]
@@ -325,7 +338,10 @@ def feed(planners: Mapping[str, Any] | None, stream: str, records: Iterable[tupl
             continue
         if own is not None:
             own.add(sid)
-        planner.add(record)
+        if update:
+            planner.update(record)
+        else:
+            planner.add(record)
 
 
 async def make_planners(job, target) -> Planners:
@@ -366,8 +382,9 @@ def _side(role: str, conn, job, latency: float | None) -> Side:
 
 
 def build_plan(job, source, target, outcome, planners: Mapping[str, Any],
-               latency: float | None = None) -> Plan:
-    """The plan from a finished ``validate``: its record counts and its fed planners."""
+               latency: float | None = None, since: str | None = None) -> Plan:
+    """The plan from a finished ``validate``: its record counts and its fed planners;
+    with ``since``, of the delta from that time (``validate --since``)."""
     results = {r.stream: r for r in outcome.streams}
     streams = []
     notes = list(getattr(planners, "notes", ()))
@@ -384,10 +401,12 @@ def build_plan(job, source, target, outcome, planners: Mapping[str, Any],
             sm.name, sm.source_stream, sm.target_stream, read, valid,
             {k: n for k, n in source.plan_reads(sm.source_stream, read).items() if n},
             {k: n for k, n in (planner.requests() if planner else {}).items() if n},
-            dedup=getattr(planner, "dedup", "") or "", pages=source.plan_pages(sm.source_stream, read)))
+            dedup=getattr(planner, "dedup", "") or "", pages=source.plan_pages(sm.source_stream, read),
+            updates=r.counts.get("to_update", 0) if since and r is not None else None,
+            left=(r.counts.get("already_settled", 0) + r.counts.get("not_updatable", 0)) if r is not None else 0))
     plan = Plan(job.name, job.job_id, job.mapping.digest, "validate", time.time(),
                 _side("source", source, job, latency), _side("target", target, job, latency), streams,
-                notes=notes)
+                notes=notes, since=since_key(since) if since else None)
     plan.compute_eta()
     return plan
 
@@ -454,7 +473,7 @@ async def validate_with_plan(engine, latency: float | None = None):
         outcome = await engine.run()
         if outcome.interrupted or outcome.stopped_reason:
             return outcome, None
-        plan = build_plan(job, source, target, outcome, planners, latency)
+        plan = build_plan(job, source, target, outcome, planners, latency, engine.since)
         await probe_quotas(plan, source, target)
     finally:
         with anyio.CancelScope(shield=True):
@@ -464,12 +483,17 @@ async def validate_with_plan(engine, latency: float | None = None):
 
 
 async def before_run(job, source, target, out: Callable[[str], None],
-                     latency: float | None = None) -> Plan | None:
+                     latency: float | None = None, since: str | None = None) -> Plan | None:
     """Before ``run`` writes anything: the plan the last ``validate`` stored for this job
     and mapping (else, when a system has a daily quota, an estimate), and a line for
     each quota it does not fit in. Requests spent here are ones the run spends anyway
-    (kept pages, REI's custom-field list), except Realvolve's ``info``, which it repeats."""
-    plan = load_plan(job)
+    (kept pages, REI's custom-field list), except Realvolve's ``info``, which it repeats.
+    A delta (``since``) has only the plan ``validate --since`` made of it: an estimate
+    from the source's totals would count the whole migration, not what changed."""
+    plan = load_plan(job, since)
+    if since and plan is None:
+        out(f"plan: {no_plan(since)}")
+        return None
     expected = getattr(target, "expected_records", None)
     if plan is not None and plan.basis == "validate" and isinstance(expected, dict):
         # A target that chooses how to dedup by the record count chooses as the plan did.
@@ -492,6 +516,8 @@ async def before_run(job, source, target, out: Callable[[str], None],
         raise
     when = time.strftime("%Y-%m-%d %H:%M", time.localtime(plan.created))
     made = f"validate at {when}" if plan.basis == "validate" else "an estimate"
+    if since:
+        made += f", of the delta since {plan.since}"
     out(f"plan ({made}): {plan.source.system} {plan.total('source'):,} requests, "
         f"{plan.target.system} {plan.total('target'):,} requests; ETA {duration(plan.eta_seconds)}")
     for problem in plan.quota_problems():
@@ -500,33 +526,51 @@ async def before_run(job, source, target, out: Callable[[str], None],
 
 
 # ---- keeping it --------------------------------------------------------------------
-def plan_path(job):
-    return job.reports / f"{job.name}-plan.json"
+def since_key(since: str) -> str:
+    """``--since`` as one spelling (UTC, to the second): ``2026-12-01`` and
+    ``2026-12-01T00:00Z`` name the same delta and so the same plan."""
+    return utc_time(since).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def plan_path(job, since: str | None = None):
+    """The whole migration's plan, or a delta's (one file per ``--since`` time): a delta's
+    plan never takes the place of the full one."""
+    if not since:
+        return job.reports / f"{job.name}-plan.json"
+    return job.reports / f"{job.name}-plan-since-{since_key(since).replace(':', '')}.json"
 
 
 def save_plan(job, plan: Plan) -> None:
-    with private_open(plan_path(job), "wb") as fh:
+    with private_open(plan_path(job, plan.since), "wb") as fh:
         fh.truncate(0)
         fh.write(orjson.dumps(plan.to_dict(), option=orjson.OPT_INDENT_2))
 
 
-def load_plan(job) -> Plan | None:
-    """The stored plan, if it was made for this job and this mapping."""
+def load_plan(job, since: str | None = None) -> Plan | None:
+    """The stored plan, if it was made for this job and this mapping (and this delta)."""
     try:
-        d = orjson.loads(plan_path(job).read_bytes())
+        d = orjson.loads(plan_path(job, since).read_bytes())
         if d.get("version") != VERSION or d.get("job_id") != job.job_id or \
-                d.get("mapping_digest") != job.mapping.digest:
+                d.get("mapping_digest") != job.mapping.digest or \
+                d.get("since") != (since_key(since) if since else None):
             return None
         return Plan.from_dict(d)
-    except (OSError, ValueError, TypeError, KeyError):
+    except (OSError, ValueError, TypeError, KeyError, OverflowError):
         return None
 
 
+def no_plan(since: str | None = None) -> str:
+    if not since:
+        return NO_PLAN
+    return (f"none for this delta (run `migrator validate JOB --since {since}` first; the stored "
+            "plan counts the whole migration)")
+
+
 # ---- after the run -------------------------------------------------------------------
-def planned_vs_actual(plan: Plan | None, outcome) -> dict[str, Any]:
+def planned_vs_actual(plan: Plan | None, outcome, since: str | None = None) -> dict[str, Any]:
     """For the run's report: per system, each kind's planned and actual requests."""
     if plan is None:
-        return {"note": NO_PLAN}
+        return {"note": no_plan(since)}
     actual = {"source": (outcome.source_requests or {}).get("requests") or {},
               "target": (outcome.target_requests or {}).get("requests") or {}}
     # A run that resumes an earlier one spends only what was left: say so beside the numbers.

@@ -227,19 +227,12 @@ def summary(report: dict[str, Any], json_path: Path | None, csv_path: Path | Non
             out.write(wrap(f"{s['stream']}: read {c.get('read', 0)}, valid {c.get('valid', 0)}, "
                            f"invalid {c.get('invalid', 0)}, "
                            + (f"unreadable {unreadable}, " if unreadable > 0 else "")
-                           + f"skipped {c.get('skipped', 0)}"))
+                           + f"skipped {c.get('skipped', 0)}"
+                           + "".join(f", {COUNT_LABELS[k]} {c[k]}" for k in VALIDATE_COUNTS if c.get(k))))
         else:
             parts = [f"read {c.get('read', 0)}", f"written {c.get('done', 0)}",
                      f"failed {c.get('failed', 0)}", f"skipped {c.get('skipped', 0)}"]
-            for key, label in (("already_settled", "already done"), ("created", "created"),
-                               ("matched", "matched existing"), ("updated", "updated"),
-                               ("reconciled", "reconciled after interruption"),
-                               ("uncertain", "uncertain"), ("duplicate_source_id", "duplicate source ids"),
-                               ("previously_failed", "failed earlier"),
-                               ("older_than_since", "unchanged since --since"),
-                               ("not_updatable", "changed but not updatable")):
-                if c.get(key):
-                    parts.append(f"{label} {c[key]}")
+            parts += [f"{COUNT_LABELS[k]} {c[k]}" for k in RUN_COUNTS if c.get(k)]
             out.write(wrap(f"{s['stream']}: " + ", ".join(parts)))
         if s.get("notice"):
             out.write(wrap(f"note: {s['notice']}", "    ", "      "))
@@ -316,11 +309,23 @@ def preview_text(report: dict[str, Any], cols: int = WIDTH) -> str:
     return "\n".join(lines)
 
 
-def finish(job, outcome, mode: str, plan=None, delta: bool = False) -> tuple[dict[str, Any], str]:
+# The summary's words for a stream's counts, and which it shows after a run and after a
+# validate (a delta's: validate --since plans it from the checkpoint, run --since does it).
+COUNT_LABELS = {"already_settled": "already done", "created": "created", "matched": "matched existing",
+                "updated": "updated", "reconciled": "reconciled after interruption", "uncertain": "uncertain",
+                "duplicate_source_id": "duplicate source ids", "previously_failed": "failed earlier",
+                "to_update": "to update", "older_than_since": "unchanged since --since",
+                "not_updatable": "changed but not updatable"}
+RUN_COUNTS = ("already_settled", "created", "matched", "updated", "reconciled", "uncertain",
+              "duplicate_source_id", "previously_failed", "older_than_since", "not_updatable")
+VALIDATE_COUNTS = ("to_update", "already_settled", "previously_failed", "older_than_since", "not_updatable")
+
+
+def finish(job, outcome, mode: str, plan=None, since: str | None = None) -> tuple[dict[str, Any], str]:
     """After a run: write the JSON report (and, for run/retry, the failures CSV from the
     checkpoint); return the report and its terminal summary. ``validate`` reports the
-    plan it made; ``run`` sets the stored plan's requests beside its actual ones — not a
-    delta's, which reads only what changed while the stored plan counts everything."""
+    plan it made; ``run`` sets the stored plan's requests beside its actual ones — a
+    delta (``since``) its own plan, from ``validate --since``, never the whole one."""
     latest, csv_path = report_paths(job, mode)
     json_path = run_report_path(job, mode, outcome)
     facts = None
@@ -330,8 +335,8 @@ def finish(job, outcome, mode: str, plan=None, delta: bool = False) -> tuple[dic
     section = None
     if mode == "validate" and plan is not None:
         section = plan.to_dict()
-    elif mode == "run" and not delta:
-        section = planning.planned_vs_actual(planning.load_plan(job), outcome)
+    elif mode == "run":
+        section = planning.planned_vs_actual(planning.load_plan(job, since), outcome, since)
     report = build_report(job, outcome, facts, section)
     write_report(json_path, report)
     write_report(latest, report)  # a copy, not a symlink: 0600 itself, and survives the run's file

@@ -457,5 +457,11 @@ class WritePlanner:
     def add(self, record: dict[str, Any]) -> None:
         self.counts["create"] += 1
 
+    def update(self, record: dict[str, Any]) -> None:
+        """A delta (``run --since``) writes ``record`` onto the record an earlier run
+        migrated, by its target id: no lookup, no dedup — one update, unless the
+        connector sends more."""
+        self.counts["update"] += 1
+
     def requests(self) -> dict[str, int]:
         return dict(self.counts)

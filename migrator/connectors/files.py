@@ -371,6 +371,9 @@ class _LocalPlanner(WritePlanner):
     def add(self, record: dict[str, Any]) -> None:
         """Appending a line is no request."""
 
+    def update(self, record: dict[str, Any]) -> None:
+        """A delta appends the record's new version: no request either."""
+
 
 class _OpenSchemas(dict):
     """``schemas()`` of a file target: every stream name is open."""

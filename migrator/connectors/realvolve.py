@@ -906,3 +906,20 @@ class _NotesPlanner(WritePlanner):
         notes = sum(1 for n in record.get("notes") or [] if str(n).strip())
         if notes:
             self.counts["note"] += notes
+
+    def update(self, record: dict[str, Any]) -> None:
+        """A delta's ``update_contact`` by id (every field in one call); with notes, one
+        read of the contact's detail and an ``add_note`` per note it lacks — planned as
+        every note (at most; a note the contact holds is not sent again). Realvolve cannot
+        edit a note: a note record changed since an earlier run fails at no cost."""
+        if self.stream == "notes":
+            return
+        try:
+            self.conn.contact_params(record)
+        except RecordError:
+            return
+        self.counts["update"] += 1
+        notes = sum(1 for n in record.get("notes") or [] if str(n).strip())
+        if notes:
+            self.counts["detail"] += 1
+            self.counts["note"] += notes

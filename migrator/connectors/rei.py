@@ -890,9 +890,9 @@ class Rei(Connector):
         undo``; combine: a read and a PUT)."""
         self._check_stream(stream)
         if not getattr(sm, "match_on", ()):
-            return WritePlanner("REI Software merges a create with a known e-mail, else phone, into that "
-                                "contact; without match_on such merges are not known before the run (the run reports "
-                                "each one it meets)")
+            return _ReiUpdates("REI Software merges a create with a known e-mail, else phone, into that "
+                               "contact; without match_on such merges are not known before the run (the run reports "
+                               "each one it meets)")
         state = self._plans.get(stream)
         if state is None:
             fields = self._key_fields([sm])
@@ -907,7 +907,16 @@ class Rei(Connector):
 
 
 
-class _ReiPlanner(WritePlanner):
+class _ReiUpdates(WritePlanner):
+    def update(self, record: dict[str, Any]) -> None:
+        """A delta's PUT (``Rei._put``); a PUT replaces the contact's tags, so the tags go
+        after it to the tags endpoint, which adds them."""
+        self.counts["update"] += 1
+        if record.get("tags"):
+            self.counts["tags"] += 1
+
+
+class _ReiPlanner(_ReiUpdates):
     """Counts a run's requests by kind, record by record, as ``Rei.write`` will send them."""
 
     def __init__(self, rei: Rei, state: PlanState):

@@ -884,6 +884,13 @@ class _SparkPlanner(WritePlanner):
         if on_merge in ("update", "combine"):
             state.remember(keys, hit[2])
 
+    def update(self, record: dict[str, Any]) -> None:
+        """A delta's PUT onto the contact an earlier run made; with a Note, one read
+        first, since a PUT's Note adds a note (``Spark._update``). Either way it goes."""
+        extra = Counter({"update": 1, "read": 1 if _payload(record).get("Note") else 0})
+        self.counts.update(extra)
+        self.optimistic.update(extra)
+
     def requests(self) -> dict[str, int]:
         choice = self._choice()
         out = Counter(self.counts if choice.indexed else self.optimistic)

@@ -265,20 +265,106 @@ async def test_a_delta_update_does_not_add_the_notes_again(tmp_path: Path, targe
         await sandbox.stop()
 
 
-def test_a_delta_shows_no_stale_plan_and_its_report_sets_none_beside_it(tmp_path: Path, capsys) -> None:
-    """validate's stored plan counts the whole migration: a delta must not print it as its
-    own, nor set it beside what it sent in the report."""
+def test_a_delta_is_planned_apart_from_the_whole_migration_and_run_beside_its_own_plan(
+        tmp_path: Path, capsys) -> None:
+    """validate --since counts, from the checkpoint, what the delta updates and what it
+    creates, and keeps that plan apart; run --since prints it and its report sets it
+    beside what it did — never the whole migration's plan."""
     from migrator.cli import main
     data = people(12, "2026-11-01 09:00")
     job = file_job(tmp_path, data)
     assert main(["validate", str(job), "--no-progress"]) == 0
     assert main(["run", str(job), "--no-progress"]) == 0
     assert "plan (validate at" in capsys.readouterr().err
-    data[3].update(name="Renamed 3", updated="2026-12-02")
+    whole = (tmp_path / "reports" / "t-plan.json").read_bytes()
+    for i in (3, 7):
+        data[i].update(name=f"Renamed {i}", updated="2026-12-02")
+    data.append({"id": "P900", "name": "New one", "email": "new@example.com", "updated": "2026-12-03"})
     file_job(tmp_path, data)
-    assert main(["run", str(job), "--since", "2026-12-01", "--no-progress"]) == 0
+
+    assert main(["run", str(job), "--since", "2026-12-01T00:00Z", "--plan", "--no-progress"]) == 0
     err = capsys.readouterr().err
-    assert "plan (validate at" not in err and "plan: none for a delta" in err, err
+    assert "plan for the delta since 2026-12-01T00:00:00Z" in err, err
+    assert "3 read, 3 valid (2 to update, 1 to create)" in err, err
+    assert (tmp_path / "reports" / "t-plan.json").read_bytes() == whole      # the full plan stays
+    kept = json.loads((tmp_path / "reports" / "t-plan-since-2026-12-01T000000Z.json").read_text())
+    assert kept["since"] == "2026-12-01T00:00:00Z" and kept["streams"][0]["updates"] == 2
+    assert len(read_file_target(tmp_path / "out.jsonl")) == 12                # --plan wrote nothing
+
+    assert main(["run", str(job), "--since", "2026-12-01", "--no-progress"]) == 0   # the same time
+    err = capsys.readouterr().err
+    assert "of the delta since 2026-12-01T00:00:00Z" in err, err
     report = json.loads((tmp_path / "reports" / "t-run-report.json").read_text())
-    assert report["streams"][0]["counts"]["updated"] == 1
-    assert not report.get("plan"), report.get("plan")
+    assert report["streams"][0]["counts"]["updated"] == 2 and report["streams"][0]["counts"]["created"] == 1
+    assert report["plan"]["basis"] == "validate" and "note" not in report["plan"], report["plan"]
+    assert main(["status", str(job)]) == 0
+    out = capsys.readouterr().out
+    assert "contacts: done 13," in out and "contacts, the delta since 2026-12-01: finished" in out, out
+
+    assert main(["run", str(job), "--since", "2026-12-02T12:00Z", "--no-progress"]) == 0   # unplanned
+    err = capsys.readouterr().err
+    assert "plan: none for this delta" in err and "validate JOB --since 2026-12-02T12:00Z" in err, err
+    assert "plan (validate at" not in err
+    report = json.loads((tmp_path / "reports" / "t-run-report.json").read_text())
+    assert "none for this delta" in report["plan"]["note"]
+
+
+async def test_a_delta_under_way_is_planned_for_what_is_left_of_it(tmp_path: Path) -> None:
+    """validate --since after a delta was cut off: what that delta already updated is left
+    as it is; the rest is still to update (the checkpoint's mark of where it began)."""
+    from migrator.job import load_job
+    data = people(10, "2026-11-01 09:00")
+    job = file_job(tmp_path, data)
+    await Engine(load_job(job), mode="run", progress=False).run()
+    for i in (1, 4, 8):
+        data[i].update(name=f"Renamed {i}", updated="2026-12-02")
+    file_job(tmp_path, data)
+    cut = await Engine(load_job(job), mode="run", progress=False, since="2026-12-01", stop_after=1).run()
+    assert cut.interrupted and cut.total("updated") == 1
+    plan = await Engine(load_job(job), mode="validate", progress=False, since="2026-12-01").run()
+    (s,) = plan.streams
+    assert s.counts["valid"] == 2 and s.counts["to_update"] == 2 and s.counts["already_settled"] == 1, s.counts
+
+
+def test_a_delta_is_not_planned_from_another_jobs_checkpoint(tmp_path: Path, capsys) -> None:
+    from migrator.cli import main
+    job = file_job(tmp_path, people(3, "2026-11-01"))
+    assert main(["run", str(job), "--no-progress"]) == 0
+    text = job.read_text().replace("target: {system: jsonl, path: out.jsonl}", "target: {system: csv, path: out.csv}")
+    job.write_text(text.replace("target: jsonl", "target: csv"))
+    capsys.readouterr()
+    assert main(["validate", str(job), "--since", "2026-12-01", "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "different job" in err[0], err
+
+
+def test_a_delta_plan_on_an_api_target_counts_updates_as_the_run_sends_them(
+        tmp_path: Path, monkeypatch, capsys) -> None:
+    """Realvolve → REI: validate --since plans a PUT (and its tags) for each contact
+    changed since, a create for the new one; the run then spends what was planned."""
+    import anyio
+    from tests.integration.harness import ThreadPair
+    with ThreadPair(tmp_path, "realvolve", "rei", n=N, on_merge="update") as pair:
+        code, err = pair.main(monkeypatch, capsys, "run")
+        assert code in (0, 1), err   # the seeded data is dirty: a few fail
+        done = dict(rows(pair, "SELECT source_id, target_id FROM records WHERE status='done'"))
+        since = (datetime.now(timezone.utc) - timedelta(seconds=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+        changed = sorted(done)[2:6]
+        anyio.run(change_in_realvolve, pair, changed,
+                  {"first_name": "Newcomer", "last_name": "Plan", "work_email": "newcomer.plan@example.com"})
+        held = pair.target_count()
+
+        code, err = pair.main(monkeypatch, capsys, "validate", "--since", since)
+        assert code == 0, err
+        assert f"{len(changed) + 1} valid ({len(changed)} to update, 1 to create)" in err, err
+        assert pair.target_count() == held                                      # validate wrote nothing
+        code, err = pair.main(monkeypatch, capsys, "run", "--since", since)
+        assert code == 0, err
+        assert "of the delta since" in err, err
+        report = json.loads(next((tmp_path / "reports").glob("*-run-report.json")).read_text())
+        target = report["plan"]["requests"]["target"]["kinds"]
+        assert target["update"] == {"planned": len(changed), "actual": len(changed)}, target
+        assert target["create"]["planned"] == target["create"]["actual"] == 1, target
+        assert all(v["planned"] == v["actual"] for v in target.values()), target
+        source = report["plan"]["requests"]["source"]["kinds"]
+        assert all(v["planned"] == v["actual"] for v in source.values()), source

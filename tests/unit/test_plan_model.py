@@ -212,13 +212,43 @@ def test_realeflow_brokerkit_and_files():
 def test_feed_leaves_out_records_linked_to_records_that_will_not_migrate():
     contacts, owners = WritePlanner(), WritePlanner()
     planners = planning.Planners({"contacts": contacts, "owners": owners}, linked={"contacts"})
-    planning.feed(planners, "contacts", [("c1", {"n": 1}), ("c2", {"n": 2})])
-    planning.feed(planners, "owners", [("o1", {"ContactId": Ref("contacts", "c1")}),
-                                       ("o2", {"ContactId": Ref("contacts", "c9")})])
-    planning.feed(planners, "unknown", [("x", {})])
-    planning.feed(None, "contacts", [("c3", {})])
-    assert contacts.requests() == {"create": 2}
+    planning.feed(planners, "contacts", [("c1", {"n": 1}, False), ("c2", {"n": 2}, False), ("c4", {}, True)])
+    planning.feed(planners, "owners", [("o1", {"ContactId": Ref("contacts", "c1")}, False),
+                                       ("o2", {"ContactId": Ref("contacts", "c9")}, False)])
+    planning.feed(planners, "unknown", [("x", {}, False)])
+    planning.feed(None, "contacts", [("c3", {}, False)])
+    assert contacts.requests() == {"create": 2, "update": 1}   # c4: a delta writes it onto its record
     assert owners.requests() == {"create": 1}
+
+
+def test_a_delta_update_costs_what_each_target_sends_for_it():
+    """``validate --since``: a record an earlier run migrated is planned as its update by
+    id, as each connector sends it (``write(target_id=…)``)."""
+    contacts = anyio_run(realvolve().write_planner("contacts", None))
+    contacts.update({"first_name": "A", "notes": ["one", " ", "two"]})
+    contacts.update({"first_name": "B"})
+    contacts.update({"first_name": "C", "tags": ["has, comma"]})   # refused before any request
+    assert contacts.requests() == {"update": 2, "detail": 1, "note": 2}
+    notes = anyio_run(realvolve().write_planner("notes", None))
+    notes.update({"contact_id": "1", "note_content": "edited"})    # cannot be edited: fails, no request
+    assert notes.requests() == {}
+
+    plain = anyio_run(rei().write_planner("contacts", SimpleNamespace(match_on=())))
+    plain.update({"firstName": "A", "tags": ["x"]})
+    plain.update({"firstName": "B", "tags": []})
+    assert plain.requests() == {"update": 2, "tags": 1}            # a PUT replaces tags: added after it
+
+    from migrator.connectors.spark import _SparkPlanner
+    from migrator.connectors.dedup import Choice, PlanState
+    spark = Spark({**URL, "access_token": "t"}, Context())
+    planner = _SparkPlanner(spark, PlanState(Choice("optimistic", 0, 1, 0, ""), ()), False)
+    planner.update({"GivenName": "A", "Note": "called"})
+    planner.update({"GivenName": "B"})
+    assert planner.requests() == {"update": 2, "read": 1}          # a Note: read first, not added twice
+
+    files = anyio_run(CsvConnector({"path": "x.csv"}, Context()).write_planner("contacts", None))
+    files.update({"a": 1})
+    assert files.requests() == {}
 
 
 def test_a_plan_whose_planners_were_not_fed_says_so(tmp_path):
@@ -230,11 +260,11 @@ def test_a_plan_whose_planners_were_not_fed_says_so(tmp_path):
     target = Brokerkit({**URL, "api_key": "k"}, Context())
     planners = anyio_run(planning.make_planners(job, target))
     outcome = SimpleNamespace(streams=[SimpleNamespace(stream="contacts", counts={"read": 3, "valid": 3})])
-    planning.feed(planners, "contacts", [("1", {"email": "a@x.com"}), ("2", {"email": "b@x.com"})])
+    planning.feed(planners, "contacts", [("1", {"email": "a@x.com"}, False), ("2", {"email": "b@x.com"}, False)])
     short = planning.build_plan(job, source, target, outcome, planners)
     assert short.requests("target") == {"probe": 1, "create": 2}
     assert any("saw 2 of the 3 valid records" in n for n in short.notes)
-    planning.feed(planners, "contacts", [("3", {"email": "c@x.com"})])
+    planning.feed(planners, "contacts", [("3", {"email": "c@x.com"}, False)])
     whole = planning.build_plan(job, source, target, outcome, planners)
     assert whole.requests("target") == {"probe": 1, "create": 3} and whole.notes == []
 
