@@ -340,6 +340,7 @@ class Engine:
             # every page again and passes over the records the trial settled.
             cursor = None
             picker = await self._sampler(sm, info.total)
+            picker.upstream = self.source.sample_rows(sm.source_stream, picker.wants)
         pages = _Pages(self.ckpt if self.mode == "run" and picker is None else None, self._cursor_key(sm))
         bar = self._bar(sm.name, info.total, result)
         writing = self.mode != "validate" or self.server
@@ -458,7 +459,8 @@ class Engine:
                         break
                     crashpoints.reached("read")
                     if picker is not None:
-                        page = picker.pick(page)
+                        page = picker.pick(page) if not picker.upstream else page
+                        picker.handed += len(page.records)
                     seq += 1
                     counting = result.fill is not None and not result.fill.checked
                     if counting:
@@ -479,7 +481,7 @@ class Engine:
                     else:
                         for item in items:
                             await send.send(item)
-                    if picker is not None and picker.full:
+                    if picker is not None and picker.done:
                         tg.cancel_scope.cancel()   # the trial has its N: the rest waits for the next run
                         break
         return not self._stopping
@@ -962,19 +964,23 @@ class Sampler:
         self.n, self.step = n, max(1, total // max(1, n))
         self.position = 0
         self.picked = 0
+        self.upstream = False   # the source asks ``wants`` per row it lists (``sample_rows``)
+        self.handed = 0         # picked records that reached the engine (a source reads ahead)
 
     @property
-    def full(self) -> bool:
-        return self.picked >= self.n
+    def done(self) -> bool:
+        """The trial has its N, and each has reached the engine."""
+        return self.picked >= self.n and self.handed >= self.picked
+
+    def wants(self) -> bool:
+        """Whether the next record in the source's order is in the trial."""
+        take = self.picked < self.n and self.position % self.step == 0
+        self.picked += take
+        self.position += 1
+        return take
 
     def pick(self, page: Page) -> Page:
-        kept = []
-        for rec in page.records:
-            if self.picked < self.n and self.position % self.step == 0:
-                kept.append(rec)
-                self.picked += 1
-            self.position += 1
-        return Page(kept, page.cursor, page.total)
+        return Page([rec for rec in page.records if self.wants()], page.cursor, page.total)
 
 
 def _leaves(group: BaseExceptionGroup) -> list[BaseException]:

@@ -221,6 +221,13 @@ class Connector:
     def pages(self, stream: str, cursor: Any) -> AsyncIterator[Page]:
         raise JobError(f"{self.system} cannot be read from")
 
+    def sample_rows(self, stream: str, keep: Callable[[], bool]) -> bool:
+        """``run --sample``: a source that fetches more for each record it lists (a detail
+        call each) may ask ``keep()`` once per listed row, in order, and fetch only the
+        rows kept — a trial then costs its records, not the whole source's. True when
+        ``pages(stream)`` will; False (the default): the engine picks from the pages."""
+        return False
+
     def cannot_read_by_id(self, stream: str) -> str | None:
         """Why ``retry`` must read the whole of ``stream`` to find its failed records
         (one line), or None when ``read_records`` reads them by id."""

@@ -29,6 +29,9 @@ def test_sample_then_full_run_writes_every_record_once_into_rei(tmp_path, monkey
         assert f"contacts: {done:,} done, equal {done:,}, drift 0, missing 0" in err, err  # the trial's verify
         assert db.execute("SELECT mode FROM runs ORDER BY run DESC").fetchone() == ("sample",)
         assert db.execute("SELECT count(*) FROM cursors WHERE finished=1").fetchone()[0] == 0
+        # the trial's contacts are picked from the list rows: a contact_detail each, no more
+        report = orjson.loads((tmp_path / "reports" / "realvolve-to-rei-run-report.json").read_bytes())
+        assert report["requests"]["source"]["requests"]["detail"] == k, report["requests"]["source"]
 
         code, err = pair.main(monkeypatch, capsys, "run")
         assert code in (0, 1), err

@@ -229,6 +229,7 @@ def test_a_delta_update_costs_what_each_target_sends_for_it():
     contacts.update({"first_name": "B"})
     contacts.update({"first_name": "C", "tags": ["has, comma"]})   # refused before any request
     assert contacts.requests() == {"update": 2, "detail": 1, "note": 2}
+    assert contacts.dedup.count("planned at most") == 1
     notes = anyio_run(realvolve().write_planner("notes", None))
     notes.update({"contact_id": "1", "note_content": "edited"})    # cannot be edited: fails, no request
     assert notes.requests() == {}

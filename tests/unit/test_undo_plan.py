@@ -56,4 +56,16 @@ def test_the_sampler_takes_every_kth_record_from_the_first_until_it_has_n():
     for start in (0, 4, 8):
         page = Page([Record(str(i), {}) for i in range(start, min(start + 4, 10))], cursor=start)
         picked += [r.source_id for r in s.pick(page).records]
-    assert picked == ["0", "3", "6"] and s.full
+    assert picked == ["0", "3", "6"] and not s.done   # picked, but not yet handed on
+    s.handed = 3
+    assert s.done
+
+
+def test_a_sampler_asked_row_by_row_by_the_source_picks_the_same_records():
+    """``sample_rows``: the source asks ``wants`` per listed row, before fetching it."""
+    by_page, by_row = Sampler(3, 10), Sampler(3, 10)
+    pages = [Page([Record(str(i), {}) for i in range(start, min(start + 4, 10))], cursor=start)
+             for start in (0, 4, 8)]
+    from_pages = [r.source_id for p in pages for r in by_page.pick(p).records]
+    from_rows = [r.source_id for p in pages for r in p.records if by_row.wants()]
+    assert from_rows == from_pages == ["0", "3", "6"]
