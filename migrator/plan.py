@@ -602,8 +602,8 @@ def comparison_lines(section: Mapping[str, Any] | None) -> list[str]:
     lines = []
     resumed = bool(section.get("resumed"))
     for role in ("source", "target"):
-        side = section["requests"][role]
-        kinds = side["kinds"]
+        side = section["requests"].get(role)   # an undo has only its target
+        kinds = side["kinds"] if side else None
         if not kinds:
             continue
         parts = ", ".join(f"{k} {v['planned']:,} → {v['actual']:,}" for k, v in kinds.items())

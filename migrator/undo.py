@@ -23,7 +23,7 @@ import orjson
 from . import crashpoints
 from .checkpoint import Checkpoint
 from .errors import ConfigError, QuotaExhausted, RecordError, Retryable, UserError
-from .plan import duration
+from .plan import comparison_lines, duration, order_kinds
 from .report import write_report
 
 SAMPLE_RUNS = "SELECT run FROM runs WHERE mode='sample'"
@@ -52,6 +52,21 @@ class UndoOutcome:
     partly: list[dict[str, Any]] = field(default_factory=list)   # put back but for some fields
     files: list[dict[str, Any]] = field(default_factory=list)
     report: Any = None
+    # planned beside actual: the requests the plan counted, its ETA, and what was spent
+    system: str = ""
+    planned: dict[str, int] = field(default_factory=dict)
+    eta_seconds: float = 0.0
+    requests: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def comparison(self) -> dict[str, Any]:
+        """The undo's plan beside what it spent, as a run's report sets them (``plan`` section)."""
+        actual = self.requests
+        return {"basis": "undo", "eta_seconds": round(self.eta_seconds, 3), "seconds": round(self.seconds, 3),
+                "resumed": False,   # the plan counts only what is left to undo
+                "requests": {"target": {"system": self.system, "kinds": {
+                    k: {"planned": self.planned.get(k, 0), "actual": int(actual.get(k, 0))}
+                    for k in order_kinds([*self.planned, *actual])}}}}
 
     def add(self, key: str, n: int = 1) -> None:
         self.counts[key] = self.counts.get(key, 0) + n
@@ -169,7 +184,11 @@ class Undo:
         finally:
             with anyio.CancelScope(shield=True):
                 await target.close()
-                await self.ckpt.close(stopped, {"undo": self.outcome.counts, "target": target.request_stats()})
+                stats = target.request_stats()
+                await self.ckpt.close(stopped, {"undo": self.outcome.counts, "target": stats})
+        self.outcome.system = job.target.system
+        self.outcome.requests = {k: int(n) for k, n in (stats.get("requests") or {}).items() if n}
+        self.outcome.seconds = time.time() - started
         self.outcome.report = self._report(started, stopped)
         return self.outcome
 
@@ -266,14 +285,20 @@ class Undo:
 
     def _say_plan(self, todo: list[Group]) -> None:
         deletes = sum(1 for g in todo if g.kind == "delete" and g.state != "undone")
-        restores = sum(1 for g in todo if g.kind == "restore" and g.state != "undone")
-        requests = self.target.undo_requests(deletes, restores)
+        restoring = [g for g in todo if g.kind == "restore" and g.state != "undone"]
+        restores = len(restoring)
+        # A PUT only where something can be put back: asked of the record as the job left it.
+        puts = sum(1 for g in restoring if g.previous is not None and self.target.undo_back(
+            g.previous, {**g.previous, **(g.wrote or {})}, g.wrote or {})[0])
+        requests = self.target.undo_requests(deletes, restores, puts)
         total = sum(requests.values())
         latency = self.latency or getattr(self.target, "typical_latency", 0.3)
         seconds = total * latency / max(1, self.job.concurrency)
         limit = self.target.rate_limit()
         if limit is not None:
             seconds = max(seconds, total * limit.per / max(1, limit.requests))
+        self.outcome.planned = {k: v for k, v in requests.items() if v}
+        self.outcome.eta_seconds = seconds
         kinds = ", ".join(f"{k} {v:,}" for k, v in requests.items() if v)
         self.out(f"undo plan: delete {deletes:,} records this job created, put back {restores:,} it changed, "
                  f"leave {self.outcome.counts.get('kept', 0):,} (listed in the report); "
@@ -372,7 +397,8 @@ class Undo:
         report = {"job": str(job.path), "mode": "undo", "sample_only": self.sample_only, "force": self.force,
                   "target": job.target.system, "started": started, "ended": time.time(), "outcome": stopped,
                   "counts": self.outcome.counts, "listed": self.outcome.listed, "kept": self.outcome.kept,
-                  "put_back_partly": self.outcome.partly, "files": self.outcome.files}
+                  "put_back_partly": self.outcome.partly, "files": self.outcome.files,
+                  "plan": self.outcome.comparison()}
         path = job.reports / f"{job.name}-undo-report.json"
         write_report(path, report)
         return path
@@ -397,6 +423,7 @@ def summary(outcome: UndoOutcome) -> list[str]:
              f"undone, {c.get('failed', 0)} failed"]
     for row in (outcome.listed + outcome.kept + outcome.partly)[:10]:
         lines.append(f"  {row['stream']} {row['target_id']} (source {', '.join(row['source_ids'][:3])}): {row['why']}")
+    lines += comparison_lines(outcome.comparison())
     if outcome.report is not None:
         lines.append(f"report: {outcome.report}")
     return lines

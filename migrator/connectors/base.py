@@ -277,9 +277,26 @@ class Connector:
         put back (one it cannot clear, a note it cannot remove), each with why."""
         raise JobError(f"{self.system} cannot be undone")
 
-    def undo_requests(self, created: int, restored: int) -> dict[str, int]:
-        """Requests undoing ``created`` deletes and ``restored`` write-backs costs (the plan)."""
-        return {"read": created + restored, "delete": created, "update": restored}
+    # the kind of the one request ``undo_open`` makes (counted in the undo's plan)
+    undo_open_kind: ClassVar[str | None] = None
+
+    def undo_back(self, previous: dict[str, Any], now: dict[str, Any],
+                  wrote: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+        """What putting a record back sends — each previous value that differs from what
+        the target holds ``now`` — and, in words, what cannot be put back. A target whose
+        API cannot empty a field or remove a note says so here (``undo_restore`` sends
+        ``back``; the plan asks this of the record as the job left it)."""
+        return {k: previous.get(k) for k in sorted(set(previous) | set(now)) if previous.get(k) != now.get(k)}, []
+
+    def undo_requests(self, created: int, restored: int, puts: int | None = None) -> dict[str, int]:
+        """Requests undoing ``created`` deletes and ``restored`` write-backs costs (the plan):
+        ``undo_open``'s, then a read of each record (changed since?) and its delete, or
+        its PUT where one is needed (``puts`` of them; default all)."""
+        out = Counter({"read": created + restored, "delete": created,
+                       "update": restored if puts is None else puts})
+        if self.undo_open_kind:
+            out[self.undo_open_kind] += 1
+        return dict(out)
 
     async def lookup(self, stream: str, record: Mapping[str, Any], source_id: str) -> str | None:
         return None

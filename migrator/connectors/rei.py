@@ -784,6 +784,8 @@ class Rei(Connector):
     def cannot_undo(self) -> str | None:
         return None
 
+    undo_open_kind = "meta"
+
     async def undo_open(self) -> None:
         await self._custom_fields()   # its names are needed to read custom fields back anyway
 
@@ -815,6 +817,19 @@ class Rei(Connector):
         as the doc's PUT does. A field the contact did not have cannot be emptied: the
         location refuses ``null``."""
         self._check_stream(stream)
+        back, lost = self.undo_back(previous, now, wrote)
+        if back:
+            body = await self._body(back)
+            if not body.get("email") and not body.get("phone"):   # the doc: e-mail or phone is required
+                for key in DEDUP_FIELDS:
+                    if previous.get(key):
+                        body[key] = previous[key]
+                        break
+            await self.http.request("PUT", CONTACTS + quote(str(target_id), safe=""), json=body, kind="update")
+        return lost
+
+    def undo_back(self, previous: dict[str, Any], now: dict[str, Any],
+                  wrote: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
         back: dict[str, Any] = {}
         lost: list[str] = []
         for key in sorted(set(previous) | set(now)):
@@ -825,15 +840,7 @@ class Rei(Connector):
                 lost.append(f"{key} (REI Software cannot empty a field; it now holds {str(is_)[:40]!r})")
                 continue
             back[key] = was if key != "tags" else list(was or [])
-        if back:
-            body = await self._body(back)
-            if not body.get("email") and not body.get("phone"):   # the doc: e-mail or phone is required
-                for key in DEDUP_FIELDS:
-                    if previous.get(key):
-                        body[key] = previous[key]
-                        break
-            await self.http.request("PUT", CONTACTS + quote(str(target_id), safe=""), json=body, kind="update")
-        return lost
+        return back, lost
 
     async def _combine(self, matched: str, record: Mapping[str, Any], source_id: str,
                        contact: dict[str, Any] | None) -> WriteResult:

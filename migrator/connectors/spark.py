@@ -747,6 +747,8 @@ class Spark(Connector):
         fields = cls.schemas()["contacts"].fields
         return {k: v for k, v in row.items() if k in fields}
 
+    undo_open_kind = "read"
+
     async def undo_open(self) -> None:
         assert self.http is not None
         await self.http.request("GET", CONTACTS, params={"_limit": "1"}, kind="read")
@@ -782,6 +784,13 @@ class Spark(Connector):
         """One PUT of the previous values that differ. A note a merge added stays: the doc
         gives no way to remove one; nor can a PUT empty a field."""
         self._check_stream(stream)
+        back, lost = self.undo_back(previous, now, wrote)
+        if back:
+            await self._put(str(target_id), {"D": _payload(back)})
+        return lost
+
+    def undo_back(self, previous: dict[str, Any], now: dict[str, Any],
+                  wrote: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
         back: dict[str, Any] = {}
         lost = ["Note (the merge added a note; Flexmls documents no way to remove one)"] if wrote.get("Note") else []
         for key in sorted(set(previous) | set(now)):
@@ -792,9 +801,7 @@ class Spark(Connector):
                 lost.append(f"{key} (Flexmls cannot remove it; it now holds {str(is_)[:40]!r})")
                 continue
             back[key] = was
-        if back:
-            await self._put(str(target_id), {"D": _payload(back)})
-        return lost
+        return back, lost
 
     async def _update(self, target_id: str, body: dict[str, Any]) -> WriteResult:
         """A record written onto its own contact again (a delta): a PUT's Note adds a note,

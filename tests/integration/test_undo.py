@@ -58,6 +58,9 @@ def test_run_then_undo_leaves_the_target_as_it_was(tmp_path, monkeypatch, capsys
         unequal = [tid for tid in before if after[tid] != before[tid] and tid not in partly]
         assert not unequal, [(before[t], after[t]) for t in unequal[:2]]
         assert report["counts"]["undone"] == sum(actions.get(a, 0) for a in ("created", "updated")), report["counts"]
+        kinds = report["plan"]["requests"]["target"]["kinds"]   # planned, then spent
+        assert kinds and all(v["planned"] == v["actual"] for v in kinds.values()), (kinds, err)
+        assert "requests planned → actual" in err, err
         print(on_merge, target, "pre-existing put back byte-equal:", len(before) - len(partly), "partly:", len(partly))
 
 
