@@ -53,7 +53,8 @@ REI_RATE = 10.0   # REI Software: 100 requests in any 10 s
 
 def cli(env: dict[str, str], cwd: Path, *args: str) -> tuple[int, str, float]:
     t0 = time.perf_counter()
-    res = subprocess.run([sys.executable, "-m", "migrator.cli", *args, "--no-progress"], cwd=cwd, env=env,
+    quiet = ["--no-progress"] if args[0] not in ("init", "ids") else []
+    res = subprocess.run([sys.executable, "-m", "migrator.cli", *args, *quiet], cwd=cwd, env=env,
                          capture_output=True, text=True, timeout=3600)
     return res.returncode, res.stderr, time.perf_counter() - t0
 
@@ -62,6 +63,12 @@ def rei_requests(report: Path) -> dict[str, int]:
     r = json.loads(report.read_text())
     side = (r.get("requests") or {}).get("target") or {}
     return dict(side.get("requests") or r.get("requests_by_kind") or {})
+
+
+def undo_requests(reports: Path) -> int:
+    """What the last undo sent to REI (its report sets them beside its plan)."""
+    plan = json.loads(newest(reports, "*-undo-report.json").read_text())["plan"]
+    return sum(v["actual"] for v in plan["requests"]["target"]["kinds"].values())
 
 
 def newest(folder: Path, pattern: str) -> Path:
@@ -128,10 +135,7 @@ def main() -> None:
              f"exit {code}; {held} held; {'verified equal' if 'everything read back is as sent' in err else 'NOT equal'}")
 
         code, err, s = cli(env, work, "undo", job, "--sample-only")
-        undo = json.loads((reports / f"{Path(job).parent.name}-undo-report.json").read_text()) \
-            if (reports / "job-undo-report.json").exists() else json.loads(newest(reports, "*-undo-report.json").read_text())
-        step("undo trial", s, sum((undo.get("requests") or {}).values()) if isinstance(undo.get("requests"), dict) else None,
-             f"exit {code}; {count()} held")
+        step("undo trial", s, undo_requests(reports), f"exit {code}; {count()} held")
 
         code, err, s = cli(env, work, "run", job)
         report = newest(reports, "*-run-*-report.json")
@@ -164,18 +168,13 @@ def main() -> None:
              + ", ".join(f"{k} {v['planned']}→{v['actual']}" for k, v in kinds.items()))
 
         code, err, s = cli(env, work, "ids", job, "--out", "ids.csv")
-        with sqlite3.connect(work / "job" / "ckpt.sqlite") if (work / "job" / "ckpt.sqlite").exists() else \
-                sqlite3.connect(next((work / "job").glob("*.sqlite"))) as db:
+        with sqlite3.connect(next((work / "job").glob("*.ckpt.sqlite"))) as db:
             done = db.execute("SELECT count(*) FROM records WHERE status='done'").fetchone()[0]
         lines = sum(1 for _ in (work / "ids.csv").open()) - 1
         step("ids", s, None, f"exit {code}; {lines:,} rows for {done:,} done records")
 
         code, err, s = cli(env, work, "undo", job)
-        undo = json.loads(newest(reports, "*-undo-report.json").read_text())
-        req = undo.get("requests")
-        step("undo", s, sum(req.values()) if isinstance(req, dict) and all(isinstance(v, int) for v in req.values())
-             else None, f"exit {code}; {count()} held")
-
+        step("undo", s, undo_requests(reports), f"exit {code}; {count()} held")
 
 if __name__ == "__main__":
     main()

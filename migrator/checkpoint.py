@@ -71,7 +71,7 @@ CREATE TABLE IF NOT EXISTS failure_context (
 -- the undo of each record has come (inflight, undone, listed, kept, failed).
 CREATE TABLE IF NOT EXISTS undo_log (
     stream TEXT NOT NULL, source_id TEXT NOT NULL, target_id TEXT NOT NULL, previous TEXT, wrote TEXT,
-    PRIMARY KEY (stream, source_id)) WITHOUT ROWID;
+    at REAL, PRIMARY KEY (stream, source_id)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS undo_state (
     stream TEXT NOT NULL, source_id TEXT NOT NULL, state TEXT NOT NULL, note TEXT, run INTEGER,
     PRIMARY KEY (stream, source_id)) WITHOUT ROWID;
@@ -88,8 +88,9 @@ CREATE TABLE IF NOT EXISTS sent_records (
 SETTLED = ("done", "failed", "skipped")
 SENT_SQL = ("INSERT INTO sent VALUES (?, ?, ?) ON CONFLICT (stream, source_id) "
             "DO UPDATE SET body=excluded.body")
-UNDO_LOG = ("INSERT INTO undo_log VALUES (?, ?, ?, ?, ?) ON CONFLICT (stream, source_id) DO UPDATE SET "
-            "target_id=excluded.target_id, previous=excluded.previous, wrote=excluded.wrote")
+UNDO_LOG = ("INSERT INTO undo_log (stream, source_id, target_id, previous, wrote, at) VALUES (?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (stream, source_id) DO UPDATE SET target_id=excluded.target_id, "
+            "previous=excluded.previous, wrote=excluded.wrote, at=excluded.at")
 
 
 @dataclass(slots=True)
@@ -133,6 +134,7 @@ class Checkpoint:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.executescript(SCHEMA)
+            _add_columns(conn)
         except (OSError, sqlite3.OperationalError) as e:
             raise ConfigError(f"checkpoint {path}: cannot write there ({getattr(e, 'strerror', None) or e})") from None
         except sqlite3.DatabaseError:
@@ -196,7 +198,15 @@ class Checkpoint:
     # done, failed and skipped insert the record when it has no pending row (a local
     # target's records never get one) and update it when it has.
     def done(self, stream: str, source_id: str, target_id: str, *, action: str = "created",
-             matched_key: str | None = None, uncertain: bool = False) -> None:
+             matched_key: str | None = None, uncertain: bool = False, delta: bool = False) -> None:
+        """``delta``: a record written onto its own target id again (``run --since``) keeps
+        the action of its first write — what the job did to the target record (created
+        it, merged into one the target held), which undo and the crosswalk go by."""
+        if delta:
+            self._queue("UPDATE records SET status='done', target_id=?, uncertain=?, field=NULL, rule=NULL, "
+                        "error=NULL, run=?, updated=? WHERE stream=? AND source_id=?",
+                        (target_id, int(uncertain), self.run, time.time(), stream, source_id))
+            return
         self._queue("INSERT INTO records (stream, source_id, status, target_id, action, matched_key, uncertain, "
                     "run, updated) VALUES (?, ?, 'done', ?, ?, ?, ?, ?, ?) ON CONFLICT (stream, source_id) "
                     "DO UPDATE SET status='done', target_id=excluded.target_id, action=excluded.action, "
@@ -245,8 +255,14 @@ class Checkpoint:
         dump = lambda v: None if v is None else orjson.dumps(v, default=str).decode()  # noqa: E731
         # Kept apart from the other queued writes: interleaved with each record's ``done`` they
         # would cut every executemany run to one statement. Nothing reads undo_log during a run.
-        self._undo_rows.append((stream, source_id, target_id, dump(previous), dump(wrote)))
+        self._undo_rows.append((stream, source_id, target_id, dump(previous), dump(wrote), time.time()))
         self._queued += 1
+
+    def undo_after_delta(self, stream: str, source_id: str) -> None:
+        """A delta wrote the record again: undo still puts back what the target held before
+        the job's first write (``previous`` stays), and now expects the target to hold what
+        the delta sent (``sent``), not what the first write did."""
+        self._queue("UPDATE undo_log SET wrote=NULL WHERE stream=? AND source_id=?", (stream, source_id))
 
     def undo_state(self, stream: str, source_id: str, state: str, note: str | None = None) -> None:
         """How far the undo of one record has come; ``undone`` also frees the record for a
@@ -562,6 +578,15 @@ def read_only(path: str | Path, *, threads: bool = False) -> sqlite3.Connection:
     except sqlite3.DatabaseError:
         raise ConfigError(f"checkpoint {p} is not a checkpoint file") from None
     return conn
+
+
+def _add_columns(conn: sqlite3.Connection) -> None:
+    """Columns added since a checkpoint's tables were made (``CREATE TABLE IF NOT EXISTS``
+    leaves an old table as it is): ``undo_log.at``, when the write its ``previous`` was
+    read for was made — undo puts a target record back to the ``previous`` of the job's
+    first write onto it, an order a later delta (which rewrites ``records.updated``) keeps."""
+    if "at" not in {row[1] for row in conn.execute("PRAGMA table_info(undo_log)")}:
+        conn.execute("ALTER TABLE undo_log ADD COLUMN at REAL")
 
 
 def _statuses(conn: sqlite3.Connection, stream: str, source_ids: list[str]) -> dict[str, Status]:

@@ -759,7 +759,8 @@ class Engine:
         actions: Counter[str] = Counter()
         for item, res in zip(plain, results):
             reached("written")
-            done(stream, item.source_id, str(res.target_id), action=res.action, matched_key=res.matched_key)
+            done(stream, item.source_id, str(res.target_id), action=res.action, matched_key=res.matched_key,
+                 delta=item.target_id is not None)
             actions[res.action] += 1
         sent = self.ckpt.sent   # after the done marks: one executemany each
         for item in plain:
@@ -792,7 +793,8 @@ class Engine:
         if item.target_id is not None and self.job.on_merge in ("skip", "fail"):
             # A delta of a record already migrated follows on_merge like any other match.
             if self.job.on_merge == "skip":
-                await self._done(result, stream, sid, item.target_id, "matched", "on_merge: skip", False)
+                await self._done(result, stream, sid, item.target_id, "matched", "on_merge: skip", False,
+                                 delta=True)
             else:
                 self._fail(result, sid, f"changed in the source, but {self.job.target.system} record "
                            f"{item.target_id} already holds it (on_merge: fail)", None, "merge", raw=item.raw)
@@ -862,12 +864,15 @@ class Engine:
             crashpoints.reached("written")
             if res.placements:   # what a combined merge put where: committed with its done
                 ckpt.placed(stream, sid, res.placements)
-            if self._undo_log and res.action in ("created", "updated"):
+            delta = item.target_id is not None
+            if self._undo_log and delta:
+                ckpt.undo_after_delta(stream, sid)
+            elif self._undo_log and res.action in ("created", "updated"):
                 # What was sent is kept once, in ``sent`` (below); the log keeps only a body
                 # the connector wrote instead of it (a merge's changes).
                 ckpt.undo_log(stream, sid, str(res.target_id), res.previous, res.wrote)
             await self._done(result, stream, sid, res.target_id, res.action, res.matched_key, uncertain,
-                             item.data)
+                             item.data, delta=delta)
             return
         self._fail(result, sid, "the write's outcome stayed unknown after several attempts",
                    None, "uncertain", uncertain=True, raw=item.raw)
@@ -899,7 +904,8 @@ class Engine:
         return None
 
     async def _done(self, result: StreamResult, stream: str, sid: str, target_id: str, action: str,
-                    matched_key: str | None, uncertain: bool, data: dict[str, Any] | None = None) -> None:
+                    matched_key: str | None, uncertain: bool, data: dict[str, Any] | None = None,
+                    delta: bool = False) -> None:
         assert self.ckpt is not None
         if data is not None:   # what verify compares the target's copy with
             self.ckpt.sent(stream, sid, data)
@@ -909,7 +915,7 @@ class Engine:
         if uncertain:
             counts["uncertain"] += 1
         self.ckpt.done(stream, sid, str(target_id), action=action, matched_key=matched_key,
-                       uncertain=uncertain)
+                       uncertain=uncertain, delta=delta)
         self._written += 1
         self._check_stop_after()
 

@@ -11,6 +11,7 @@ before the trial). Records that end undone become free again: a later ``run`` wr
 """
 from __future__ import annotations
 
+import math
 import sqlite3
 import sys
 import time
@@ -75,10 +76,11 @@ class UndoOutcome:
 # ---- what to undo (pure) -------------------------------------------------------------------
 
 def plan_groups(rows: list[tuple], target_stream: Callable[[str], str]) -> list[Group]:
-    """Rows ``(stream, source_id, target_id, action, matched_key, previous, wrote, state)``
-    in write order → one group per target record: deleted when this job created it (then
-    whatever else the job put on it goes with it), else put back to the values it held
-    before the job's first write onto it, else kept with the reason."""
+    """Rows ``(stream, source_id, target_id, action, matched_key, previous, wrote, state,
+    in_trial, at)`` in the order of their last write → one group per target record:
+    deleted when this job created it (then whatever else the job put on it goes with it),
+    else put back to the values it held before the job's first write onto it, else kept
+    with the reason."""
     groups: dict[tuple[str, str], Group] = {}
     actions: dict[tuple[str, str], list[tuple]] = {}
     for row in rows:
@@ -94,21 +96,30 @@ def plan_groups(rows: list[tuple], target_stream: Callable[[str], str]) -> list[
         for r in rs:   # what the target should hold of the job's writes, the latest value of each field
             wrote.update(_load(r[6]) or {})
         created = [r for r in rs if r[3] == "created"]
+        first = _first_write(rs)
         g = Group(stream, target_stream(stream), tid, ids, "keep", state=state, wrote=wrote)
         if created:
             g.kind = "delete"
-        elif rs[0][3] == "updated" and rs[0][5] is not None:
-            g.kind, g.previous = "restore", _load(rs[0][5])
-        elif rs[0][4] == "lookup after interruption" or rs[0][4] == "lookup after lost response":
+        elif first[3] == "updated" and first[5] is not None:
+            g.kind, g.previous = "restore", _load(first[5])
+        elif first[4] == "lookup after interruption" or first[4] == "lookup after lost response":
             g.why = ("settled by a lookup after an interruption: it may be this job's create or a record the "
                      "target held before; check it and delete it by hand if it is the job's")
-        elif rs[0][3] == "updated":
+        elif first[3] == "updated":
             g.why = "the target merged the record into one it held, and its previous values were not read"
         else:
-            g.why = f"the target already held it ({rs[0][4] or 'matched'}); nothing this job kept says what it changed"
+            g.why = f"the target already held it ({first[4] or 'matched'}); nothing this job kept says what it changed"
         groups[(stream, tid)] = g
         out.append(g)
     return out
+
+
+def _first_write(rs: list[tuple]) -> tuple:
+    """The row of the job's first write onto a target record (``undo_log.at``; rows that
+    lack it, in the order given): its ``previous`` is what the record held before the job.
+    A later write onto it (another source record, a delta) moves the rows' order, not this."""
+    return min(enumerate(rs), key=lambda ir: (ir[1][9] if len(ir[1]) > 9 and ir[1][9] is not None
+                                              else math.inf, ir[0]))[1]
 
 
 def changed(now: dict[str, Any], wrote: dict[str, Any] | None) -> list[str]:
@@ -252,8 +263,10 @@ class Undo:
             await self._sample_run()
         rows = await ckpt.query(
             "SELECT r.stream, r.source_id, r.target_id, r.action, r.matched_key, l.previous, "
-            "CASE WHEN l.stream IS NULL THEN NULL ELSE coalesce(l.wrote, s.body) END, u.state, "
-            f"r.run IN ({SAMPLE_RUNS}) FROM records r "
+            "CASE WHEN l.stream IS NULL THEN NULL ELSE coalesce(l.wrote, s.body) END, "
+            # an undo state older than the record's last write is of a copy undone before it
+            "CASE WHEN u.run >= r.run THEN u.state END, "
+            f"r.run IN ({SAMPLE_RUNS}), l.at FROM records r "
             "LEFT JOIN undo_log l ON l.stream=r.stream AND l.source_id=r.source_id "
             "LEFT JOIN sent s ON s.stream=r.stream AND s.source_id=r.source_id "
             "LEFT JOIN undo_state u ON u.stream=r.stream AND u.source_id=r.source_id "

@@ -124,7 +124,9 @@ async def test_an_rei_delta_reads_newest_updated_first_and_stops_at_the_first_ol
         assert sorted(r["_source_id"] for r in appended) == sorted([c["id"] for c in changed] + [new_id])
         assert all(r["firstName"] == f"Changed{r['_source_id']}" for r in appended if r["_source_id"] != new_id)
         kinds = dict(rows(pair, "SELECT source_id, action FROM records"))
-        assert kinds[new_id] == "created" and all(kinds[c["id"]] == "updated" for c in changed)
+        # the report counts the delta's updates; the checkpoint keeps what the job did to each
+        # target record (it created them all), which undo and the crosswalk go by
+        assert set(kinds.values()) == {"created"}, Counter(kinds.values())
 
         # The same delta again (a resume, or run twice): nothing read twice, nothing sent.
         again = await Engine(pair.job(), mode="run", progress=False, since=since).run()

@@ -56,7 +56,7 @@ def test_run_then_undo_leaves_the_target_as_it_was(tmp_path, monkeypatch, capsys
         partly = {row["target_id"] for row in report["put_back_partly"]}
         assert set(after) == set(before), (set(after) ^ set(before))
         unequal = [tid for tid in before if after[tid] != before[tid] and tid not in partly]
-        assert not unequal, [(before[t], after[t]) for t in unequal[:2]]
+        assert not unequal, [{k: (before[t].get(k), after[t].get(k)) for k in set(before[t]) | set(after[t]) if before[t].get(k) != after[t].get(k)} for t in unequal[:2]]
         assert report["counts"]["undone"] == sum(actions.get(a, 0) for a in ("created", "updated")), report["counts"]
         kinds = report["plan"]["requests"]["target"]["kinds"]   # planned, then spent
         assert kinds and all(v["planned"] == v["actual"] for v in kinds.values()), (kinds, err)
@@ -188,3 +188,42 @@ def test_a_file_target_is_cut_back_whole_or_just_the_trial(tmp_path):
     assert oct((tmp_path / "reports" / "t-undo-report.json").stat().st_mode & 0o777) == "0o600"
     assert run_cli("run", str(job), "--no-progress").returncode == 0
     assert len(out.read_bytes().splitlines()) == 41
+
+
+def test_the_whole_workflow_trial_undo_run_delta_then_undo_leaves_the_target_as_it_was(
+        tmp_path, monkeypatch, capsys):
+    """A trial taken back, the whole run, a delta after cutover, then undo: the target
+    holds what it held before the job. A record the trial wrote and undo took back is
+    written again by the run and undone again (its old undo state is stale); one the delta
+    updated is still the job's own create, deleted, or a merge, put back."""
+    import anyio
+    from datetime import datetime, timedelta, timezone
+    from tests.integration.test_delta import change_in_realvolve
+    with ThreadPair(tmp_path, "realvolve", "rei", n=60, preseed=0.25, on_merge="update",
+                    source_sim={"page_size": 10}) as pair:
+        before = _snapshot(pair)
+        assert pair.main(monkeypatch, capsys, "run", "--sample", "10")[0] in (0, 1)
+        code, err = pair.main(monkeypatch, capsys, "undo", "--sample-only")
+        assert _snapshot(pair).keys() == before.keys(), err
+        assert pair.main(monkeypatch, capsys, "run")[0] in (0, 1)
+        db = sqlite3.connect(tmp_path / "ckpt.sqlite")
+        done = dict(db.execute("SELECT source_id, action FROM records WHERE status='done'"))
+        assert {"created", "updated"} <= set(done.values()), Counter(done.values())
+        # the delta changes contacts the job created and contacts it merged into held ones
+        changed = [next(s for s, a in sorted(done.items()) if a == a_) for a_ in ("created", "updated")]
+        changed += sorted(done)[::9]
+        since = (datetime.now(timezone.utc) - timedelta(seconds=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+        anyio.run(change_in_realvolve, pair, sorted(set(changed)),
+                  {"first_name": "Late", "last_name": "Comer", "work_email": "late.comer@example.com"})
+        code, err = pair.main(monkeypatch, capsys, "run", "--since", since)
+        assert code in (0, 1) and "updated" in err, err
+        assert dict(db.execute("SELECT source_id, action FROM records WHERE status='done'")).items() >= done.items()
+
+        code, err = pair.main(monkeypatch, capsys, "undo")
+        report = _undo_report(tmp_path, pair.job().name)
+        assert report["counts"].get("kept", 0) == 0 and report["counts"].get("already_undone", 0) == 0, report
+        after = _snapshot(pair)
+        assert after.keys() == before.keys(), (after.keys() ^ before.keys())
+        partly = {row["target_id"] for row in report["put_back_partly"]}
+        unequal = [t for t in before if t not in partly and after[t] != before[t]]
+        assert not unequal, [{k: (before[t].get(k), after[t].get(k)) for k in set(before[t]) | set(after[t]) if before[t].get(k) != after[t].get(k)} for t in unequal[:2]]

@@ -26,6 +26,18 @@ def test_a_record_the_target_held_is_put_back_to_its_values_before_the_first_wri
     assert (g.kind, g.previous, g.wrote) == ("restore", {"firstName": "Old"}, {"firstName": "B"})
 
 
+def test_a_delta_after_the_first_writes_moves_the_order_of_last_writes_not_the_first_previous():
+    """Two source records merged into one held record; a delta then wrote the first again,
+    so it is last in the order of last writes: the previous values are still the first
+    write's (``undo_log.at``), and what the target should hold is the delta's."""
+    first = row("1", "t", "updated", "email=a@x.io", previous={"firstName": "Old"}, wrote=None) + (False, 10.0)
+    second = row("2", "t", "updated", "email=a@x.io", previous={"firstName": "A"}, wrote={"firstName": "B"}) + (
+        False, 20.0)
+    delta = first[:6] + (orjson.dumps({"firstName": "Changed"}).decode(),) + first[7:]
+    [g] = plan_groups([second, delta], lambda s: s)
+    assert (g.kind, g.previous, g.wrote) == ("restore", {"firstName": "Old"}, {"firstName": "Changed"})
+
+
 def test_what_undo_cannot_know_is_kept_with_its_reason():
     groups = plan_groups([row("1", "t1", "matched", "lookup after interruption"),
                           row("2", "t2", "updated", "email=a@x.io"),
