@@ -27,9 +27,11 @@ FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
 
 def action_of(status: str, action: str | None, matched_key: str | None) -> str:
     """The crosswalk's word for a settled record. ``merged``: written onto a record the
-    target held that shares a natural key (``email=…``); ``updated``: written onto its own
-    target id again (a delta run); ``matched``: settled against an existing record with
-    nothing written; ``undone``: removed or put back by ``undo``."""
+    target held that shares a natural key (``email=…``); ``updated``: written onto a
+    record the target held that the target itself chose (REI merging a create);
+    ``matched``: settled against an existing record with nothing written; ``undone``:
+    removed or put back by ``undo``. A record a delta wrote again keeps the action of its
+    first write: the crosswalk says what the job did to each target record."""
     if status == "undone" or action == "undone":
         return "undone"
     if action == "updated" and matched_key and "=" in matched_key:
