@@ -219,6 +219,11 @@ class Plan:
             pages = max(1, s.pages)
             s.seconds = max(src + tgt / pages, src / pages + tgt)
             eta += s.seconds
+        # One window per system holds all of its requests, whatever stage sends them: the
+        # target's preparation and its writes share it (203 REI requests are three windows
+        # of 100, not one of 3 and then two of 100).
+        for side in (self.source, self.target):
+            eta = max(eta, window_seconds(self.total(side.role), side.window, side.latency, side.concurrency))
         self.eta_seconds = eta
         return eta
 

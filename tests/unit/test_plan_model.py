@@ -95,6 +95,17 @@ def test_reading_and_writing_overlap_page_by_page():
     assert many.eta_seconds == pytest.approx(fifty + fifty / 50)
 
 
+def test_a_systems_window_holds_its_preparation_and_its_writes_together():
+    """REI, 100 requests in any 10 s: a probe, a meta and an index page, then 200
+    creates, are 203 requests — three windows' worth (measured: 20.9 s), not one window
+    of 3 then two of 200 (the plan said 15 s)."""
+    tgt = side("target", limit=(100, 10.0), latency=0.3, concurrency=8, setup={"probe": 1, "meta": 1})
+    src = side("source", limit=None, latency=0.0)
+    p = plan_of([stream({}, {"index": 1, "create": 200})], src, tgt)
+    assert p.eta_seconds == pytest.approx(planning.window_seconds(203, RateLimit(100, 10.0), 0.3, 8))
+    assert p.eta_seconds > 20
+
+
 def test_target_preparation_and_streams_add_up():
     tgt = side("target", limit=None, latency=0.5, setup={"meta": 1})
     src = side("source", limit=None, latency=0.0)
