@@ -266,7 +266,9 @@ class Undo:
             "CASE WHEN l.stream IS NULL THEN NULL ELSE coalesce(l.wrote, s.body) END, "
             # an undo state older than the record's last write is of a copy undone before it
             "CASE WHEN u.run >= r.run THEN u.state END, "
-            f"r.run IN ({SAMPLE_RUNS}), l.at FROM records r "
+            # the trial's: written by it — or first written by it and since by a delta
+            f"(r.run IN ({SAMPLE_RUNS}) OR EXISTS (SELECT 1 FROM runs t WHERE t.mode='sample' "
+            "AND l.at >= t.started AND (t.ended IS NULL OR l.at <= t.ended))), l.at FROM records r "
             "LEFT JOIN undo_log l ON l.stream=r.stream AND l.source_id=r.source_id "
             "LEFT JOIN sent s ON s.stream=r.stream AND s.source_id=r.source_id "
             "LEFT JOIN undo_state u ON u.stream=r.stream AND u.source_id=r.source_id "

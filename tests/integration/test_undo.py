@@ -227,3 +227,25 @@ def test_the_whole_workflow_trial_undo_run_delta_then_undo_leaves_the_target_as_
         partly = {row["target_id"] for row in report["put_back_partly"]}
         unequal = [t for t in before if t not in partly and after[t] != before[t]]
         assert not unequal, [{k: (before[t].get(k), after[t].get(k)) for k in set(before[t]) | set(after[t]) if before[t].get(k) != after[t].get(k)} for t in unequal[:2]]
+
+
+def test_undo_sample_only_after_a_delta_still_takes_back_each_trial_record(tmp_path, monkeypatch, capsys):
+    """A trial record a delta wrote again is still the trial's: `--sample-only` deletes it."""
+    import anyio
+    from datetime import datetime, timedelta, timezone
+    from tests.integration.test_delta import change_in_realvolve
+    with ThreadPair(tmp_path, "realvolve", "rei", n=40, source_sim={"page_size": 10}) as pair:
+        assert pair.main(monkeypatch, capsys, "run", "--sample", "8")[0] in (0, 1)
+        db = sqlite3.connect(tmp_path / "ckpt.sqlite")
+        trial = dict(db.execute("SELECT source_id, target_id FROM records WHERE status='done'"))
+        assert pair.main(monkeypatch, capsys, "run")[0] in (0, 1)
+        everything = {str(r["id"]) for r in pair.call(pair.target_records)}
+        since = (datetime.now(timezone.utc) - timedelta(seconds=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+        anyio.run(change_in_realvolve, pair, sorted(trial)[:2],
+                  {"first_name": "Late", "last_name": "Comer", "work_email": "late.comer@example.com"})
+        code, err = pair.main(monkeypatch, capsys, "run", "--since", since)
+        assert code in (0, 1) and "updated 2" in err, err
+        late = everything ^ {str(r["id"]) for r in pair.call(pair.target_records)}   # the delta's new one
+        code, err = pair.main(monkeypatch, capsys, "undo", "--sample-only")
+        assert code == 0, err
+        assert {str(r["id"]) for r in pair.call(pair.target_records)} == (everything | late) - set(trial.values())
