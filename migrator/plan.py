@@ -501,9 +501,10 @@ async def before_run(job, source, target, out: Callable[[str], None],
         return None
     expected = getattr(target, "expected_records", None)
     if plan is not None and plan.basis == "validate" and isinstance(expected, dict):
-        # A target that chooses how to dedup by the record count chooses as the plan did.
+        # A target that chooses how to dedup by the record count chooses as the plan did:
+        # by the records that will be matched — a delta's updates go by their target id.
         for s in plan.streams:
-            expected[s.target_stream] = expected.get(s.target_stream, 0) + (s.valid or 0)
+            expected[s.target_stream] = expected.get(s.target_stream, 0) + (s.valid or 0) - (s.updates or 0)
     quotas = [await source.quota(), await target.quota()]
     if plan is None and not any(quotas):
         return None
