@@ -33,6 +33,7 @@ from .connectors.base import Connector, Context, parse_rate_limit, parse_timeout
 from .errors import ConfigError, JobError, MappingError, UserError
 from .mapping import Mapping, compile_mapping, load_mapping
 from .registry import connector_class
+from .timeparse import since_time
 from .yamlutil import load_yaml
 
 JOB_KEYS = {"name", "source", "target", "mapping", "checkpoint", "reports", "concurrency",
@@ -93,6 +94,8 @@ class Job:
             raise ConfigError(f"{cfg.where}: --since: {cfg.cls.system} cannot list only the records changed "
                               f"since a time{how}, so a delta run would read and write everything; "
                               f"sources that can: {', '.join(able)}, and csv or jsonl with updated_column")
+        if since:
+            since_time(since)   # a time that is none: one line, before anything is opened
         ctx = Context(job_dir=self.path.parent, role=role, concurrency=self.concurrency,
                       allow_insecure_http=self.allow_insecure_http, origins=cfg.origins,
                       since=since, where=cfg.where, stop_at_quota=self.stop_at_quota,

@@ -14,3 +14,13 @@ def utc_time(raw: str) -> datetime:
     except ValueError:
         when = parser.parse(raw)
     return (when if when.tzinfo else when.replace(tzinfo=timezone.utc)).astimezone(timezone.utc)
+
+
+def since_time(raw: str) -> datetime:
+    """``--since`` as an aware UTC datetime, or the one line a person can act on."""
+    from .errors import ConfigError
+    try:
+        return utc_time(raw)
+    except (ValueError, OverflowError):
+        raise ConfigError(f"--since {raw!r} is not a date or date-time "
+                          "(e.g. 2026-11-30 or '2026-11-30 14:00')") from None

@@ -27,7 +27,7 @@ from ..errors import ConfigError, JobError
 from ..protocols import Page, Record, StreamInfo, WriteResult
 from ..schema import Field, StreamSchema
 from . import textfile
-from ..timeparse import utc_time
+from ..timeparse import since_time, utc_time
 from .base import Connector, ReadBack, Setting, WritePlanner, number_setting
 
 PAGE = 500
@@ -158,11 +158,7 @@ class _FileConnector(Connector):
         column = self.settings.get("updated_column")
         if not self.ctx.since or not column:
             return None
-        try:
-            return utc_time(self.ctx.since)
-        except (ValueError, OverflowError):
-            raise ConfigError(f"--since {self.ctx.since!r} is not a date or date-time "
-                              "(e.g. 2026-11-30 or '2026-11-30 14:00')") from None
+        return since_time(self.ctx.since)
 
     def _changed_since(self, page: Page, since: datetime) -> Page:
         """The page less its rows whose ``updated_column`` is before ``since`` (counted in

@@ -29,9 +29,9 @@ from typing import Any, AsyncIterator, Callable, Mapping
 import anyio
 import orjson
 
-from ..errors import (AuthError, ConfigError, JobError, QuotaExhausted, RecordError, Retryable,
+from ..errors import (AuthError, JobError, QuotaExhausted, RecordError, Retryable,
                       UncertainWrite)
-from ..timeparse import utc_time
+from ..timeparse import since_time, utc_time
 from ..http import Auth, HttpClient, Request, Response, error_text
 from ..limits import RateLimit
 from ..paging import in_order
@@ -107,11 +107,7 @@ _PARAM_FIELD = re.compile(r"contact\[\w+\](?:\[(\w+)\])+")
 
 def since_stamp(raw: str) -> str:
     """``--since`` as the UTC stamp ``updated_time`` takes; no ``+`` to mangle in a URL."""
-    try:
-        dt = utc_time(raw)
-    except (ValueError, OverflowError):
-        raise ConfigError(f"realvolve: --since {raw!r} is not a date or date-time") from None
-    return dt.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return since_time(raw).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def phone_digits(value: Any) -> str:

@@ -51,9 +51,9 @@ from urllib.parse import quote
 
 import orjson
 
-from ..errors import (AuthError, ConfigError, JobError, MappingError, QuotaExhausted, RateLimited,
+from ..errors import (AuthError, JobError, MappingError, QuotaExhausted, RateLimited,
                       RecordError, UserError)
-from ..timeparse import utc_time
+from ..timeparse import since_time
 from ..http import Response, StaticHeaderAuth, error_text, retry_after_seconds
 from ..limits import RateLimit
 from ..protocols import Page, Record, StreamInfo, WriteResult
@@ -175,10 +175,7 @@ class Rei(Connector):
     def _since_time(self) -> float | None:
         if not self.ctx.since:
             return None
-        try:
-            return utc_time(self.ctx.since).timestamp()
-        except (ValueError, OverflowError):
-            raise ConfigError(f"rei: --since {self.ctx.since!r} is not a date or date-time") from None
+        return since_time(self.ctx.since).timestamp()
 
     def _order(self) -> tuple[str, str]:
         """How the source lists contacts: by ``date_updated`` newest first for a delta."""

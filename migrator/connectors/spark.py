@@ -30,7 +30,7 @@ from yarl import URL
 
 from ..errors import (AuthError, ConfigError, CredentialExpired, JobError, RateLimited, RecordError,
                       Retryable, TokenExpired, UncertainWrite)
-from ..timeparse import utc_time
+from ..timeparse import since_time
 from ..http import Auth, HttpClient, Request, Response, StaticHeaderAuth, retry_after_seconds
 from ..paging import in_order
 from ..limits import RateLimit
@@ -99,10 +99,7 @@ def quote_filter_value(value: str) -> str:
 
 def filter_timestamp(raw: str) -> str:
     """``--since`` as the UTC ISO 8601 stamp ``_filter`` takes unquoted."""
-    try:
-        dt = utc_time(raw)
-    except (ValueError, OverflowError):
-        raise ConfigError(f"spark: --since {raw!r} is not a date or date-time") from None
+    dt = since_time(raw)
     stamp = dt.strftime("%Y-%m-%dT%H:%M:%S")
     if dt.microsecond:
         stamp += f".{dt.microsecond // 1000:03d}"

@@ -260,7 +260,7 @@ async def test_a_delta_reads_newest_updated_first_and_stops_at_the_first_older_c
 
 def test_a_since_that_is_no_time_is_one_clear_error() -> None:
     from migrator.errors import ConfigError
-    with pytest.raises(ConfigError, match="rei: --since 'last tuesdayish' is not a date or date-time"):
+    with pytest.raises(ConfigError, match="--since 'last tuesdayish' is not a date or date-time"):
         delta_connector("last tuesdayish")
 
 

@@ -372,3 +372,15 @@ def test_a_delta_plan_on_an_api_target_counts_updates_as_the_run_sends_them(
         assert all(v["planned"] == v["actual"] for v in target.values()), target
         source = report["plan"]["requests"]["source"]["kinds"]
         assert all(v["planned"] == v["actual"] for v in source.values()), source
+
+
+@pytest.mark.parametrize("command", ["run", "validate"])
+def test_a_since_that_is_no_time_is_one_line_before_anything_is_read_or_planned(
+        tmp_path: Path, capsys, command: str) -> None:
+    from migrator.cli import main
+    job = file_job(tmp_path, people(3, "2026-11-01"))
+    assert main([command, str(job), "--since", "2026-13-45", "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["migrator: --since '2026-13-45' is not a date or date-time (e.g. 2026-11-30 or "
+                   "'2026-11-30 14:00')"], err
+    assert not (tmp_path / "ckpt.sqlite").exists() and not (tmp_path / "out.jsonl").exists()
