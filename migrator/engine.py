@@ -840,6 +840,8 @@ class Engine:
                            value=item.data.get(e.field) if e.field else None)
                 return
             except UncertainWrite as e:
+                if item.target_id is not None:   # a delta's update by id: sent again, never looked up
+                    continue
                 if target.can_lookup(tstream):
                     found = await self._lookup(tstream, item, result)
                     if found is not None:

@@ -20,9 +20,10 @@ from tests.integration.harness import CREDENTIALS, Pair, read_file_target
 N = 40
 
 
-async def change_in_realvolve(pair: Pair, ids: list[str], new_contact: dict) -> str:
+async def change_in_realvolve(pair: Pair, ids: list[str], new_contact: dict, note: str | None = None) -> str:
     """Change contacts in the source simulator through Realvolve's own API (update_contact
-    stamps updated_at), and add one: what a team does while it cuts over."""
+    stamps updated_at; ``note``: add_note adds one to each), and add one: what a team does
+    while it cuts over."""
     env = pair.env
     settings = {"system": "realvolve", "base_url": env["REALVOLVE_BASE_URL"],
                 **{k: env[v] for k, v in CREDENTIALS["realvolve"].items()}}
@@ -30,7 +31,8 @@ async def change_in_realvolve(pair: Pair, ids: list[str], new_contact: dict) -> 
     await api.open()
     try:
         for sid in ids:
-            await api.write("contacts", {"first_name": f"Changed{sid}"}, source_id=sid, target_id=sid)
+            await api.write("contacts", {"first_name": f"Changed{sid}", **({"notes": [note]} if note else {})},
+                            source_id=sid, target_id=sid)
         return (await api.write("contacts", new_contact, source_id="new")).target_id
     finally:
         await api.close()
@@ -384,3 +386,32 @@ def test_a_since_that_is_no_time_is_one_line_before_anything_is_read_or_planned(
     assert err == ["migrator: --since '2026-13-45' is not a date or date-time (e.g. 2026-11-30 or "
                    "'2026-11-30 14:00')"], err
     assert not (tmp_path / "ckpt.sqlite").exists() and not (tmp_path / "out.jsonl").exists()
+
+
+@pytest.mark.parametrize("target,id_key,first", [("rei", "id", "firstName"), ("spark", "Id", "GivenName")])
+async def test_a_delta_whose_answers_are_lost_sends_its_updates_again_and_keeps_each_record_its_own(
+        tmp_path: Path, target: str, id_key: str, first: str) -> None:
+    """The target drops the connection after applying half the writes of the delta (a
+    Spark PUT with a Note is not safe to repeat blindly): an update by id is sent again,
+    never looked up as if it were a create; each changed contact is updated, none is
+    doubled, and the checkpoint still says the job created each one."""
+    from migrator.sandbox.base import Faults
+    async with Pair(tmp_path, "realvolve", target, n=N, on_merge="update") as pair:
+        await pair.run()
+        before = dict(rows(pair, "SELECT source_id, action FROM records WHERE status='done'"))
+        held = len(pair.target_records())
+        done = dict(rows(pair, "SELECT source_id, target_id FROM records WHERE status='done' AND action='created'"))
+        changed = sorted(done)[:6]
+        since = (datetime.now(timezone.utc) - timedelta(seconds=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+        await change_in_realvolve(pair, changed, {"first_name": "Lost", "work_email": "lost.answers@example.com"},
+                                  note="called after the cutover")   # a Spark PUT that adds a note
+        pair.target_sim.faults = Faults(drop_after_rate=0.5, seed=4)
+        delta = await Engine(pair.job(), mode="run", progress=False, since=since).run()
+        assert pair.target_sim.stats.faults["drop_after"] > 0
+        assert delta.total("updated") == len(changed) and delta.total("failed") == 0, delta.streams[0].counts
+        after = {str(c[id_key]): c for c in pair.target_records()}
+        assert len(after) == held + 1
+        assert all(after[done[sid]][first] == f"Changed{sid}" for sid in changed)
+        now = dict(rows(pair, "SELECT source_id, action FROM records WHERE status='done'"))
+        assert all(now[sid] == before[sid] for sid in before), {s: (before[s], now[s]) for s in before
+                                                                 if now[s] != before[s]}
