@@ -68,10 +68,12 @@ def cmd_run(args: argparse.Namespace, mode: str, job: Any = None) -> int:
     async def go():
         if mode == "validate":
             return await planning.validate_with_plan(engine, latency)
-        if mode == "run" and not sample:
-            await planning.before_run(job, engine.source, engine.target,
-                                      lambda line: print(line, file=sys.stderr), latency, engine.since)
-        return await engine.run(), None
+        ran_plan = None
+        if mode == "run":
+            ran_plan = await planning.before_run(job, engine.source, engine.target,
+                                                 lambda line: print(line, file=sys.stderr), latency,
+                                                 engine.since, sample)
+        return await engine.run(), ran_plan
 
     try:
         outcome, plan = anyio.run(go)
@@ -83,7 +85,7 @@ def cmd_run(args: argparse.Namespace, mode: str, job: Any = None) -> int:
         from .report import preview_text
         print(preview_text(report), file=sys.stderr)
     print(text, file=sys.stderr)
-    if plan is not None:
+    if plan is not None and mode == "validate":
         planning.save_plan(job, plan)
         print(plan.render(), file=sys.stderr)
     csv_path = report_paths(job, mode)[1]

@@ -192,6 +192,7 @@ class Plan:
     notes: list[str] = field(default_factory=list)
     version: int = VERSION
     since: str | None = None        # a delta's plan: what changed since then (UTC, ISO 8601)
+    sample: int | None = None       # a trial's share of the plan (run --sample N); never stored
 
     # -- totals ------------------------------------------------------------------
     def requests(self, role: str) -> dict[str, int]:
@@ -262,7 +263,8 @@ class Plan:
         src, tgt = self.source, self.target
         basis = ("exact record counts from validate" if self.basis == "validate" else
                  "an estimate: one create per record, no children — run `migrator validate` for exact counts")
-        what = f"the delta since {self.since}" if self.since else self.job
+        what = (f"the delta since {self.since}" if self.since else
+                f"a trial of {self.sample:,} records a stream" if self.sample else self.job)
         lines = _wrap(f"plan for {what}: {src.system} → {tgt.system} ({basis})", "")
         for s in self.streams:
             counts = (f"{s.read:,} read, {s.valid:,} valid" if s.valid is not None else
@@ -488,13 +490,15 @@ async def validate_with_plan(engine, latency: float | None = None):
 
 
 async def before_run(job, source, target, out: Callable[[str], None],
-                     latency: float | None = None, since: str | None = None) -> Plan | None:
+                     latency: float | None = None, since: str | None = None,
+                     sample: int | None = None) -> Plan | None:
     """Before ``run`` writes anything: the plan the last ``validate`` stored for this job
     and mapping (else, when a system has a daily quota, an estimate), and a line for
     each quota it does not fit in. Requests spent here are ones the run spends anyway
     (kept pages, REI's custom-field list), except Realvolve's ``info``, which it repeats.
     A delta (``since``) has only the plan ``validate --since`` made of it: an estimate
-    from the source's totals would count the whole migration, not what changed."""
+    from the source's totals would count the whole migration, not what changed. A trial
+    (``sample``) prints its share of the plan (``trial_plan``)."""
     plan = load_plan(job, since)
     if since and plan is None:
         out(f"plan: {no_plan(since)}")
@@ -524,11 +528,39 @@ async def before_run(job, source, target, out: Callable[[str], None],
     made = f"validate at {when}" if plan.basis == "validate" else "an estimate"
     if since:
         made += f", of the delta since {plan.since}"
+    if sample:
+        plan = trial_plan(plan, sample, source)
+        made += f", a trial of {sample:,} records a stream"
     out(f"plan ({made}): {plan.source.system} {plan.total('source'):,} requests, "
         f"{plan.target.system} {plan.total('target'):,} requests; ETA {duration(plan.eta_seconds)}")
     for problem in plan.quota_problems():
         out(problem)
     return plan
+
+
+def trial_plan(plan: Plan, n: int, source) -> Plan:
+    """``run --sample N``: the share of the whole migration's plan that a trial of N
+    records a stream spends. Its writes are the plan's, scaled by N over the stream's
+    valid records (rounded up; the target's index is read whole all the same); it lists
+    the whole source, since its records are spread over it, and fetches what each record
+    costs (Realvolve's detail) for its own records only where the source picks before it
+    fetches — else for every record it lists."""
+    streams = []
+    for s in plan.streams:
+        records = s.valid if s.valid is not None else s.read
+        share = min(1.0, n / records) if records else 1.0
+        target = {k: v if k in PRE_KINDS else math.ceil(v * share) for k, v in s.target.items()}
+        reads = dict(s.source)
+        if source.picks_before_fetch(s.source_stream) and s.read:
+            own = source.plan_reads(s.source_stream, min(n, s.read))
+            reads = {k: v if k == "page" else own.get(k, 0) for k, v in reads.items()}
+        streams.append(StreamPlan(s.stream, s.source_stream, s.target_stream, s.read,
+                                  min(n, records) if records is not None else None, reads,
+                                  {k: v for k, v in target.items() if v}, dedup=s.dedup, pages=s.pages))
+    trial = Plan(plan.job, plan.job_id, plan.mapping_digest, plan.basis, plan.created, plan.source, plan.target,
+                 streams, notes=list(plan.notes), sample=n)
+    trial.compute_eta()
+    return trial
 
 
 # ---- keeping it --------------------------------------------------------------------

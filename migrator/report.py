@@ -324,8 +324,9 @@ VALIDATE_COUNTS = ("to_update", "already_settled", "previously_failed", "older_t
 def finish(job, outcome, mode: str, plan=None, since: str | None = None) -> tuple[dict[str, Any], str]:
     """After a run: write the JSON report (and, for run/retry, the failures CSV from the
     checkpoint); return the report and its terminal summary. ``validate`` reports the
-    plan it made; ``run`` sets the stored plan's requests beside its actual ones — a
-    delta (``since``) its own plan, from ``validate --since``, never the whole one."""
+    plan it made; ``run`` sets the plan it printed (``plan``: a trial's share), else the
+    stored one, beside its actual requests — a delta (``since``) its own plan, from
+    ``validate --since``, never the whole one."""
     latest, csv_path = report_paths(job, mode)
     json_path = run_report_path(job, mode, outcome)
     facts = None
@@ -335,8 +336,8 @@ def finish(job, outcome, mode: str, plan=None, since: str | None = None) -> tupl
     section = None
     if mode == "validate" and plan is not None:
         section = plan.to_dict()
-    elif mode == "run":
-        section = planning.planned_vs_actual(planning.load_plan(job, since), outcome, since)
+    elif mode == "run":   # the plan the run printed (a trial's share), else the stored one
+        section = planning.planned_vs_actual(plan or planning.load_plan(job, since), outcome, since)
     report = build_report(job, outcome, facts, section)
     write_report(json_path, report)
     write_report(latest, report)  # a copy, not a symlink: 0600 itself, and survives the run's file

@@ -221,6 +221,12 @@ class Connector:
     def pages(self, stream: str, cursor: Any) -> AsyncIterator[Page]:
         raise JobError(f"{self.system} cannot be read from")
 
+    def picks_before_fetch(self, stream: str) -> bool:
+        """Whether a trial of ``stream`` is picked from the listed rows before what each
+        costs is fetched (``sample_rows``): its plan then counts those reads for the
+        trial's records only."""
+        return False
+
     def sample_rows(self, stream: str, keep: Callable[[], bool]) -> bool:
         """``run --sample``: a source that fetches more for each record it lists (a detail
         call each) may ask ``keep()`` once per listed row, in order, and fetch only the

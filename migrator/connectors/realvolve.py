@@ -320,11 +320,14 @@ class Realvolve(Connector):
         self._totals[stream] = total
         return StreamInfo(stream, total=total)
 
-    def sample_rows(self, stream: str, keep: Callable[[], bool]) -> bool:
+    def picks_before_fetch(self, stream: str) -> bool:
         """A trial's contacts are picked from the list rows, before their
         ``contact_detail``: a trial of 1,000 of 10,000 costs 1,000 detail calls, not
         10,000. (A note is found only inside its contact's details: not for notes.)"""
-        if stream != "contacts":
+        return stream == "contacts"
+
+    def sample_rows(self, stream: str, keep: Callable[[], bool]) -> bool:
+        if not self.picks_before_fetch(stream):
             return False
         self._keep = keep
         return True

@@ -81,3 +81,22 @@ def test_a_trial_verifies_its_records_and_says_what_the_target_did_not_keep(tmp_
         spoiled = {row.split(",")[1] for row in drift.splitlines()[1:]}
         db = sqlite3.connect(tmp_path / "ckpt.sqlite")
         assert spoiled == {sid for (sid,) in db.execute("SELECT source_id FROM records WHERE status='done'")}
+
+
+def test_a_trial_prints_its_share_of_the_plan_and_its_report_sets_it_beside_what_it_spent(
+        tmp_path, monkeypatch, capsys):
+    """Planned before it runs: after validate, a trial of 12 prints the share of the plan
+    it spends — 12 creates, a contact_detail for each of its 12, every list page — and
+    its report sets that, not the whole migration's plan, beside its requests."""
+    n, k = 120, 12
+    with ThreadPair(tmp_path, "realvolve", "rei", n=n, dirt=CLEAN, concurrency=8) as pair:
+        code, err = pair.main(monkeypatch, capsys, "validate")
+        assert code == 0, err
+        code, err = pair.main(monkeypatch, capsys, "run", "--sample", str(k))
+        assert code == 0, err
+        assert f"a trial of {k} records a stream" in err, err
+        report = orjson.loads((tmp_path / "reports" / "realvolve-to-rei-run-report.json").read_bytes())
+        kinds = {role: report["plan"]["requests"][role]["kinds"] for role in ("source", "target")}
+        assert kinds["target"]["create"] == {"planned": k, "actual": k}, kinds
+        assert kinds["source"]["detail"] == {"planned": k, "actual": k}, kinds
+        assert all(v["planned"] == v["actual"] for side in kinds.values() for v in side.values()), kinds

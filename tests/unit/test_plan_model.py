@@ -106,6 +106,21 @@ def test_a_systems_window_holds_its_preparation_and_its_writes_together():
     assert p.eta_seconds > 20
 
 
+def test_a_trials_share_of_the_plan():
+    """run --sample 10 of 100 valid: a tenth of the writes (rounded up), the target's index
+    whole; Realvolve lists every page but fetches a detail for the trial's 10 only; a
+    source that cannot pick before it fetches reads as for the whole run."""
+    whole = plan_of([stream({"page": 1, "detail": 100}, {"index": 3, "create": 100, "note": 41},
+                            read=100, valid=100)])
+    trial = planning.trial_plan(whole, 10, realvolve())
+    (s,) = trial.streams
+    assert s.target == {"index": 3, "create": 10, "note": 5} and s.source == {"page": 1, "detail": 10}
+    assert s.valid == 10 and trial.sample == 10 and "a trial of 10 records" in trial.render()
+    assert trial.eta_seconds < whole.eta_seconds
+    files = planning.trial_plan(whole, 10, CsvConnector({"path": "x.csv"}, Context()))
+    assert files.streams[0].source == {"page": 1, "detail": 100}
+
+
 def test_target_preparation_and_streams_add_up():
     tgt = side("target", limit=None, latency=0.5, setup={"meta": 1})
     src = side("source", limit=None, latency=0.0)
