@@ -74,6 +74,16 @@ def rei_requests(report: Path) -> dict[str, int]:
     return dict(side.get("requests") or r.get("requests_by_kind") or {})
 
 
+def planned_line(report: dict[str, Any]) -> str:
+    """REI's requests as the run's plan counted them, beside what it sent."""
+    kinds = report["plan"]["requests"]["target"]["kinds"] if "requests" in report.get("plan", {}) else {}
+    if not kinds:
+        return "no plan"
+    same = all(v["planned"] == v["actual"] for v in kinds.values())
+    return (f"planned {'=' if same else '≠'} actual "
+            + ", ".join(f"{k} {v['planned']}→{v['actual']}" for k, v in kinds.items()))
+
+
 def undo_requests(reports: Path) -> int:
     """What the last undo sent to REI (its report sets them beside its plan)."""
     plan = json.loads(newest(reports, "*-undo-report.json").read_text())["plan"]
@@ -142,8 +152,10 @@ def main() -> None:
         fresh()
         code, err, s = cli(env, work, "run", job, "--sample", str(args.trial))
         held = count()
+        report = json.loads(newest(reports, "*-run-*-report.json").read_text())
         step("trial", s, sum(rei_requests(newest(reports, "*-run-*-report.json")).values()),
-             f"exit {code}; {held} held; {'verified equal' if 'everything read back is as sent' in err else 'NOT equal'}")
+             f"exit {code}; {held} held; {'verified equal' if 'everything read back is as sent' in err else 'NOT equal'}; "
+             + planned_line(report))
 
         fresh()
         code, err, s = cli(env, work, "undo", job, "--sample-only")
@@ -175,11 +187,9 @@ def main() -> None:
         report = json.loads(newest(reports, "*-run-*-report.json").read_text())
         counts = report["streams"][0]["counts"]
         kinds = report["plan"]["requests"]["target"]["kinds"] if "requests" in report.get("plan", {}) else {}
-        same = all(v["planned"] == v["actual"] for v in kinds.values()) if kinds else False
         step("delta", s, sum(v["actual"] for v in kinds.values()) if kinds else None,
              f"exit {code}; updated {counts.get('updated', 0)}, created {counts.get('created', 0)}; "
-             f"{count() - before} added; planned {'=' if same else '≠'} actual "
-             + ", ".join(f"{k} {v['planned']}→{v['actual']}" for k, v in kinds.items()))
+             f"{count() - before} added; " + planned_line(report))
 
         code, err, s = cli(env, work, "ids", job, "--out", "ids.csv")
         with sqlite3.connect(next((work / "job").glob("*.ckpt.sqlite"))) as db:
