@@ -349,7 +349,8 @@ def build_parser() -> argparse.ArgumentParser:
                 "migrator run my-job/job.yaml --since 2026-11-30", "migrator run my-job/job.yaml --sample 50")
     r.add_argument("--since", metavar="TIME", help=SINCE_HELP)
     r.add_argument("--sample", type=int, metavar="N",
-                   help="a trial: write N records spread over the whole source (every k-th), verify "
+                   help="a trial: print its share of the plan, write N records spread over the whole "
+                        "source (every k-th), verify "
                         "them (exit 1 if the target kept less than sent) and stop to review them; the next "
                         "run writes the rest and never a trial record again; "
                         "`migrator undo JOB --sample-only` takes the trial back")

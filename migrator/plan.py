@@ -621,10 +621,14 @@ def planned_vs_actual(plan: Plan | None, outcome, since: str | None = None) -> d
     for role in ("source", "target"):
         planned = plan.requests(role)
         system = (plan.source if role == "source" else plan.target).system
-        out["requests"][role] = {"system": system, "kinds": {
-            k: {"planned": planned.get(k, 0), "actual": int(actual[role].get(k, 0))}
-            for k in order_kinds([*planned, *actual[role]])}}
+        out["requests"][role] = {"system": system, "kinds": kinds_beside(planned, actual[role])}
     return out
+
+
+def kinds_beside(planned: Mapping[str, int], actual: Mapping[str, Any]) -> dict[str, dict[str, int]]:
+    """Each request kind's planned and actual count, in the plan's order of kinds."""
+    return {k: {"planned": planned.get(k, 0), "actual": int(actual.get(k, 0))}
+            for k in order_kinds([*planned, *actual])}
 
 
 def comparison_lines(section: Mapping[str, Any] | None) -> list[str]:

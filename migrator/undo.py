@@ -24,7 +24,7 @@ import orjson
 from . import crashpoints
 from .checkpoint import Checkpoint
 from .errors import ConfigError, QuotaExhausted, RecordError, Retryable, UserError
-from .plan import comparison_lines, duration, order_kinds
+from .plan import comparison_lines, duration, kinds_beside, side_seconds
 from .report import write_report
 
 SAMPLE_RUNS = "SELECT run FROM runs WHERE mode='sample'"
@@ -62,12 +62,10 @@ class UndoOutcome:
 
     def comparison(self) -> dict[str, Any]:
         """The undo's plan beside what it spent, as a run's report sets them (``plan`` section)."""
-        actual = self.requests
         return {"basis": "undo", "eta_seconds": round(self.eta_seconds, 3), "seconds": round(self.seconds, 3),
                 "resumed": False,   # the plan counts only what is left to undo
-                "requests": {"target": {"system": self.system, "kinds": {
-                    k: {"planned": self.planned.get(k, 0), "actual": int(actual.get(k, 0))}
-                    for k in order_kinds([*self.planned, *actual])}}}}
+                "requests": {"target": {"system": self.system,
+                                        "kinds": kinds_beside(self.planned, self.requests)}}}
 
     def add(self, key: str, n: int = 1) -> None:
         self.counts[key] = self.counts.get(key, 0) + n
@@ -306,12 +304,10 @@ class Undo:
         puts = sum(1 for g in restoring if g.previous is not None and self.target.undo_back(
             g.previous, {**g.previous, **(g.wrote or {})}, g.wrote or {})[0])
         requests = self.target.undo_requests(deletes, restores, puts)
-        total = sum(requests.values())
         latency = self.latency or getattr(self.target, "typical_latency", 0.3)
-        seconds = total * latency / max(1, self.job.concurrency)
-        limit = self.target.rate_limit()
-        if limit is not None:
-            seconds = max(seconds, total * limit.per / max(1, limit.requests))
+        # The plan's model: the target's window, or latency over concurrency, whichever binds.
+        seconds = side_seconds(sum(requests.values()), limit=self.target.rate_limit(), latency=latency,
+                               concurrency=self.job.concurrency)
         self.outcome.planned = {k: v for k, v in requests.items() if v}
         self.outcome.eta_seconds = seconds
         kinds = ", ".join(f"{k} {v:,}" for k, v in requests.items() if v)
